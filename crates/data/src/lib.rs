@@ -1,0 +1,15 @@
+//! Data for the seq2seq pipelines: vocabularies on HF `tokenizers`, corpus readers with
+//! file:line errors, the synthetic quickstart datasets, and length-bucketed batching.
+//!
+//! This crate knows nothing about tensors or models: batches are padded id matrices.
+
+pub mod batch;
+pub mod corpus;
+pub mod error;
+pub mod synthetic;
+pub mod vocab;
+
+pub use batch::{bucket_batches, Batch, Example};
+pub use corpus::{read_parallel, read_tsv, seeded_split, Pair};
+pub use error::DataError;
+pub use vocab::{Level, Vocab, VocabSpec};

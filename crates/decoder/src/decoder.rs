@@ -1,0 +1,316 @@
+//! The recurrent decoder (Luong-style attentional decoder with optional input feeding).
+//!
+//! One step, in the order of the math:
+//! ```text
+//! e_t   = dropout(embed(y_{t-1}))
+//! x_t   = [e_t ; ã_{t-1}]            (input feeding, else e_t)
+//! h_t   = RNN-stack(x_t, h_{t-1})
+//! c_t   = attention(h_t, memory)       (skipped without attention)
+//! ã_t   = tanh(W_c [h_t ; c_t])        (ã_t = h_t without attention)
+//! p_t   = softmax(W_o dropout(ã_t))    (W_o tied to the embedding optionally)
+//! ```
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{linear, linear_no_bias, Embedding, Init, Linear, Module, VarBuilder};
+use seq2seq_nn::{
+    attention, rnn, Attention, AttentionKeys, AttentionKind, CellKind, CellState, Ctx, Rnn,
+    RnnConfig,
+};
+
+use crate::EncoderOutput;
+
+/// How the decoder's initial state is made from the encoder's final states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bridge {
+    /// Start from zeros.
+    Zero,
+    /// Copy the encoder's final state (its size must equal the decoder's hidden size).
+    Last,
+    /// `tanh(W f + b)` of the encoder's top final state.
+    Learned,
+}
+
+/// Everything the decoder needs to know; nothing here names an encoder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecoderConfig {
+    pub cell: CellKind,
+    pub vocab_size: usize,
+    pub embedding_dim: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub attention: Option<AttentionKind>,
+    pub attention_dim: usize,
+    pub input_feeding: bool,
+    pub tied_embeddings: bool,
+    pub bridge: Bridge,
+    /// Dropout on the target embeddings.
+    pub emb_dropout: f32,
+    /// Dropout between stacked recurrent layers.
+    pub dropout: f32,
+    /// Dropout on the attentional vector before the output projection.
+    pub hidden_dropout: f32,
+    /// Size C of the memory (B, S, C) it will attend over; 0 when there is none.
+    pub memory_dim: usize,
+    /// Size F of the encoder's final-state vectors; 0 when there are none.
+    pub summary_dim: usize,
+}
+
+/// The decoder's recurrent state between steps.
+#[derive(Clone, Debug)]
+pub struct DecoderState {
+    /// One state per recurrent layer.
+    pub layers: Vec<CellState>,
+    /// The previous attentional vector ã_{t-1} (B, H) for input feeding.
+    pub prev_att: Option<Tensor>,
+}
+
+impl DecoderState {
+    /// Keeps (or repeats) the given batch rows.
+    pub fn index_select(&self, rows: &Tensor) -> Result<Self> {
+        Ok(Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|s| {
+                    Ok(CellState {
+                        h: s.h.index_select(rows, 0)?,
+                        c: s.c.as_ref().map(|c| c.index_select(rows, 0)).transpose()?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            prev_att: self.prev_att.as_ref().map(|a| a.index_select(rows, 0)).transpose()?,
+        })
+    }
+}
+
+/// The memory with its attention keys precomputed once per batch.
+#[derive(Clone, Debug)]
+pub struct PreparedMemory {
+    keys: Option<AttentionKeys>,
+}
+
+impl PreparedMemory {
+    pub fn index_select(&self, rows: &Tensor) -> Result<Self> {
+        Ok(Self {
+            keys: self.keys.as_ref().map(|k| k.index_select(rows)).transpose()?,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    cfg: DecoderConfig,
+    embed: Embedding,
+    rnn: Rnn,
+    attention: Option<Attention>,
+    att_vector_layer: Option<Linear>,
+    bridge_layer: Option<Linear>,
+    output_layer: Linear,
+}
+
+pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
+    if cfg.tied_embeddings && cfg.embedding_dim != cfg.hidden_size {
+        candle_core::bail!(
+            "tied embeddings need embedding_dim ({}) equal to hidden_size ({})",
+            cfg.embedding_dim,
+            cfg.hidden_size
+        );
+    }
+    if cfg.bridge == Bridge::Last && cfg.summary_dim != 0 && cfg.summary_dim != cfg.hidden_size {
+        candle_core::bail!(
+            "bridge `last` needs the encoder's final state size ({}) to equal the decoder hidden size ({}); use `learned`",
+            cfg.summary_dim,
+            cfg.hidden_size
+        );
+    }
+    let attn_on = cfg.attention.is_some() && cfg.memory_dim > 0;
+    let e_init = Init::Uniform { lo: -0.1, up: 0.1 };
+    let weight = vb.pp("embed").get_with_hints((cfg.vocab_size, cfg.embedding_dim), "weight", e_init)?;
+    let embed = Embedding::new(weight.clone(), cfg.embedding_dim);
+    let feed = if cfg.input_feeding && attn_on { cfg.hidden_size } else { 0 };
+    let rnn = rnn(
+        RnnConfig {
+            kind: cfg.cell,
+            input_size: cfg.embedding_dim + feed,
+            hidden_size: cfg.hidden_size,
+            num_layers: cfg.num_layers,
+            bidirectional: false,
+            dropout: cfg.dropout,
+        },
+        vb.pp("rnn"),
+    )?;
+    let (attention, att_vector_layer) = match cfg.attention {
+        Some(kind) if attn_on => (
+            Some(attention(kind, cfg.memory_dim, cfg.hidden_size, cfg.attention_dim, vb.pp("attention"))?),
+            Some(linear(cfg.hidden_size + cfg.memory_dim, cfg.hidden_size, vb.pp("att_vector_layer"))?),
+        ),
+        _ => (None, None),
+    };
+    let bridge_layer = if cfg.bridge == Bridge::Learned && cfg.summary_dim > 0 {
+        Some(linear(cfg.summary_dim, cfg.hidden_size, vb.pp("bridge_layer"))?)
+    } else {
+        None
+    };
+    let output_layer = if cfg.tied_embeddings {
+        Linear::new(weight, None)
+    } else {
+        linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("output_layer"))?
+    };
+    Ok(Decoder {
+        cfg,
+        embed,
+        rnn,
+        attention,
+        att_vector_layer,
+        bridge_layer,
+        output_layer,
+    })
+}
+
+impl Decoder {
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// Precomputes the attention keys of the encoder's memory.
+    pub fn prepare(&self, enc: &EncoderOutput) -> Result<PreparedMemory> {
+        let keys = match (&self.attention, &enc.memory) {
+            (Some(a), Some(m)) => {
+                let mask = match &enc.mask {
+                    Some(mask) => mask.clone(),
+                    None => Tensor::ones(m.dims()[..2].to_vec(), DType::F32, m.device())?,
+                };
+                Some(a.keys(m, &mask)?)
+            }
+            _ => None,
+        };
+        Ok(PreparedMemory { keys })
+    }
+
+    /// The initial state from the bridge; `batch` is used when the encoder gives no state.
+    pub fn start(&self, enc: &EncoderOutput, batch: usize, dev: &candle_core::Device) -> Result<DecoderState> {
+        let h = self.cfg.hidden_size;
+        let zero = CellState::zeros(self.cfg.cell, batch, h, dev)?;
+        let layers = match (self.cfg.bridge, enc.final_states.last()) {
+            (Bridge::Zero, _) | (_, None) => vec![zero; self.cfg.num_layers],
+            (Bridge::Last, Some(top)) => (0..self.cfg.num_layers)
+                .map(|l| {
+                    let src = if enc.final_states.len() == self.cfg.num_layers {
+                        &enc.final_states[l]
+                    } else {
+                        top
+                    };
+                    Ok(CellState { h: src.clone(), c: zero.c.clone() })
+                })
+                .collect::<Result<_>>()?,
+            (Bridge::Learned, Some(top)) => {
+                let hb = self.bridge_layer.as_ref().unwrap().forward(top)?.tanh()?;
+                vec![CellState { h: hb, c: zero.c.clone() }; self.cfg.num_layers]
+            }
+        };
+        let prev_att = match self.attention.is_some() && self.cfg.input_feeding {
+            true => Some(Tensor::zeros((batch, h), DType::F32, dev)?),
+            false => None,
+        };
+        Ok(DecoderState { layers, prev_att })
+    }
+
+    /// One decoding step: previous tokens (B) → logits (B, V), the new state and the attention
+    /// weights (B, S) when the decoder attends.
+    pub fn step(
+        &self,
+        prev: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, DecoderState, Option<Tensor>)> {
+        let e = ctx.dropout(&self.embed.forward(prev)?, self.cfg.emb_dropout)?;
+        let (att, state, alphas) = self.step_embedded(&e, state, mem, ctx)?;
+        let logits = self.logits(&att, ctx)?;
+        Ok((logits, state, alphas))
+    }
+
+    /// The step from an embedded input (B, E) to the attentional vector ã_t (B, H).
+    fn step_embedded(
+        &self,
+        e: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, DecoderState, Option<Tensor>)> {
+        let mut x = match &state.prev_att {
+            Some(a) => Tensor::cat(&[e, a], 1)?,
+            None => e.clone(),
+        };
+        let mut layers = Vec::with_capacity(state.layers.len());
+        for (l, cell) in self.rnn.cells().iter().enumerate() {
+            let s = cell.step(&cell.input_proj(&x)?, &state.layers[l])?;
+            x = if l + 1 < self.cfg.num_layers { ctx.dropout(&s.h, self.cfg.dropout)? } else { s.h.clone() };
+            layers.push(s);
+        }
+        let (att, alphas) = self.attend(&x.unsqueeze(1)?, mem)?;
+        let att = att.squeeze(1)?;
+        let alphas = alphas.map(|a| a.squeeze(1)).transpose()?;
+        let prev_att = state.prev_att.as_ref().map(|_| att.clone());
+        Ok((att, DecoderState { layers, prev_att }, alphas))
+    }
+
+    /// Queries (B, T, H) → attentional vectors (B, T, H) and weights (B, T, S).
+    fn attend(&self, h: &Tensor, mem: &PreparedMemory) -> Result<(Tensor, Option<Tensor>)> {
+        match (&self.attention, &mem.keys) {
+            (Some(a), Some(k)) => {
+                let (context, alphas) = a.forward(h, k)?;
+                let att = self
+                    .att_vector_layer
+                    .as_ref()
+                    .unwrap()
+                    .forward(&Tensor::cat(&[h, &context], D::Minus1)?)?
+                    .tanh()?;
+                Ok((att, Some(alphas)))
+            }
+            _ => Ok((h.clone(), None)),
+        }
+    }
+
+    /// Output projection of attentional vectors of any leading shape.
+    pub fn logits(&self, att: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let att = ctx.dropout(att, self.cfg.hidden_dropout)?;
+        let dims = att.dims().to_vec();
+        let rows = att.elem_count() / self.cfg.hidden_size;
+        let y = self.output_layer.forward(&att.reshape((rows, self.cfg.hidden_size))?)?;
+        let mut out = dims;
+        *out.last_mut().unwrap() = self.cfg.vocab_size;
+        y.reshape(out)
+    }
+
+    /// Teacher-forced pass over a whole target prefix `tgt_in` (B, T): logits (B, T, V).
+    ///
+    /// Without input feeding the recurrent stack runs over the whole sequence and attention is
+    /// batched over all T queries at once; with it the steps are sequential. Either way the output
+    /// projection is one matmul over all steps.
+    pub fn forward_teacher(
+        &self,
+        tgt_in: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, DecoderState)> {
+        let e = ctx.dropout(&self.embed.forward(tgt_in)?, self.cfg.emb_dropout)?;
+        let (att, last) = if state.prev_att.is_none() {
+            let (h, finals) = self.rnn.forward(&e, None, Some(&state.layers), ctx)?;
+            let (att, _) = self.attend(&h, mem)?;
+            (att, DecoderState { layers: finals, prev_att: None })
+        } else {
+            let t = e.dim(1)?;
+            let mut state = state.clone();
+            let mut atts = Vec::with_capacity(t);
+            for i in 0..t {
+                let (a, s, _) = self.step_embedded(&e.narrow(1, i, 1)?.squeeze(1)?, &state, mem, ctx)?;
+                atts.push(a);
+                state = s;
+            }
+            (Tensor::stack(&atts, 1)?, state)
+        };
+        Ok((self.logits(&att, ctx)?, last))
+    }
+}

@@ -1,0 +1,14 @@
+//! The shared recurrent decoder: embedding → recurrent stack → attention → output projection.
+//!
+//! Every pipeline (translation, captioning, language modelling) ends here. The decoder is built
+//! from its own [`DecoderConfig`] and consumes an [`EncoderOutput`]: it never learns which encoder
+//! (text, image or none) produced its memory. Search strategies drive it through
+//! [`Decoder::start`] and one [`Decoder::step`].
+
+pub mod contract;
+pub mod decoder;
+pub mod search;
+
+pub use contract::EncoderOutput;
+pub use decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderState, PreparedMemory};
+pub use search::{greedy, SpecialTokens};

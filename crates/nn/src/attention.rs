@@ -1,0 +1,125 @@
+//! Attention over an encoder memory: additive (Bahdanau), multiplicative (Luong `general`, `dot`),
+//! masked over source padding.
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{linear_no_bias, Linear, Module, VarBuilder};
+
+/// Which score function compares a decoder query with the memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKind {
+    /// `vᵀ tanh(W_k m + W_q q)` (Bahdanau et al., 2015).
+    Bahdanau,
+    /// `qᵀ W m` (Luong et al., 2015, "general").
+    Luong,
+    /// `qᵀ m` (Luong "dot"): the memory and query sizes must agree.
+    Dot,
+}
+
+/// An attention layer; parameters `key_layer`, `query_layer`, `energy_layer` (JoeyNMT's names).
+#[derive(Clone, Debug)]
+pub struct Attention {
+    kind: AttentionKind,
+    key_layer: Option<Linear>,
+    query_layer: Option<Linear>,
+    energy_layer: Option<Linear>,
+}
+
+/// The memory with everything that does not depend on the query precomputed once per source.
+#[derive(Clone, Debug)]
+pub struct AttentionKeys {
+    memory: Tensor,
+    keys: Tensor,
+    /// 0 at real positions, -1e9 at padding, shaped (B, 1, S) to broadcast over queries.
+    mask_bias: Tensor,
+}
+
+impl AttentionKeys {
+    pub fn memory(&self) -> &Tensor {
+        &self.memory
+    }
+
+    /// Keeps only the given batch rows (beam search and finished-row pruning use this).
+    pub fn index_select(&self, rows: &Tensor) -> Result<Self> {
+        Ok(Self {
+            memory: self.memory.index_select(rows, 0)?,
+            keys: self.keys.index_select(rows, 0)?,
+            mask_bias: self.mask_bias.index_select(rows, 0)?,
+        })
+    }
+}
+
+/// `memory_dim`: C of the memory (B, S, C); `query_dim`: size of the decoder query;
+/// `attention_dim`: the hidden size of the additive score (ignored by the multiplicative ones).
+pub fn attention(
+    kind: AttentionKind,
+    memory_dim: usize,
+    query_dim: usize,
+    attention_dim: usize,
+    vb: VarBuilder,
+) -> Result<Attention> {
+    let (key_layer, query_layer, energy_layer) = match kind {
+        AttentionKind::Bahdanau => (
+            Some(linear_no_bias(memory_dim, attention_dim, vb.pp("key_layer"))?),
+            Some(linear_no_bias(query_dim, attention_dim, vb.pp("query_layer"))?),
+            Some(linear_no_bias(attention_dim, 1, vb.pp("energy_layer"))?),
+        ),
+        AttentionKind::Luong => (
+            Some(linear_no_bias(memory_dim, query_dim, vb.pp("key_layer"))?),
+            None,
+            None,
+        ),
+        AttentionKind::Dot => {
+            if memory_dim != query_dim {
+                candle_core::bail!(
+                    "dot attention needs equal memory and query sizes, got {memory_dim} and {query_dim}"
+                );
+            }
+            (None, None, None)
+        }
+    };
+    Ok(Attention {
+        kind,
+        key_layer,
+        query_layer,
+        energy_layer,
+    })
+}
+
+impl Attention {
+    pub fn kind(&self) -> AttentionKind {
+        self.kind
+    }
+
+    /// Precomputes the keys for `memory` (B, S, C) with `mask` (B, S) (1 = real token).
+    pub fn keys(&self, memory: &Tensor, mask: &Tensor) -> Result<AttentionKeys> {
+        let keys = match &self.key_layer {
+            Some(l) => l.forward(memory)?,
+            None => memory.clone(),
+        };
+        let mask_bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.unsqueeze(1)?;
+        Ok(AttentionKeys {
+            memory: memory.clone(),
+            keys,
+            mask_bias,
+        })
+    }
+
+    /// Attends with `query` (B, Tq, Hq); returns the context (B, Tq, C) and weights (B, Tq, S).
+    /// Several queries at once serve the teacher-forced training path; decoding passes Tq = 1.
+    pub fn forward(&self, query: &Tensor, k: &AttentionKeys) -> Result<(Tensor, Tensor)> {
+        let scores = match self.kind {
+            AttentionKind::Bahdanau => {
+                let q = self.query_layer.as_ref().unwrap().forward(query)?; // (B, Tq, A)
+                let e = q.unsqueeze(2)?.broadcast_add(&k.keys.unsqueeze(1)?)?.tanh()?; // (B,Tq,S,A)
+                self.energy_layer.as_ref().unwrap().forward(&e)?.squeeze(D::Minus1)?
+            }
+            AttentionKind::Luong | AttentionKind::Dot => {
+                query.contiguous()?.matmul(&k.keys.transpose(1, 2)?.contiguous()?)?
+            }
+        };
+        let scores = scores.broadcast_add(&k.mask_bias)?;
+        let alphas = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let context = alphas.matmul(&k.memory.contiguous()?)?;
+        Ok((context, alphas))
+    }
+}

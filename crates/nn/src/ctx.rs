@@ -1,0 +1,77 @@
+//! Forward-pass context: train/eval mode and the seeded random stream used by dropout.
+
+use candle_core::{Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Carries the train/eval switch and a seeded random generator through a forward pass.
+///
+/// candle's CPU RNG cannot be seeded, so dropout masks are drawn here instead: a training run
+/// that seeds one `Ctx` per step from `(seed, step)` is reproducible bit for bit, and resuming at
+/// step N needs no RNG state beyond the step number.
+pub struct Ctx {
+    train: bool,
+    rng: ChaCha8Rng,
+}
+
+impl Ctx {
+    /// Evaluation mode: dropout is the identity.
+    pub fn eval() -> Self {
+        Self {
+            train: false,
+            rng: ChaCha8Rng::seed_from_u64(0),
+        }
+    }
+
+    /// Training mode with dropout masks drawn from a generator seeded by `seed`.
+    pub fn train(seed: u64) -> Self {
+        Self {
+            train: true,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn is_train(&self) -> bool {
+        self.train
+    }
+
+    /// Inverted dropout: zero each element with probability `p`, scale the rest by `1/(1-p)`.
+    pub fn dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        if !self.train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        if p >= 1.0 {
+            return x.zeros_like();
+        }
+        let scale = 1.0 / (1.0 - p);
+        let n = x.elem_count();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| if self.rng.random::<f32>() < p { 0.0 } else { scale })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn dropout_is_identity_in_eval_and_seeded_in_train() -> Result<()> {
+        let x = Tensor::ones((4, 1000), candle_core::DType::F32, &Device::Cpu)?;
+        let y = Ctx::eval().dropout(&x, 0.5)?;
+        assert_eq!(y.sum_all()?.to_scalar::<f32>()?, 4000.0);
+        let a = Ctx::train(7).dropout(&x, 0.3)?.to_vec2::<f32>()?;
+        let b = Ctx::train(7).dropout(&x, 0.3)?.to_vec2::<f32>()?;
+        let c = Ctx::train(8).dropout(&x, 0.3)?.to_vec2::<f32>()?;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let zeros = a.iter().flatten().filter(|v| **v == 0.0).count() as f32 / 4000.0;
+        assert!((zeros - 0.3).abs() < 0.03, "dropped share {zeros}");
+        let kept: f32 = a.iter().flatten().copied().sum::<f32>() / 4000.0;
+        assert!((kept - 1.0).abs() < 0.05, "mean after dropout {kept}");
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! Neural-network building blocks for recurrent sequence models on candle.
+//!
+//! Every layer follows candle-nn's conventions: a struct holding private tensors, a lowercase
+//! constructor taking its weights from a [`candle_nn::VarBuilder`], PyTorch parameter names so that
+//! checkpoints round-trip with PyTorch. Layers do no I/O and know nothing about configs or files.
+//!
+//! Randomness (initialisation, dropout) is seeded and owned by the caller: candle's CPU backend
+//! cannot be seeded, so [`init::SeededVarMap`] and [`Ctx`] provide reproducible replacements.
+
+pub mod attention;
+pub mod ctx;
+pub mod init;
+pub mod loss;
+pub mod rnn;
+
+pub use attention::{attention, Attention, AttentionKind, AttentionKeys};
+pub use ctx::Ctx;
+pub use init::SeededVarMap;
+pub use loss::masked_cross_entropy;
+pub use rnn::{cell, rnn, Cell, CellKind, CellState, Rnn, RnnConfig};

@@ -1,0 +1,143 @@
+//! The model directory: file names, atomic writes and the trainer state.
+//!
+//! ```text
+//! config.yaml              resolved config (every default filled in)
+//! src_tokenizer.json       source vocabulary (HF tokenizers format)
+//! tgt_tokenizer.json       target vocabulary
+//! model.safetensors        best weights (PyTorch-style names), used by translate
+//! last.safetensors         latest weights, for --resume
+//! optimizer.safetensors    Adam moments of the latest weights
+//! trainer_state.json       step, epoch, position in the epoch, lr, early-stopping counters
+//! metrics.jsonl            one JSON object per validation
+//! ```
+//! Every file is written to a temporary name in the same directory and renamed into place, so a
+//! crash never leaves a half-written checkpoint.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+pub const CONFIG: &str = "config.yaml";
+pub const SRC_TOKENIZER: &str = "src_tokenizer.json";
+pub const TGT_TOKENIZER: &str = "tgt_tokenizer.json";
+pub const BEST: &str = "model.safetensors";
+pub const LAST: &str = "last.safetensors";
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+pub const STATE: &str = "trainer_state.json";
+pub const METRICS: &str = "metrics.jsonl";
+
+/// Where training stopped, enough to continue exactly.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Updates done.
+    pub step: usize,
+    pub epoch: usize,
+    /// Batches of the current epoch already consumed.
+    pub batch_in_epoch: usize,
+    pub lr: f64,
+    /// Best validation score so far (lower is better: loss, or 1 - exact match).
+    pub best_score: Option<f64>,
+    pub best_step: usize,
+    /// Validations since the best one (early stopping).
+    pub bad_validations: usize,
+    /// Validations since the last improvement or lr decay (plateau schedule).
+    pub plateau: usize,
+    pub elapsed_s: f64,
+    pub target_tokens: u64,
+    pub finished: bool,
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Write { path: path.to_path_buf(), source }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let mut f = std::fs::File::create(&tmp).map_err(write_err(path))?;
+    f.write_all(bytes).map_err(write_err(path))?;
+    f.sync_all().map_err(write_err(path))?;
+    std::fs::rename(&tmp, path).map_err(write_err(path))
+}
+
+/// Saves named tensors as safetensors atomically.
+pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let tmp = tmp_path(path);
+    candle_core::safetensors::save(tensors, &tmp).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(write_err(path))?;
+    std::fs::rename(&tmp, path).map_err(write_err(path))
+}
+
+/// Loads a safetensors file, naming it when it is missing or corrupt.
+pub fn load_tensors(dir: &Path, name: &str, dev: &Device) -> Result<HashMap<String, Tensor>> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Err(Error::ModelDir { path: dir.to_path_buf(), msg: format!("{name} is missing") });
+    }
+    candle_core::safetensors::load(&path, dev).map_err(|e| Error::ModelDir {
+        path: dir.to_path_buf(),
+        msg: format!("{name} is corrupt or not a safetensors file: {e}"),
+    })
+}
+
+pub fn save_state(dir: &Path, state: &TrainerState) -> Result<()> {
+    let json = serde_json::to_string_pretty(state).expect("state serialises");
+    write_atomic(&dir.join(STATE), json.as_bytes())
+}
+
+pub fn load_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join(STATE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::ModelDir {
+        path: dir.to_path_buf(),
+        msg: format!("cannot read {STATE}: {e}"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::ModelDir {
+        path: dir.to_path_buf(),
+        msg: format!("{STATE} is corrupt: {e}"),
+    })
+}
+
+/// Appends one line to the metrics log.
+pub fn append_metrics(dir: &Path, record: &serde_json::Value) -> Result<()> {
+    let path = dir.join(METRICS);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(write_err(&path))?;
+    writeln!(f, "{record}").map_err(write_err(&path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_files() {
+        let dir = std::env::temp_dir().join(format!("s2s-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let e = load_tensors(&dir, "x.json", &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("x.json is corrupt"), "{e}");
+        let e = load_tensors(&dir, "nope.safetensors", &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("nope.safetensors is missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,110 @@
+//! Loading a model directory and translating with it.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use seq2seq_data::Vocab;
+use seq2seq_decoder::{greedy, SpecialTokens};
+use seq2seq_nn::Ctx;
+
+use crate::checkpoint::{self, BEST, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER};
+use crate::config::{Config, DecodingConfig};
+use crate::model::{build_model, Seq2Seq};
+use crate::{Error, Result};
+
+/// Greedy-decodes source id sequences in length-sorted batches; outputs keep the input order.
+pub fn decode_ids(
+    model: &Seq2Seq,
+    srcs: &[Vec<u32>],
+    tgt: &Vocab,
+    pad: u32,
+    opts: &DecodingConfig,
+    dev: &Device,
+) -> Result<Vec<Vec<u32>>> {
+    let mut order: Vec<usize> = (0..srcs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
+    let sp = SpecialTokens { pad: tgt.pad, bos: tgt.bos, eos: tgt.eos, unk: tgt.unk };
+    let mut out = vec![Vec::new(); srcs.len()];
+    for chunk in order.chunks(opts.batch_size.max(1)) {
+        let len = chunk.iter().map(|&i| srcs[i].len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![pad; chunk.len() * len];
+        let mut mask = vec![0f32; chunk.len() * len];
+        for (r, &i) in chunk.iter().enumerate() {
+            for (j, &t) in srcs[i].iter().enumerate() {
+                ids[r * len + j] = t;
+                mask[r * len + j] = 1.0;
+            }
+            mask[r * len] = 1.0; // an empty line still has one position to attend to
+        }
+        let src = Tensor::from_vec(ids, (chunk.len(), len), dev)?;
+        let mask = Tensor::from_vec(mask, (chunk.len(), len), dev)?;
+        let enc = model.encode(&src, &mask, &mut Ctx::eval())?;
+        let hyps = greedy(&model.decoder, &enc, chunk.len(), sp, opts.max_length, opts.forbid_unk, dev)?;
+        for (&i, h) in chunk.iter().zip(hyps) {
+            out[i] = h;
+        }
+    }
+    Ok(out)
+}
+
+/// A trained model loaded from its directory.
+pub struct Translator {
+    pub config: Config,
+    pub src_vocab: Vocab,
+    pub tgt_vocab: Vocab,
+    pub model: Seq2Seq,
+    pub device: Device,
+}
+
+impl Translator {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let missing = |name: &str| Error::ModelDir { path: dir.to_path_buf(), msg: format!("{name} is missing") };
+        if !dir.is_dir() {
+            return Err(Error::ModelDir { path: dir.to_path_buf(), msg: "not a directory".into() });
+        }
+        let cfg_path = dir.join(CONFIG);
+        if !cfg_path.exists() {
+            return Err(missing(CONFIG));
+        }
+        let config = Config::from_file(&cfg_path)?;
+        for name in [SRC_TOKENIZER, TGT_TOKENIZER, BEST] {
+            if !dir.join(name).exists() {
+                return Err(missing(name));
+            }
+        }
+        let src_vocab = Vocab::load(&dir.join(SRC_TOKENIZER))?;
+        let tgt_vocab = Vocab::load(&dir.join(TGT_TOKENIZER))?;
+        let device = Device::Cpu;
+        let weights = checkpoint::load_tensors(dir, BEST, &device)?;
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
+        let model = build_model(&config.model, src_vocab.len(), tgt_vocab.len(), vb).map_err(|e| Error::ModelDir {
+            path: dir.to_path_buf(),
+            msg: format!("{BEST} does not match {CONFIG}: {e}"),
+        })?;
+        Ok(Self { config, src_vocab, tgt_vocab, model, device })
+    }
+
+    /// Translates lines; sources longer than `data.max_src_len` tokens are truncated to it and
+    /// reported in the returned warnings (1-based line numbers).
+    pub fn translate(&self, lines: &[String], opts: &DecodingConfig) -> Result<(Vec<String>, Vec<String>)> {
+        let max = self.config.data.max_src_len;
+        let mut warnings = Vec::new();
+        let mut srcs = Vec::with_capacity(lines.len());
+        for (i, l) in lines.iter().enumerate() {
+            let mut ids = self.src_vocab.encode(l)?;
+            if ids.len() > max {
+                warnings.push(format!(
+                    "input line {}: {} tokens, truncated to the model's maximum of {max} (data.max_src_len)",
+                    i + 1,
+                    ids.len()
+                ));
+                ids.truncate(max);
+            }
+            srcs.push(ids);
+        }
+        let hyps = decode_ids(&self.model, &srcs, &self.tgt_vocab, self.src_vocab.pad, opts, &self.device)?;
+        let outs = hyps.iter().map(|h| self.tgt_vocab.decode(h)).collect::<std::result::Result<_, _>>()?;
+        Ok((outs, warnings))
+    }
+}

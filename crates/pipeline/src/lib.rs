@@ -1,0 +1,16 @@
+//! The seq2seq pipelines: config, model assembly ([`model::build_model`]), training with
+//! checkpoints and resume, and inference. The CLI is a thin layer over this crate.
+
+pub mod checkpoint;
+pub mod config;
+pub mod dataset;
+pub mod error;
+pub mod inference;
+pub mod model;
+pub mod optim;
+pub mod train;
+
+pub use config::{resolve_data_dir, Config};
+pub use error::{Error, Result};
+pub use inference::Translator;
+pub use train::{default_out, train, TrainOptions, TrainSummary};

@@ -1,0 +1,408 @@
+//! The training loop: Adam(W), gradient clipping, label smoothing, validation with samples,
+//! best/last checkpoints, plateau learning-rate decay, early stopping, exact resume.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use seq2seq_data::{bucket_batches, Batch, Example, Pair, Vocab};
+use seq2seq_nn::{Ctx, SeededVarMap};
+
+use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, OPTIMIZER, SRC_TOKENIZER, TGT_TOKENIZER};
+use crate::config::{Config, EarlyStopMetric, OptimizerKind};
+use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
+use crate::inference::decode_ids;
+use crate::model::{build_model, BatchTensors, Seq2Seq};
+use crate::optim::Adam;
+use crate::{Error, Result};
+
+/// Options of one `train` invocation (the CLI flags).
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    pub data_dir: PathBuf,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Overrides `train.max_steps`.
+    pub max_steps: Option<usize>,
+    /// Overrides `seed`.
+    pub seed: Option<u64>,
+    /// No progress output at all (tests).
+    pub quiet: bool,
+}
+
+/// What a finished training run reports.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub best_score: Option<f64>,
+    /// Exact-match share of greedy outputs on the test split (valid when there is none).
+    pub exact_match: Option<f64>,
+    pub out: PathBuf,
+}
+
+struct Prepared {
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    train: Vec<Example>,
+    valid: Vec<Example>,
+    valid_pairs: Vec<Pair>,
+    test: Vec<Example>,
+    test_pairs: Vec<Pair>,
+}
+
+fn log(opts: &TrainOptions, msg: &str) {
+    if !opts.quiet {
+        eprintln!("{msg}");
+    }
+}
+
+/// Loads the corpus, builds or reloads the vocabularies and encodes every split.
+fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
+    let d = &cfg.data;
+    let splits = load_splits(d, &opts.data_dir)?;
+    if splits.train.is_empty() {
+        return Err(Error::Data(seq2seq_data::DataError::Empty {
+            what: "the training corpus".into(),
+            hint: String::new(),
+        }));
+    }
+    let (src_vocab, tgt_vocab) = if opts.resume {
+        (Vocab::load(&opts.out.join(SRC_TOKENIZER))?, Vocab::load(&opts.out.join(TGT_TOKENIZER))?)
+    } else {
+        let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
+        let tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
+        let s = Vocab::train(&d.src_vocab.spec(d.lowercase), &srcs)?;
+        let t = Vocab::train(&d.tgt_vocab.spec(d.lowercase), &tgts)?;
+        checkpoint::write_atomic(&opts.out.join(SRC_TOKENIZER), s.to_json()?.as_bytes())?;
+        checkpoint::write_atomic(&opts.out.join(TGT_TOKENIZER), t.to_json()?.as_bytes())?;
+        (s, t)
+    };
+    let (train, _, dropped) = encode_pairs(&splits.train, &src_vocab, &tgt_vocab, d.max_src_len, d.max_tgt_len, true)?;
+    if train.is_empty() {
+        return Err(empty_after_filter(splits.train.len(), d));
+    }
+    let (valid, vk, _) = encode_pairs(&splits.valid, &src_vocab, &tgt_vocab, usize::MAX, usize::MAX, true)?;
+    let (test, tk, _) = encode_pairs(&splits.test, &src_vocab, &tgt_vocab, usize::MAX, usize::MAX, true)?;
+    log(
+        opts,
+        &format!(
+            "data: {} training pairs ({} dropped by length/empty), {} valid, {} test; vocab src {} ({:?}), tgt {} ({:?})",
+            train.len(),
+            dropped,
+            valid.len(),
+            test.len(),
+            src_vocab.len(),
+            d.src_vocab.level,
+            tgt_vocab.len(),
+            d.tgt_vocab.level
+        ),
+    );
+    Ok(Prepared {
+        src_vocab,
+        tgt_vocab,
+        train,
+        valid,
+        valid_pairs: vk.iter().map(|&i| splits.valid[i].clone()).collect(),
+        test,
+        test_pairs: tk.iter().map(|&i| splits.test[i].clone()).collect(),
+    })
+}
+
+/// Validation figures.
+struct Validation {
+    loss: f64,
+    ppl: f64,
+    exact: Option<f64>,
+    hyps: Vec<String>,
+}
+
+fn validate(model: &Seq2Seq, p: &Prepared, cfg: &Config, examples: &[Example], pairs: &[Pair], dev: &Device) -> Result<Validation> {
+    let mut nll = 0.0;
+    let mut tokens = 0.0;
+    let pad = p.tgt_vocab.pad;
+    for idx in bucket_batches(examples, cfg.train.batch_size, 0, 0, false) {
+        let b = Batch::new(examples, &idx, pad, p.tgt_vocab.bos, p.tgt_vocab.eos);
+        let t = BatchTensors::new(&b, dev)?;
+        let l = model.loss(&t, 0.0, &mut Ctx::eval())?;
+        nll += l.nll_sum;
+        tokens += l.tokens;
+    }
+    let loss = nll / tokens.max(1.0);
+    let srcs: Vec<Vec<u32>> = examples.iter().map(|e| e.src.clone()).collect();
+    let hyps = decode_ids(model, &srcs, &p.tgt_vocab, p.src_vocab.pad, &cfg.decoding, dev)?;
+    let hyps: Vec<String> = hyps.iter().map(|h| p.tgt_vocab.decode(h)).collect::<std::result::Result<_, _>>()?;
+    let exact = (!hyps.is_empty()).then(|| {
+        let norm = |s: &str| if cfg.data.lowercase { s.to_lowercase() } else { s.to_string() };
+        let hits = hyps.iter().zip(pairs).filter(|(h, p)| norm(h.trim()) == norm(p.tgt.trim())).count();
+        hits as f64 / hyps.len() as f64
+    });
+    Ok(Validation { loss, ppl: loss.exp(), exact, hyps })
+}
+
+fn score(v: &Validation, metric: EarlyStopMetric) -> f64 {
+    match metric {
+        EarlyStopMetric::Loss => v.loss,
+        EarlyStopMetric::Exact => 1.0 - v.exact.unwrap_or(0.0),
+    }
+}
+
+fn weights(vm: &SeededVarMap) -> HashMap<String, Tensor> {
+    vm.var_map()
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
+}
+
+fn step_seed(seed: u64, step: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step as u64)
+}
+
+fn fmt_time(s: f64) -> String {
+    let s = s as u64;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Trains a model from `cfg` into `opts.out` (or continues the run there with `resume`).
+pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(|source| Error::Write { path: out.clone(), source })?;
+    let mut state = if opts.resume {
+        // The run's own resolved config wins over the file given on the command line, so that
+        // the model and data order are the ones the checkpoint was made with.
+        cfg = Config::from_file(&out.join(CONFIG))?;
+        checkpoint::load_state(out)?
+    } else {
+        if out.join(checkpoint::STATE).exists() {
+            return Err(Error::Invalid(format!(
+                "{} already holds a training run: pass --resume to continue it, or choose another --out",
+                out.display()
+            )));
+        }
+        if let Some(s) = opts.seed {
+            cfg.seed = s;
+        }
+        TrainerState { lr: cfg.train.learning_rate, ..Default::default() }
+    };
+    if let Some(m) = opts.max_steps {
+        cfg.train.max_steps = m;
+    }
+    let dev = Device::Cpu;
+    let p = prepare(&cfg, opts)?;
+    if !opts.resume {
+        // The saved config is the resolved one; max_steps stays the file's (the flag is per run).
+        checkpoint::write_atomic(&out.join(CONFIG), cfg.to_yaml().as_bytes())?;
+    }
+    let vm = SeededVarMap::new(cfg.seed);
+    let model = build_model(&cfg.model, p.src_vocab.len(), p.tgt_vocab.len(), vm.var_builder(&dev))?;
+    let t = &cfg.train;
+    let vars = vm.var_map().data().lock().unwrap().clone();
+    let n_params: usize = vars.values().map(|v| v.elem_count()).sum();
+    let mut opt = Adam::new(&vars, state.lr, t.betas, t.eps, t.weight_decay, t.optimizer == OptimizerKind::Adamw)?;
+    if opts.resume {
+        let w = checkpoint::load_tensors(out, LAST, &dev)?;
+        for (name, var) in &vars {
+            let v = w.get(name).ok_or_else(|| Error::ModelDir { path: out.clone(), msg: format!("{LAST} lacks {name}") })?;
+            var.set(v)?;
+        }
+        let o = checkpoint::load_tensors(out, OPTIMIZER, &dev)?;
+        opt.load_state(&o).map_err(|msg| Error::ModelDir { path: out.clone(), msg: format!("{OPTIMIZER}: {msg}") })?;
+        opt.step = state.step as u64;
+        log(opts, &format!("resuming at step {} (epoch {}, batch {})", state.step, state.epoch + 1, state.batch_in_epoch));
+    }
+    log(opts, &format!("model: {n_params} parameters; output: {}", out.display()));
+
+    let save_last = |state: &TrainerState, opt: &Adam| -> Result<()> {
+        checkpoint::save_tensors(&out.join(LAST), &weights(&vm))?;
+        checkpoint::save_tensors(&out.join(OPTIMIZER), &opt.state())?;
+        checkpoint::save_state(out, state)
+    };
+
+    let batches_per_epoch = bucket_batches(&p.train, t.batch_size, cfg.seed, 0, true).len();
+    let total = if t.max_steps > 0 {
+        t.max_steps
+    } else {
+        t.max_epochs.max(1) * batches_per_epoch
+    };
+    let tty = !opts.quiet && std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
+                .expect("valid template"),
+        );
+        b.set_position(state.step as u64);
+        b
+    });
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let mut window = (0.0f64, 0.0f64, Instant::now(), 0usize); // (nll, tokens, since, tokens for speed)
+    let mut stop_reason = None;
+    'epochs: while !state.finished {
+        if t.max_epochs > 0 && state.epoch >= t.max_epochs {
+            stop_reason = Some(format!("reached train.max_epochs = {}", t.max_epochs));
+            break;
+        }
+        let batches = bucket_batches(&p.train, t.batch_size, cfg.seed, state.epoch as u64, true);
+        while state.batch_in_epoch < batches.len() {
+            if t.max_steps > 0 && state.step >= t.max_steps {
+                stop_reason = Some(format!("reached max_steps = {}", t.max_steps));
+                break 'epochs;
+            }
+            let b = Batch::new(&p.train, &batches[state.batch_in_epoch], p.tgt_vocab.pad, p.tgt_vocab.bos, p.tgt_vocab.eos);
+            let bt = BatchTensors::new(&b, &dev)?;
+            let mut ctx = Ctx::train(step_seed(cfg.seed, state.step));
+            let l = model.loss(&bt, t.label_smoothing, &mut ctx)?;
+            let mut grads = l.loss.backward()?;
+            opt.clip(&mut grads, t.clip_grad_norm)?;
+            opt.lr = state.lr;
+            opt.update(&grads)?;
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            state.target_tokens += l.tokens as u64;
+            window.0 += l.nll_sum;
+            window.1 += l.tokens;
+            window.3 += l.tokens as usize;
+            let elapsed = elapsed_before + started.elapsed().as_secs_f64();
+            state.elapsed_s = elapsed;
+            let speed = window.3 as f64 / window.2.elapsed().as_secs_f64().max(1e-9);
+            if let Some(bar) = &bar {
+                bar.set_position(state.step as u64);
+                bar.set_message(format!("loss {:.3} | {:.0} tok/s | lr {:.1e}", window.0 / window.1.max(1.0), speed, state.lr));
+            } else if state.step % t.log_every == 0 {
+                log(
+                    opts,
+                    &format!(
+                        "step {} | epoch {} | loss {:.4} | {:.0} tok/s | lr {:.2e} | elapsed {}",
+                        state.step,
+                        state.epoch + 1,
+                        window.0 / window.1.max(1.0),
+                        speed,
+                        state.lr,
+                        fmt_time(elapsed)
+                    ),
+                );
+                window = (0.0, 0.0, Instant::now(), 0);
+            }
+            if state.step % t.valid_every == 0 {
+                let v = validate(&model, &p, &cfg, &p.valid, &p.valid_pairs, &dev)?;
+                let s = score(&v, t.early_stopping_metric);
+                let improved = state.best_score.is_none_or(|b| s < b - 1e-9);
+                if improved {
+                    state.best_score = Some(s);
+                    state.best_step = state.step;
+                    state.bad_validations = 0;
+                    state.plateau = 0;
+                    checkpoint::save_tensors(&out.join(BEST), &weights(&vm))?;
+                } else {
+                    state.bad_validations += 1;
+                    state.plateau += 1;
+                    if state.plateau >= t.lr_patience && state.lr > t.min_lr {
+                        state.lr = (state.lr * t.lr_decay_factor).max(t.min_lr);
+                        state.plateau = 0;
+                    }
+                }
+                let mut msg = format!(
+                    "validation at step {}: loss {:.4} | ppl {:.2}{}{}",
+                    state.step,
+                    v.loss,
+                    v.ppl,
+                    v.exact.map(|e| format!(" | exact match {:.1}%", 100.0 * e)).unwrap_or_default(),
+                    if improved { " | new best, saved" } else { "" }
+                );
+                for i in 0..t.valid_samples.min(v.hyps.len()) {
+                    msg.push_str(&format!(
+                        "\n  src: {}\n  ref: {}\n  hyp: {}",
+                        p.valid_pairs[i].src, p.valid_pairs[i].tgt, v.hyps[i]
+                    ));
+                }
+                match &bar {
+                    Some(bar) => bar.println(msg),
+                    None => log(opts, &msg),
+                }
+                checkpoint::append_metrics(
+                    out,
+                    &serde_json::json!({
+                        "step": state.step, "epoch": state.epoch + 1,
+                        "train_loss": window.0 / window.1.max(1.0),
+                        "valid_loss": v.loss, "valid_ppl": v.ppl, "valid_exact": v.exact,
+                        "lr": state.lr, "tokens_per_s": speed, "elapsed_s": elapsed,
+                    }),
+                )?;
+                save_last(&state, &opt)?;
+                if t.patience > 0 && state.bad_validations >= t.patience {
+                    stop_reason = Some(format!("early stopping: {} validations without improvement", t.patience));
+                    state.finished = true;
+                    break 'epochs;
+                }
+            }
+            if t.max_time_s > 0.0 && elapsed >= t.max_time_s {
+                stop_reason = Some(format!("reached train.max_time_s = {}", t.max_time_s));
+                break 'epochs;
+            }
+        }
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    save_last(&state, &opt)?;
+    if !out.join(BEST).exists() {
+        checkpoint::save_tensors(&out.join(BEST), &weights(&vm))?;
+    }
+    log(
+        opts,
+        &format!(
+            "stopped after {} steps ({}), {} target tokens in {}",
+            state.step,
+            stop_reason.unwrap_or_else(|| "done".into()),
+            state.target_tokens,
+            fmt_time(state.elapsed_s)
+        ),
+    );
+    // Final figure on held-out data with the best weights.
+    let best = checkpoint::load_tensors(out, BEST, &dev)?;
+    for (name, var) in &vars {
+        if let Some(v) = best.get(name) {
+            var.set(v)?;
+        }
+    }
+    let (examples, pairs, split) = if p.test.is_empty() {
+        (&p.valid, &p.valid_pairs, "valid")
+    } else {
+        (&p.test, &p.test_pairs, "test")
+    };
+    let exact = if examples.is_empty() {
+        None
+    } else {
+        let v = validate(&model, &p, &cfg, examples, pairs, &dev)?;
+        if !opts.quiet {
+            println!(
+                "{split} ({} pairs, best checkpoint of step {}): loss {:.4} | ppl {:.2} | exact match: {:.1}%",
+                examples.len(),
+                state.best_step.max(state.step.min(1)),
+                v.loss,
+                v.ppl,
+                100.0 * v.exact.unwrap_or(0.0)
+            );
+        }
+        v.exact
+    };
+    Ok(TrainSummary { steps: state.step, best_score: state.best_score, exact_match: exact, out: out.clone() })
+}
+
+/// Default output directory of a config: `runs/<name>` (or `runs/<file stem>`).
+pub fn default_out(cfg: &Config, config_path: &Path) -> PathBuf {
+    let name = if cfg.name.is_empty() {
+        config_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into())
+    } else {
+        cfg.name.clone()
+    };
+    PathBuf::from("runs").join(name)
+}
