@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use seq2seq_pipeline::{default_out, resolve_data_dir, train, Config, TrainOptions, Translator};
 
 #[derive(Parser)]
-#[command(name = "seq2seq", version, about = "Recurrent sequence-to-sequence models on candle: train, translate")]
+#[command(
+    name = "seq2seq",
+    version,
+    about = "Recurrent sequence-to-sequence models on candle: train, translate"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +60,14 @@ enum Command {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, data_dir, out, resume, max_steps, seed } => {
+        Command::Train {
+            config,
+            data_dir,
+            out,
+            resume,
+            max_steps,
+            seed,
+        } => {
             let cfg = Config::from_file(&config)?;
             let out = out.unwrap_or_else(|| default_out(&cfg, &config));
             let opts = TrainOptions {
@@ -71,7 +82,12 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("model written to {}", summary.out.display());
             Ok(())
         }
-        Command::Translate { model, max_length, batch_size, text } => {
+        Command::Translate {
+            model,
+            max_length,
+            batch_size,
+            text,
+        } => {
             let t = Translator::load(&model)?;
             let mut opts = t.config.decoding.clone();
             if let Some(m) = max_length {
@@ -83,7 +99,8 @@ fn run(cli: Cli) -> Result<()> {
             let lines = if text.is_empty() {
                 let mut lines = Vec::new();
                 for (i, l) in std::io::stdin().lock().lines().enumerate() {
-                    lines.push(l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1))?);
+                    lines
+                        .push(l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1))?);
                 }
                 lines
             } else {

@@ -35,8 +35,17 @@ impl Batch {
 
     pub fn new(examples: &[Example], indices: &[usize], pad: u32, bos: u32, eos: u32) -> Self {
         let size = indices.len();
-        let src_len = indices.iter().map(|&i| examples[i].src.len()).max().unwrap_or(0).max(1);
-        let tgt_len = indices.iter().map(|&i| examples[i].tgt.len() + 1).max().unwrap_or(1);
+        let src_len = indices
+            .iter()
+            .map(|&i| examples[i].src.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let tgt_len = indices
+            .iter()
+            .map(|&i| examples[i].tgt.len() + 1)
+            .max()
+            .unwrap_or(1);
         let mut b = Batch {
             size,
             src_len,
@@ -79,7 +88,13 @@ impl Batch {
 /// The examples are shuffled with a generator seeded by `(seed, epoch)`, cut into pools of
 /// 50 batches, each pool sorted by length and cut into batches, and the batch order shuffled:
 /// similar lengths share a batch while the epoch order stays random and reproducible.
-pub fn bucket_batches(examples: &[Example], batch_size: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<Vec<usize>> {
+pub fn bucket_batches(
+    examples: &[Example],
+    batch_size: usize,
+    seed: u64,
+    epoch: u64,
+    shuffle: bool,
+) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..examples.len()).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch));
     if shuffle {
@@ -88,7 +103,11 @@ pub fn bucket_batches(examples: &[Example], batch_size: usize, seed: u64, epoch:
     let batch_size = batch_size.max(1);
     let key = |&i: &usize| (examples[i].src.len(), examples[i].tgt.len());
     let mut batches = Vec::new();
-    let pool = if shuffle { batch_size * 50 } else { idx.len().max(1) };
+    let pool = if shuffle {
+        batch_size * 50
+    } else {
+        idx.len().max(1)
+    };
     for chunk in idx.chunks_mut(pool) {
         chunk.sort_by_key(key);
         batches.extend(chunk.chunks(batch_size).map(|c| c.to_vec()));
@@ -106,8 +125,14 @@ mod tests {
     #[test]
     fn padding_and_shifted_targets() {
         let ex = vec![
-            Example { src: vec![5, 6, 7], tgt: vec![8] },
-            Example { src: vec![9], tgt: vec![10, 11] },
+            Example {
+                src: vec![5, 6, 7],
+                tgt: vec![8],
+            },
+            Example {
+                src: vec![9],
+                tgt: vec![10, 11],
+            },
         ];
         let b = Batch::new(&ex, &[0, 1], 0, 2, 3);
         assert_eq!((b.src_len, b.tgt_len), (3, 3));
@@ -121,7 +146,10 @@ mod tests {
     #[test]
     fn buckets_cover_everything_once_and_are_seeded() {
         let ex: Vec<Example> = (0..1000)
-            .map(|i| Example { src: vec![1; 1 + (i * 7919) % 40], tgt: vec![1; 1 + i % 30] })
+            .map(|i| Example {
+                src: vec![1; 1 + (i * 7919) % 40],
+                tgt: vec![1; 1 + i % 30],
+            })
             .collect();
         let a = bucket_batches(&ex, 16, 3, 0, true);
         assert_eq!(a, bucket_batches(&ex, 16, 3, 0, true));

@@ -82,7 +82,12 @@ pub fn read_tsv(path: &Path, src_col: usize, tgt_col: usize) -> Result<Vec<Pair>
 }
 
 /// Splits items into (train, valid, test) after a seeded shuffle; `valid` and `test` are counts.
-pub fn seeded_split<T>(mut items: Vec<T>, valid: usize, test: usize, seed: u64) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn seeded_split<T>(
+    mut items: Vec<T>,
+    valid: usize,
+    test: usize,
+    seed: u64,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     items.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     let test_part = items.split_off(items.len().saturating_sub(test));
     let valid_part = items.split_off(items.len().saturating_sub(valid));
@@ -108,19 +113,33 @@ mod tests {
         let c = write(&dir, "c.de", b"eins\n");
         let bad = write(&dir, "bad.de", b"eins\nzw\xffei\n");
         let pairs = read_parallel(&a, &b).unwrap();
-        assert_eq!(pairs[1], Pair { src: "two".into(), tgt: "zwei".into() });
+        assert_eq!(
+            pairs[1],
+            Pair {
+                src: "two".into(),
+                tgt: "zwei".into()
+            }
+        );
         let e = read_parallel(&a, &c).unwrap_err().to_string();
         assert!(e.contains("has 2 lines") && e.contains("has 1"), "{e}");
         let e = read_parallel(&a, &bad).unwrap_err().to_string();
         assert!(e.ends_with("bad.de:2: invalid UTF-8"), "{e}");
-        let e = read_parallel(&a, &dir.join("missing")).unwrap_err().to_string();
+        let e = read_parallel(&a, &dir.join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
         let t = write(&dir, "fra.txt", b"Go.\tVa !\tCC-BY\nHi.\tSalut !\n\nOops\n");
         let e = read_tsv(&t, 0, 1).unwrap_err().to_string();
         assert!(e.contains("fra.txt:4: expected at least 2"), "{e}");
         let t = write(&dir, "fra2.txt", b"Go.\tVa !\tCC-BY\nHi.\tSalut !\n");
         let p = read_tsv(&t, 1, 0).unwrap();
-        assert_eq!(p[0], Pair { src: "Va !".into(), tgt: "Go.".into() });
+        assert_eq!(
+            p[0],
+            Pair {
+                src: "Va !".into(),
+                tgt: "Go.".into()
+            }
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,10 +8,28 @@ use rand_chacha::ChaCha8Rng;
 use crate::Pair;
 
 const MONTHS: [&str; 12] = [
-    "january", "february", "march", "april", "may", "june", "july", "august", "september",
-    "october", "november", "december",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
 ];
-const WEEKDAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 fn days_in_month(y: i32, m: u32) -> u32 {
     match m {
@@ -43,7 +61,9 @@ fn ordinal(d: u32) -> String {
 
 fn cap(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 /// One random date in one of 14 surface forms, with its ISO form.
@@ -73,7 +93,10 @@ fn date_pair(rng: &mut ChaCha8Rng) -> Pair {
     };
     // The two-digit-year form is only unambiguous within one century.
     let y = if src.contains('\'') { 2000 + yy } else { y };
-    Pair { src, tgt: format!("{y:04}-{m:02}-{d:02}") }
+    Pair {
+        src,
+        tgt: format!("{y:04}-{m:02}-{d:02}"),
+    }
 }
 
 /// `n` date pairs from `seed`; distinct seeds give practically disjoint sets.

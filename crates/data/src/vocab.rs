@@ -13,7 +13,10 @@ use tokenizers::normalizers::{Lowercase, Sequence as NormSeq, NFC};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+    Tokenizer,
+};
 
 use crate::DataError;
 
@@ -64,7 +67,10 @@ fn specials() -> Vec<AddedToken> {
 
 impl Vocab {
     /// Learns a vocabulary from training texts.
-    pub fn train<S: AsRef<str> + Send + Sync>(spec: &VocabSpec, texts: &[S]) -> Result<Self, DataError> {
+    pub fn train<S: AsRef<str> + Send + Sync>(
+        spec: &VocabSpec,
+        texts: &[S],
+    ) -> Result<Self, DataError> {
         let terr = |e: tokenizers::Error| DataError::Tokenizer(e.to_string());
         let mut tok = match spec.level {
             Level::Char | Level::Word => Tokenizer::new(
@@ -113,7 +119,11 @@ impl Vocab {
                 ))));
             }
         }
-        let max = if spec.max_size == 0 { usize::MAX } else { spec.max_size };
+        let max = if spec.max_size == 0 {
+            usize::MAX
+        } else {
+            spec.max_size
+        };
         let mut trainer = match spec.level {
             Level::Char | Level::Word => TrainerWrapper::WordLevelTrainer(
                 WordLevelTrainer::builder()
@@ -126,7 +136,11 @@ impl Vocab {
             ),
             Level::Bpe => TrainerWrapper::BpeTrainer(
                 BpeTrainerBuilder::new()
-                    .vocab_size(if spec.max_size == 0 { 8000 } else { spec.max_size })
+                    .vocab_size(if spec.max_size == 0 {
+                        8000
+                    } else {
+                        spec.max_size
+                    })
                     .min_frequency(spec.min_freq)
                     .show_progress(false)
                     .special_tokens(specials())
@@ -216,13 +230,25 @@ mod tests {
     ];
 
     fn spec(level: Level, lowercase: bool) -> VocabSpec {
-        VocabSpec { level, lowercase, min_freq: 1, max_size: 0 }
+        VocabSpec {
+            level,
+            lowercase,
+            min_freq: 1,
+            max_size: 0,
+        }
     }
 
     #[test]
     fn specials_come_first_for_every_level() {
         for level in [Level::Char, Level::Word, Level::Bpe] {
-            let v = Vocab::train(&VocabSpec { max_size: 60, ..spec(level, false) }, &TEXTS).unwrap();
+            let v = Vocab::train(
+                &VocabSpec {
+                    max_size: 60,
+                    ..spec(level, false)
+                },
+                &TEXTS,
+            )
+            .unwrap();
             assert_eq!((v.pad, v.unk, v.bos, v.eos), (0, 1, 2, 3), "{level:?}");
         }
     }
@@ -239,7 +265,14 @@ mod tests {
 
     #[test]
     fn word_level_lowercases_and_respects_min_freq() {
-        let v = Vocab::train(&VocabSpec { min_freq: 2, ..spec(Level::Word, true) }, &TEXTS).unwrap();
+        let v = Vocab::train(
+            &VocabSpec {
+                min_freq: 2,
+                ..spec(Level::Word, true)
+            },
+            &TEXTS,
+        )
+        .unwrap();
         let ids = v.encode("A MAN is riding a cat .").unwrap();
         assert_eq!(v.decode(&ids).unwrap(), "a man is riding a .");
         assert_eq!(ids[5], v.unk);
@@ -249,7 +282,14 @@ mod tests {
 
     #[test]
     fn bpe_round_trip_and_json_reload() {
-        let v = Vocab::train(&VocabSpec { max_size: 50, ..spec(Level::Bpe, false) }, &TEXTS).unwrap();
+        let v = Vocab::train(
+            &VocabSpec {
+                max_size: 50,
+                ..spec(Level::Bpe, false)
+            },
+            &TEXTS,
+        )
+        .unwrap();
         let s = "A man is riding a bike.";
         let ids = v.encode(s).unwrap();
         assert_eq!(v.decode(&ids).unwrap(), s);
@@ -260,7 +300,7 @@ mod tests {
         let w = Vocab::load(&p).unwrap();
         assert_eq!(w.encode(s).unwrap(), ids);
         std::fs::write(&p, "{ not json").unwrap();
-        let e = Vocab::load(&p).unwrap_err().to_string();
+        let e = Vocab::load(&p).err().unwrap().to_string();
         assert!(e.contains("tokenizer.json"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

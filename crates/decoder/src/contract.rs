@@ -30,8 +30,16 @@ impl EncoderOutput {
     /// Keeps only the given batch rows.
     pub fn index_select(&self, rows: &Tensor) -> Result<Self> {
         Ok(Self {
-            memory: self.memory.as_ref().map(|m| m.index_select(rows, 0)).transpose()?,
-            mask: self.mask.as_ref().map(|m| m.index_select(rows, 0)).transpose()?,
+            memory: self
+                .memory
+                .as_ref()
+                .map(|m| m.index_select(rows, 0))
+                .transpose()?,
+            mask: self
+                .mask
+                .as_ref()
+                .map(|m| m.index_select(rows, 0))
+                .transpose()?,
             final_states: self
                 .final_states
                 .iter()

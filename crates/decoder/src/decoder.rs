@@ -78,7 +78,11 @@ impl DecoderState {
                     })
                 })
                 .collect::<Result<_>>()?,
-            prev_att: self.prev_att.as_ref().map(|a| a.index_select(rows, 0)).transpose()?,
+            prev_att: self
+                .prev_att
+                .as_ref()
+                .map(|a| a.index_select(rows, 0))
+                .transpose()?,
         })
     }
 }
@@ -92,7 +96,11 @@ pub struct PreparedMemory {
 impl PreparedMemory {
     pub fn index_select(&self, rows: &Tensor) -> Result<Self> {
         Ok(Self {
-            keys: self.keys.as_ref().map(|k| k.index_select(rows)).transpose()?,
+            keys: self
+                .keys
+                .as_ref()
+                .map(|k| k.index_select(rows))
+                .transpose()?,
         })
     }
 }
@@ -125,9 +133,15 @@ pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
     }
     let attn_on = cfg.attention.is_some() && cfg.memory_dim > 0;
     let e_init = Init::Uniform { lo: -0.1, up: 0.1 };
-    let weight = vb.pp("embed").get_with_hints((cfg.vocab_size, cfg.embedding_dim), "weight", e_init)?;
+    let weight =
+        vb.pp("embed")
+            .get_with_hints((cfg.vocab_size, cfg.embedding_dim), "weight", e_init)?;
     let embed = Embedding::new(weight.clone(), cfg.embedding_dim);
-    let feed = if cfg.input_feeding && attn_on { cfg.hidden_size } else { 0 };
+    let feed = if cfg.input_feeding && attn_on {
+        cfg.hidden_size
+    } else {
+        0
+    };
     let rnn = rnn(
         RnnConfig {
             kind: cfg.cell,
@@ -141,13 +155,27 @@ pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
     )?;
     let (attention, att_vector_layer) = match cfg.attention {
         Some(kind) if attn_on => (
-            Some(attention(kind, cfg.memory_dim, cfg.hidden_size, cfg.attention_dim, vb.pp("attention"))?),
-            Some(linear(cfg.hidden_size + cfg.memory_dim, cfg.hidden_size, vb.pp("att_vector_layer"))?),
+            Some(attention(
+                kind,
+                cfg.memory_dim,
+                cfg.hidden_size,
+                cfg.attention_dim,
+                vb.pp("attention"),
+            )?),
+            Some(linear(
+                cfg.hidden_size + cfg.memory_dim,
+                cfg.hidden_size,
+                vb.pp("att_vector_layer"),
+            )?),
         ),
         _ => (None, None),
     };
     let bridge_layer = if cfg.bridge == Bridge::Learned && cfg.summary_dim > 0 {
-        Some(linear(cfg.summary_dim, cfg.hidden_size, vb.pp("bridge_layer"))?)
+        Some(linear(
+            cfg.summary_dim,
+            cfg.hidden_size,
+            vb.pp("bridge_layer"),
+        )?)
     } else {
         None
     };
@@ -188,7 +216,12 @@ impl Decoder {
     }
 
     /// The initial state from the bridge; `batch` is used when the encoder gives no state.
-    pub fn start(&self, enc: &EncoderOutput, batch: usize, dev: &candle_core::Device) -> Result<DecoderState> {
+    pub fn start(
+        &self,
+        enc: &EncoderOutput,
+        batch: usize,
+        dev: &candle_core::Device,
+    ) -> Result<DecoderState> {
         let h = self.cfg.hidden_size;
         let zero = CellState::zeros(self.cfg.cell, batch, h, dev)?;
         let layers = match (self.cfg.bridge, enc.final_states.last()) {
@@ -200,12 +233,21 @@ impl Decoder {
                     } else {
                         top
                     };
-                    Ok(CellState { h: src.clone(), c: zero.c.clone() })
+                    Ok(CellState {
+                        h: src.clone(),
+                        c: zero.c.clone(),
+                    })
                 })
                 .collect::<Result<_>>()?,
             (Bridge::Learned, Some(top)) => {
                 let hb = self.bridge_layer.as_ref().unwrap().forward(top)?.tanh()?;
-                vec![CellState { h: hb, c: zero.c.clone() }; self.cfg.num_layers]
+                vec![
+                    CellState {
+                        h: hb,
+                        c: zero.c.clone()
+                    };
+                    self.cfg.num_layers
+                ]
             }
         };
         let prev_att = match self.attention.is_some() && self.cfg.input_feeding {
@@ -245,7 +287,11 @@ impl Decoder {
         let mut layers = Vec::with_capacity(state.layers.len());
         for (l, cell) in self.rnn.cells().iter().enumerate() {
             let s = cell.step(&cell.input_proj(&x)?, &state.layers[l])?;
-            x = if l + 1 < self.cfg.num_layers { ctx.dropout(&s.h, self.cfg.dropout)? } else { s.h.clone() };
+            x = if l + 1 < self.cfg.num_layers {
+                ctx.dropout(&s.h, self.cfg.dropout)?
+            } else {
+                s.h.clone()
+            };
             layers.push(s);
         }
         let (att, alphas) = self.attend(&x.unsqueeze(1)?, mem)?;
@@ -277,7 +323,9 @@ impl Decoder {
         let att = ctx.dropout(att, self.cfg.hidden_dropout)?;
         let dims = att.dims().to_vec();
         let rows = att.elem_count() / self.cfg.hidden_size;
-        let y = self.output_layer.forward(&att.reshape((rows, self.cfg.hidden_size))?)?;
+        let y = self
+            .output_layer
+            .forward(&att.reshape((rows, self.cfg.hidden_size))?)?;
         let mut out = dims;
         *out.last_mut().unwrap() = self.cfg.vocab_size;
         y.reshape(out)
@@ -299,13 +347,20 @@ impl Decoder {
         let (att, last) = if state.prev_att.is_none() {
             let (h, finals) = self.rnn.forward(&e, None, Some(&state.layers), ctx)?;
             let (att, _) = self.attend(&h, mem)?;
-            (att, DecoderState { layers: finals, prev_att: None })
+            (
+                att,
+                DecoderState {
+                    layers: finals,
+                    prev_att: None,
+                },
+            )
         } else {
             let t = e.dim(1)?;
             let mut state = state.clone();
             let mut atts = Vec::with_capacity(t);
             for i in 0..t {
-                let (a, s, _) = self.step_embedded(&e.narrow(1, i, 1)?.squeeze(1)?, &state, mem, ctx)?;
+                let (a, s, _) =
+                    self.step_embedded(&e.narrow(1, i, 1)?.squeeze(1)?, &state, mem, ctx)?;
                 atts.push(a);
                 state = s;
             }

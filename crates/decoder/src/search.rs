@@ -17,7 +17,12 @@ pub struct SpecialTokens {
 /// A (V) bias that is 0 for allowed tokens and -inf for the ones a search must never emit:
 /// pad and bos always, unk when `forbid_unk`. Adding it to the logits makes these tokens
 /// impossible rather than unlikely.
-pub fn forbidden_bias(vocab: usize, sp: SpecialTokens, forbid_unk: bool, dev: &Device) -> Result<Tensor> {
+pub fn forbidden_bias(
+    vocab: usize,
+    sp: SpecialTokens,
+    forbid_unk: bool,
+    dev: &Device,
+) -> Result<Tensor> {
     let mut bias = vec![0f32; vocab];
     bias[sp.pad as usize] = f32::NEG_INFINITY;
     bias[sp.bos as usize] = f32::NEG_INFINITY;
@@ -67,7 +72,11 @@ pub fn greedy(
             let rows = Tensor::from_vec(keep.clone(), keep.len(), dev)?;
             state = next_state.index_select(&rows)?;
             mem = mem.index_select(&rows)?;
-            prev = Tensor::from_vec(keep.iter().map(|&i| next[i as usize]).collect::<Vec<_>>(), keep.len(), dev)?;
+            prev = Tensor::from_vec(
+                keep.iter().map(|&i| next[i as usize]).collect::<Vec<_>>(),
+                keep.len(),
+                dev,
+            )?;
             active = keep.iter().map(|&i| active[i as usize]).collect();
         }
     }

@@ -59,8 +59,16 @@ pub fn attention(
 ) -> Result<Attention> {
     let (key_layer, query_layer, energy_layer) = match kind {
         AttentionKind::Bahdanau => (
-            Some(linear_no_bias(memory_dim, attention_dim, vb.pp("key_layer"))?),
-            Some(linear_no_bias(query_dim, attention_dim, vb.pp("query_layer"))?),
+            Some(linear_no_bias(
+                memory_dim,
+                attention_dim,
+                vb.pp("key_layer"),
+            )?),
+            Some(linear_no_bias(
+                query_dim,
+                attention_dim,
+                vb.pp("query_layer"),
+            )?),
             Some(linear_no_bias(attention_dim, 1, vb.pp("energy_layer"))?),
         ),
         AttentionKind::Luong => (
@@ -110,12 +118,19 @@ impl Attention {
         let scores = match self.kind {
             AttentionKind::Bahdanau => {
                 let q = self.query_layer.as_ref().unwrap().forward(query)?; // (B, Tq, A)
-                let e = q.unsqueeze(2)?.broadcast_add(&k.keys.unsqueeze(1)?)?.tanh()?; // (B,Tq,S,A)
-                self.energy_layer.as_ref().unwrap().forward(&e)?.squeeze(D::Minus1)?
+                let e = q
+                    .unsqueeze(2)?
+                    .broadcast_add(&k.keys.unsqueeze(1)?)?
+                    .tanh()?; // (B,Tq,S,A)
+                self.energy_layer
+                    .as_ref()
+                    .unwrap()
+                    .forward(&e)?
+                    .squeeze(D::Minus1)?
             }
-            AttentionKind::Luong | AttentionKind::Dot => {
-                query.contiguous()?.matmul(&k.keys.transpose(1, 2)?.contiguous()?)?
-            }
+            AttentionKind::Luong | AttentionKind::Dot => query
+                .contiguous()?
+                .matmul(&k.keys.transpose(1, 2)?.contiguous()?)?,
         };
         let scores = scores.broadcast_add(&k.mask_bias)?;
         let alphas = candle_nn::ops::softmax(&scores, D::Minus1)?;

@@ -46,7 +46,13 @@ impl Ctx {
         let scale = 1.0 / (1.0 - p);
         let n = x.elem_count();
         let mask: Vec<f32> = (0..n)
-            .map(|_| if self.rng.random::<f32>() < p { 0.0 } else { scale })
+            .map(|_| {
+                if self.rng.random::<f32>() < p {
+                    0.0
+                } else {
+                    scale
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x * mask

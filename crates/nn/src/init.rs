@@ -70,9 +70,7 @@ impl SeededVarMap {
             } => {
                 let std = non_linearity.gain() / fan(f).sqrt();
                 match dist {
-                    NormalOrUniform::Normal => {
-                        (0..n).map(|_| normal(&mut rng, 0.0, std)).collect()
-                    }
+                    NormalOrUniform::Normal => (0..n).map(|_| normal(&mut rng, 0.0, std)).collect(),
                     NormalOrUniform::Uniform => {
                         let bound = (3.0f64.sqrt() * std) as f32;
                         (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
@@ -133,9 +131,11 @@ mod tests {
         assert_eq!(y1.to_vec1::<f32>()?, y2.to_vec1::<f32>()?);
         assert!(y1.to_vec1::<f32>()?.iter().all(|v| v.abs() <= 0.1));
         let c = SeededVarMap::new(4);
-        let x3 = c
-            .var_builder(&dev)
-            .get_with_hints((4, 5), "x", candle_nn::init::DEFAULT_KAIMING_UNIFORM)?;
+        let x3 = c.var_builder(&dev).get_with_hints(
+            (4, 5),
+            "x",
+            candle_nn::init::DEFAULT_KAIMING_UNIFORM,
+        )?;
         assert_ne!(x1.to_vec2::<f32>()?, x3.to_vec2::<f32>()?);
         Ok(())
     }

@@ -13,7 +13,7 @@ pub mod init;
 pub mod loss;
 pub mod rnn;
 
-pub use attention::{attention, Attention, AttentionKind, AttentionKeys};
+pub use attention::{attention, Attention, AttentionKeys, AttentionKind};
 pub use ctx::Ctx;
 pub use init::SeededVarMap;
 pub use loss::masked_cross_entropy;

@@ -42,7 +42,12 @@ pub struct CellState {
 }
 
 impl CellState {
-    pub fn zeros(kind: CellKind, batch: usize, hidden: usize, dev: &candle_core::Device) -> Result<Self> {
+    pub fn zeros(
+        kind: CellKind,
+        batch: usize,
+        hidden: usize,
+        dev: &candle_core::Device,
+    ) -> Result<Self> {
         let h = Tensor::zeros((batch, hidden), DType::F32, dev)?;
         let c = (kind == CellKind::Lstm).then(|| h.clone());
         Ok(Self { h, c })
@@ -77,7 +82,13 @@ pub struct Cell {
 
 /// Builds a cell whose parameters are named `weight_ih_{suffix}` etc. (suffix `l0`, `l1_reverse`).
 /// Initialised like PyTorch: uniform in ±1/√H.
-pub fn cell(kind: CellKind, input: usize, hidden: usize, suffix: &str, vb: VarBuilder) -> Result<Cell> {
+pub fn cell(
+    kind: CellKind,
+    input: usize,
+    hidden: usize,
+    suffix: &str,
+    vb: VarBuilder,
+) -> Result<Cell> {
     let k = 1.0 / (hidden as f64).sqrt();
     let init = Init::Uniform { lo: -k, up: k };
     let g = kind.gates() * hidden;
@@ -188,9 +199,17 @@ pub struct Rnn {
 pub fn rnn(cfg: RnnConfig, vb: VarBuilder) -> Result<Rnn> {
     let mut cells = Vec::new();
     for l in 0..cfg.num_layers {
-        let input = if l == 0 { cfg.input_size } else { cfg.output_size() };
+        let input = if l == 0 {
+            cfg.input_size
+        } else {
+            cfg.output_size()
+        };
         for d in 0..cfg.directions() {
-            let suffix = if d == 0 { format!("l{l}") } else { format!("l{l}_reverse") };
+            let suffix = if d == 0 {
+                format!("l{l}")
+            } else {
+                format!("l{l}_reverse")
+            };
             cells.push(cell(cfg.kind, input, cfg.hidden_size, &suffix, vb.clone())?);
         }
     }
@@ -230,7 +249,11 @@ impl Rnn {
         let masks: Option<Vec<Tensor>> = match mask {
             Some(m) => {
                 let m = m.to_dtype(DType::F32)?.t()?.contiguous()?; // (T, B)
-                Some((0..t).map(|i| m.get(i)?.unsqueeze(1)).collect::<Result<_>>()?)
+                Some(
+                    (0..t)
+                        .map(|i| m.get(i)?.unsqueeze(1))
+                        .collect::<Result<_>>()?,
+                )
             }
             None => None,
         };
@@ -246,8 +269,11 @@ impl Rnn {
                     None => CellState::zeros(cell.kind, b, cell.hidden, dev)?,
                 };
                 let mut outs: Vec<Option<Tensor>> = vec![None; t];
-                let order: Box<dyn Iterator<Item = usize>> =
-                    if d == 0 { Box::new(0..t) } else { Box::new((0..t).rev()) };
+                let order: Box<dyn Iterator<Item = usize>> = if d == 0 {
+                    Box::new(0..t)
+                } else {
+                    Box::new((0..t).rev())
+                };
                 for step in order {
                     let new = cell.step(&gi.get(step)?, &state)?;
                     match &masks {

@@ -53,12 +53,18 @@ pub struct TrainerState {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
 fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Write { path: path.to_path_buf(), source }
+    move |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
@@ -77,7 +83,9 @@ pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(write_err(path))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(write_err(path))?;
     std::fs::rename(&tmp, path).map_err(write_err(path))
 }
 
@@ -85,7 +93,10 @@ pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()
 pub fn load_tensors(dir: &Path, name: &str, dev: &Device) -> Result<HashMap<String, Tensor>> {
     let path = dir.join(name);
     if !path.exists() {
-        return Err(Error::ModelDir { path: dir.to_path_buf(), msg: format!("{name} is missing") });
+        return Err(Error::ModelDir {
+            path: dir.to_path_buf(),
+            msg: format!("{name} is missing"),
+        });
     }
     candle_core::safetensors::load(&path, dev).map_err(|e| Error::ModelDir {
         path: dir.to_path_buf(),
@@ -134,9 +145,13 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        let e = load_tensors(&dir, "x.json", &Device::Cpu).unwrap_err().to_string();
+        let e = load_tensors(&dir, "x.json", &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.json is corrupt"), "{e}");
-        let e = load_tensors(&dir, "nope.safetensors", &Device::Cpu).unwrap_err().to_string();
+        let e = load_tensors(&dir, "nope.safetensors", &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope.safetensors is missing"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use seq2seq_data::{Level, VocabSpec};
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
@@ -109,13 +109,22 @@ pub struct VocabConfig {
 
 impl Default for VocabConfig {
     fn default() -> Self {
-        Self { level: Level::Word, min_freq: 1, max_size: 0 }
+        Self {
+            level: Level::Word,
+            min_freq: 1,
+            max_size: 0,
+        }
     }
 }
 
 impl VocabConfig {
     pub fn spec(&self, lowercase: bool) -> VocabSpec {
-        VocabSpec { level: self.level, lowercase, min_freq: self.min_freq, max_size: self.max_size }
+        VocabSpec {
+            level: self.level,
+            lowercase,
+            min_freq: self.min_freq,
+            max_size: self.max_size,
+        }
     }
 }
 
@@ -308,7 +317,11 @@ pub struct DecodingConfig {
 
 impl Default for DecodingConfig {
     fn default() -> Self {
-        Self { max_length: 100, batch_size: 64, forbid_unk: false }
+        Self {
+            max_length: 100,
+            batch_size: 64,
+            forbid_unk: false,
+        }
     }
 }
 
@@ -323,12 +336,16 @@ impl Config {
                 e.to_string()
             },
         })?;
-        Self::from_yaml(&text).map_err(|msg| Error::Config { path: path.to_path_buf(), msg })
+        Self::from_yaml(&text).map_err(|msg| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        })
     }
 
     /// Parses and validates YAML text; the error says where and what was expected.
     pub fn from_yaml(text: &str) -> Result<Self, String> {
-        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| describe_yaml_error(&e, text))?;
+        let cfg: Config =
+            serde_saphyr::from_str(text).map_err(|e| describe_yaml_error(&e, text))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -370,23 +387,40 @@ impl Config {
             ("model.decoder.hidden_dropout", d.hidden_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
-                errs.push(format!("{key}: a dropout probability must be in [0, 1), got {p}"));
+                errs.push(format!(
+                    "{key}: a dropout probability must be in [0, 1), got {p}"
+                ));
             }
         }
         if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
-            errs.push(format!("train.learning_rate: must be positive, got {}", t.learning_rate));
+            errs.push(format!(
+                "train.learning_rate: must be positive, got {}",
+                t.learning_rate
+            ));
         }
         if !(0.0..1.0).contains(&t.label_smoothing) {
-            errs.push(format!("train.label_smoothing: must be in [0, 1), got {}", t.label_smoothing));
+            errs.push(format!(
+                "train.label_smoothing: must be in [0, 1), got {}",
+                t.label_smoothing
+            ));
         }
         if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-            errs.push(format!("train.betas: each must be in [0, 1), got {:?}", t.betas));
+            errs.push(format!(
+                "train.betas: each must be in [0, 1), got {:?}",
+                t.betas
+            ));
         }
         if !(t.lr_decay_factor > 0.0 && t.lr_decay_factor <= 1.0) {
-            errs.push(format!("train.lr_decay_factor: must be in (0, 1], got {}", t.lr_decay_factor));
+            errs.push(format!(
+                "train.lr_decay_factor: must be in (0, 1], got {}",
+                t.lr_decay_factor
+            ));
         }
         if t.clip_grad_norm < 0.0 {
-            errs.push(format!("train.clip_grad_norm: must be >= 0, got {}", t.clip_grad_norm));
+            errs.push(format!(
+                "train.clip_grad_norm: must be >= 0, got {}",
+                t.clip_grad_norm
+            ));
         }
         if d.tied_embeddings && d.embedding_dim != d.hidden_size {
             errs.push(format!(
@@ -408,9 +442,10 @@ impl Config {
             ));
         }
         match self.data.format {
-            DataFormat::Parallel | DataFormat::Tsv if self.data.root.is_empty() => {
-                errs.push("data.root: required for this data.format (a folder under the data directory)".into())
-            }
+            DataFormat::Parallel | DataFormat::Tsv if self.data.root.is_empty() => errs.push(
+                "data.root: required for this data.format (a folder under the data directory)"
+                    .into(),
+            ),
             DataFormat::Tsv if self.data.file.is_empty() => {
                 errs.push("data.file: required for data.format `tsv`".into())
             }
@@ -442,20 +477,36 @@ fn describe_yaml_error(e: &serde_saphyr::Error, text: &str) -> String {
     let at = loc
         .map(|l| format!("line {} column {}: ", l.line(), l.column()))
         .unwrap_or_default();
-    let path = loc.map(|l| key_path_at(text, l.line() as usize)).unwrap_or_default();
-    if let serde_saphyr::Error::SerdeUnknownField { field, expected, .. } = e {
-        let near = nearest(field, expected);
-        let mut msg = format!("{at}unknown key `{path}`");
-        if let Some(n) = near {
-            msg.push_str(&format!(" — did you mean `{n}`?"));
-        }
-        msg.push_str(&format!(" Valid keys here: {}", expected.join(", ")));
-        return msg;
+    let path = loc
+        .map(|l| key_path_at(text, l.line() as usize))
+        .unwrap_or_default();
+    let mut msg = e.to_string().lines().next().unwrap_or_default().to_string();
+    // Drop the location prefixes the message repeats; `at` carries it once.
+    msg = msg.trim_start_matches("error: ").to_string();
+    if let Some(l) = loc {
+        msg = msg
+            .trim_start_matches(&format!("line {} column {}: ", l.line(), l.column()))
+            .to_string();
     }
-    let mut msg = e.to_string();
-    // Keep the first line (the snippet renderer adds context lines we do not need twice).
-    if let Some(first) = msg.lines().next() {
-        msg = first.to_string();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((field, tail)) = rest.split_once('`') {
+            let expected: Vec<&str> = tail
+                .trim_start_matches(", expected one of ")
+                .trim_start_matches(", there are no fields")
+                .split(", ")
+                .map(|k| k.trim_matches('`'))
+                .filter(|k| !k.is_empty())
+                .collect();
+            let mut out = format!(
+                "{at}unknown key `{}`",
+                if path.is_empty() { field } else { &path }
+            );
+            if let Some(n) = nearest(field, &expected) {
+                out.push_str(&format!(" (did you mean `{n}`?)"));
+            }
+            out.push_str(&format!("; valid keys here: {}", expected.join(", ")));
+            return out;
+        }
     }
     if path.is_empty() {
         format!("{at}{msg}")
@@ -476,7 +527,12 @@ fn key_path_at(text: &str, line: usize) -> String {
             return None;
         }
         let indent = l.len() - trimmed.len();
-        let key = trimmed.split(':').next()?.trim().trim_start_matches("- ").to_string();
+        let key = trimmed
+            .split(':')
+            .next()?
+            .trim()
+            .trim_start_matches("- ")
+            .to_string();
         trimmed.contains(':').then_some((indent, key))
     };
     let Some((mut indent, key)) = key_of(lines[line - 1]) else {
@@ -506,7 +562,11 @@ fn nearest<'a>(got: &str, expected: &[&'a str]) -> Option<&'a str> {
         for (i, ca) in a.chars().enumerate() {
             let mut cur = vec![i + 1];
             for (j, cb) in b.iter().enumerate() {
-                cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+                cur.push(
+                    (prev[j] + usize::from(ca != *cb))
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1),
+                );
             }
             prev = cur;
         }

@@ -34,21 +34,30 @@ pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
                 let f = |lang: &str| root.join(format!("{split}.{lang}"));
                 Ok(read_parallel(&f(&cfg.src_lang), &f(&cfg.tgt_lang))?)
             };
-            Ok(Splits { train: read(&cfg.train)?, valid: read(&cfg.valid)?, test: read(&cfg.test)? })
+            Ok(Splits {
+                train: read(&cfg.train)?,
+                valid: read(&cfg.valid)?,
+                test: read(&cfg.test)?,
+            })
         }
         DataFormat::Tsv => {
             let path = root(cfg, data_dir).join(&cfg.file);
             let pairs = read_tsv(&path, cfg.src_column, cfg.tgt_column)?;
-            let (train, valid, test) = seeded_split(pairs, cfg.valid_size, cfg.test_size, cfg.split_seed);
+            let (train, valid, test) =
+                seeded_split(pairs, cfg.valid_size, cfg.test_size, cfg.split_seed);
             Ok(Splits { train, valid, test })
         }
         DataFormat::Dates => {
             // Disjoint seeds per split; pairs of the held-out sets that also occur in training
             // are removed so that exact match measures generalisation.
             let train = synthetic::dates(cfg.train_size, cfg.split_seed);
-            let seen: std::collections::HashSet<&str> = train.iter().map(|p| p.src.as_str()).collect();
+            let seen: std::collections::HashSet<&str> =
+                train.iter().map(|p| p.src.as_str()).collect();
             let held = |n: usize, s: u64| -> Vec<Pair> {
-                synthetic::dates(n, s).into_iter().filter(|p| !seen.contains(p.src.as_str())).collect()
+                synthetic::dates(n, s)
+                    .into_iter()
+                    .filter(|p| !seen.contains(p.src.as_str()))
+                    .collect()
             };
             let valid = held(cfg.valid_size, cfg.split_seed.wrapping_add(1_000_001));
             let test = held(cfg.test_size, cfg.split_seed.wrapping_add(2_000_003));

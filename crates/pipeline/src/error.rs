@@ -10,7 +10,10 @@ pub enum Error {
     #[error("model directory {path}: {msg}")]
     ModelDir { path: PathBuf, msg: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("tensor computation failed: {0}")]

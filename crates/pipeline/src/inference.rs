@@ -24,10 +24,20 @@ pub fn decode_ids(
 ) -> Result<Vec<Vec<u32>>> {
     let mut order: Vec<usize> = (0..srcs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
-    let sp = SpecialTokens { pad: tgt.pad, bos: tgt.bos, eos: tgt.eos, unk: tgt.unk };
+    let sp = SpecialTokens {
+        pad: tgt.pad,
+        bos: tgt.bos,
+        eos: tgt.eos,
+        unk: tgt.unk,
+    };
     let mut out = vec![Vec::new(); srcs.len()];
     for chunk in order.chunks(opts.batch_size.max(1)) {
-        let len = chunk.iter().map(|&i| srcs[i].len()).max().unwrap_or(0).max(1);
+        let len = chunk
+            .iter()
+            .map(|&i| srcs[i].len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut ids = vec![pad; chunk.len() * len];
         let mut mask = vec![0f32; chunk.len() * len];
         for (r, &i) in chunk.iter().enumerate() {
@@ -40,7 +50,15 @@ pub fn decode_ids(
         let src = Tensor::from_vec(ids, (chunk.len(), len), dev)?;
         let mask = Tensor::from_vec(mask, (chunk.len(), len), dev)?;
         let enc = model.encode(&src, &mask, &mut Ctx::eval())?;
-        let hyps = greedy(&model.decoder, &enc, chunk.len(), sp, opts.max_length, opts.forbid_unk, dev)?;
+        let hyps = greedy(
+            &model.decoder,
+            &enc,
+            chunk.len(),
+            sp,
+            opts.max_length,
+            opts.forbid_unk,
+            dev,
+        )?;
         for (&i, h) in chunk.iter().zip(hyps) {
             out[i] = h;
         }
@@ -59,9 +77,15 @@ pub struct Translator {
 
 impl Translator {
     pub fn load(dir: &Path) -> Result<Self> {
-        let missing = |name: &str| Error::ModelDir { path: dir.to_path_buf(), msg: format!("{name} is missing") };
+        let missing = |name: &str| Error::ModelDir {
+            path: dir.to_path_buf(),
+            msg: format!("{name} is missing"),
+        };
         if !dir.is_dir() {
-            return Err(Error::ModelDir { path: dir.to_path_buf(), msg: "not a directory".into() });
+            return Err(Error::ModelDir {
+                path: dir.to_path_buf(),
+                msg: "not a directory".into(),
+            });
         }
         let cfg_path = dir.join(CONFIG);
         if !cfg_path.exists() {
@@ -78,16 +102,29 @@ impl Translator {
         let device = Device::Cpu;
         let weights = checkpoint::load_tensors(dir, BEST, &device)?;
         let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
-        let model = build_model(&config.model, src_vocab.len(), tgt_vocab.len(), vb).map_err(|e| Error::ModelDir {
-            path: dir.to_path_buf(),
-            msg: format!("{BEST} does not match {CONFIG}: {e}"),
-        })?;
-        Ok(Self { config, src_vocab, tgt_vocab, model, device })
+        let model =
+            build_model(&config.model, src_vocab.len(), tgt_vocab.len(), vb).map_err(|e| {
+                Error::ModelDir {
+                    path: dir.to_path_buf(),
+                    msg: format!("{BEST} does not match {CONFIG}: {e}"),
+                }
+            })?;
+        Ok(Self {
+            config,
+            src_vocab,
+            tgt_vocab,
+            model,
+            device,
+        })
     }
 
     /// Translates lines; sources longer than `data.max_src_len` tokens are truncated to it and
     /// reported in the returned warnings (1-based line numbers).
-    pub fn translate(&self, lines: &[String], opts: &DecodingConfig) -> Result<(Vec<String>, Vec<String>)> {
+    pub fn translate(
+        &self,
+        lines: &[String],
+        opts: &DecodingConfig,
+    ) -> Result<(Vec<String>, Vec<String>)> {
         let max = self.config.data.max_src_len;
         let mut warnings = Vec::new();
         let mut srcs = Vec::with_capacity(lines.len());
@@ -103,8 +140,18 @@ impl Translator {
             }
             srcs.push(ids);
         }
-        let hyps = decode_ids(&self.model, &srcs, &self.tgt_vocab, self.src_vocab.pad, opts, &self.device)?;
-        let outs = hyps.iter().map(|h| self.tgt_vocab.decode(h)).collect::<std::result::Result<_, _>>()?;
+        let hyps = decode_ids(
+            &self.model,
+            &srcs,
+            &self.tgt_vocab,
+            self.src_vocab.pad,
+            opts,
+            &self.device,
+        )?;
+        let outs = hyps
+            .iter()
+            .map(|h| self.tgt_vocab.decode(h))
+            .collect::<std::result::Result<_, _>>()?;
         Ok((outs, warnings))
     }
 }

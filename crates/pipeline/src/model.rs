@@ -25,7 +25,12 @@ fn cell(c: Cell) -> CellKind {
 }
 
 /// Builds the translation model; parameters are named `encoder.*` and `decoder.*`.
-pub fn build_model(cfg: &ModelConfig, src_vocab: usize, tgt_vocab: usize, vb: VarBuilder) -> Result<Seq2Seq> {
+pub fn build_model(
+    cfg: &ModelConfig,
+    src_vocab: usize,
+    tgt_vocab: usize,
+    vb: VarBuilder,
+) -> Result<Seq2Seq> {
     let e = &cfg.encoder;
     let enc_cfg = TextEncoderConfig {
         cell: cell(e.cell),
@@ -106,6 +111,11 @@ impl Seq2Seq {
         let (logits, _) = self.decoder.forward_teacher(&b.tgt_in, &state, &mem, ctx)?;
         let v = logits.dim(2)?;
         let logits = logits.reshape(((), v))?;
-        Ok(masked_cross_entropy(&logits, &b.tgt_out, &b.tgt_mask, label_smoothing)?)
+        Ok(masked_cross_entropy(
+            &logits,
+            &b.tgt_out,
+            &b.tgt_mask,
+            label_smoothing,
+        )?)
     }
 }

@@ -21,12 +21,33 @@ pub struct Adam {
 }
 
 impl Adam {
-    pub fn new(vars: &HashMap<String, Var>, lr: f64, betas: [f64; 2], eps: f64, weight_decay: f64, decoupled: bool) -> Result<Self> {
-        let mut params: Vec<(String, Var)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    pub fn new(
+        vars: &HashMap<String, Var>,
+        lr: f64,
+        betas: [f64; 2],
+        eps: f64,
+        weight_decay: f64,
+        decoupled: bool,
+    ) -> Result<Self> {
+        let mut params: Vec<(String, Var)> =
+            vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let m = params.iter().map(|(_, v)| v.zeros_like()).collect::<Result<Vec<_>>>()?;
+        let m = params
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<Result<Vec<_>>>()?;
         let v = m.clone();
-        Ok(Self { params, m, v, lr, betas, eps, weight_decay, decoupled, step: 0 })
+        Ok(Self {
+            params,
+            m,
+            v,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            decoupled,
+            step: 0,
+        })
     }
 
     /// Global L2 norm of the gradients; scales them to `max_norm` when it is exceeded.
@@ -84,13 +105,22 @@ impl Adam {
         out
     }
 
-    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        state: &HashMap<String, Tensor>,
+    ) -> std::result::Result<(), String> {
         for (i, (name, p)) in self.params.iter().enumerate() {
             for (prefix, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                 let key = format!("{prefix}.{name}");
-                let t = state.get(&key).ok_or_else(|| format!("missing tensor {key}"))?;
+                let t = state
+                    .get(&key)
+                    .ok_or_else(|| format!("missing tensor {key}"))?;
                 if t.shape() != p.shape() {
-                    return Err(format!("{key} has shape {:?}, expected {:?}", t.shape(), p.shape()));
+                    return Err(format!(
+                        "{key} has shape {:?}, expected {:?}",
+                        t.shape(),
+                        p.shape()
+                    ));
                 }
                 *slot = t.clone();
             }

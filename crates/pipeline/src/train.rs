@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use seq2seq_data::{bucket_batches, Batch, Example, Pair, Vocab};
 use seq2seq_nn::{Ctx, SeededVarMap};
 
-use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, OPTIMIZER, SRC_TOKENIZER, TGT_TOKENIZER};
+use crate::checkpoint::{
+    self, TrainerState, BEST, CONFIG, LAST, OPTIMIZER, SRC_TOKENIZER, TGT_TOKENIZER,
+};
 use crate::config::{Config, EarlyStopMetric, OptimizerKind};
 use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
 use crate::inference::decode_ids;
@@ -70,7 +72,10 @@ fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
         }));
     }
     let (src_vocab, tgt_vocab) = if opts.resume {
-        (Vocab::load(&opts.out.join(SRC_TOKENIZER))?, Vocab::load(&opts.out.join(TGT_TOKENIZER))?)
+        (
+            Vocab::load(&opts.out.join(SRC_TOKENIZER))?,
+            Vocab::load(&opts.out.join(TGT_TOKENIZER))?,
+        )
     } else {
         let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
         let tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
@@ -80,12 +85,33 @@ fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
         checkpoint::write_atomic(&opts.out.join(TGT_TOKENIZER), t.to_json()?.as_bytes())?;
         (s, t)
     };
-    let (train, _, dropped) = encode_pairs(&splits.train, &src_vocab, &tgt_vocab, d.max_src_len, d.max_tgt_len, true)?;
+    let (train, _, dropped) = encode_pairs(
+        &splits.train,
+        &src_vocab,
+        &tgt_vocab,
+        d.max_src_len,
+        d.max_tgt_len,
+        true,
+    )?;
     if train.is_empty() {
         return Err(empty_after_filter(splits.train.len(), d));
     }
-    let (valid, vk, _) = encode_pairs(&splits.valid, &src_vocab, &tgt_vocab, usize::MAX, usize::MAX, true)?;
-    let (test, tk, _) = encode_pairs(&splits.test, &src_vocab, &tgt_vocab, usize::MAX, usize::MAX, true)?;
+    let (valid, vk, _) = encode_pairs(
+        &splits.valid,
+        &src_vocab,
+        &tgt_vocab,
+        usize::MAX,
+        usize::MAX,
+        true,
+    )?;
+    let (test, tk, _) = encode_pairs(
+        &splits.test,
+        &src_vocab,
+        &tgt_vocab,
+        usize::MAX,
+        usize::MAX,
+        true,
+    )?;
     log(
         opts,
         &format!(
@@ -119,7 +145,14 @@ struct Validation {
     hyps: Vec<String>,
 }
 
-fn validate(model: &Seq2Seq, p: &Prepared, cfg: &Config, examples: &[Example], pairs: &[Pair], dev: &Device) -> Result<Validation> {
+fn validate(
+    model: &Seq2Seq,
+    p: &Prepared,
+    cfg: &Config,
+    examples: &[Example],
+    pairs: &[Pair],
+    dev: &Device,
+) -> Result<Validation> {
     let mut nll = 0.0;
     let mut tokens = 0.0;
     let pad = p.tgt_vocab.pad;
@@ -132,14 +165,39 @@ fn validate(model: &Seq2Seq, p: &Prepared, cfg: &Config, examples: &[Example], p
     }
     let loss = nll / tokens.max(1.0);
     let srcs: Vec<Vec<u32>> = examples.iter().map(|e| e.src.clone()).collect();
-    let hyps = decode_ids(model, &srcs, &p.tgt_vocab, p.src_vocab.pad, &cfg.decoding, dev)?;
-    let hyps: Vec<String> = hyps.iter().map(|h| p.tgt_vocab.decode(h)).collect::<std::result::Result<_, _>>()?;
+    let hyps = decode_ids(
+        model,
+        &srcs,
+        &p.tgt_vocab,
+        p.src_vocab.pad,
+        &cfg.decoding,
+        dev,
+    )?;
+    let hyps: Vec<String> = hyps
+        .iter()
+        .map(|h| p.tgt_vocab.decode(h))
+        .collect::<std::result::Result<_, _>>()?;
     let exact = (!hyps.is_empty()).then(|| {
-        let norm = |s: &str| if cfg.data.lowercase { s.to_lowercase() } else { s.to_string() };
-        let hits = hyps.iter().zip(pairs).filter(|(h, p)| norm(h.trim()) == norm(p.tgt.trim())).count();
+        let norm = |s: &str| {
+            if cfg.data.lowercase {
+                s.to_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        let hits = hyps
+            .iter()
+            .zip(pairs)
+            .filter(|(h, p)| norm(h.trim()) == norm(p.tgt.trim()))
+            .count();
         hits as f64 / hyps.len() as f64
     });
-    Ok(Validation { loss, ppl: loss.exp(), exact, hyps })
+    Ok(Validation {
+        loss,
+        ppl: loss.exp(),
+        exact,
+        hyps,
+    })
 }
 
 fn score(v: &Validation, metric: EarlyStopMetric) -> f64 {
@@ -160,7 +218,8 @@ fn weights(vm: &SeededVarMap) -> HashMap<String, Tensor> {
 }
 
 fn step_seed(seed: u64, step: usize) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step as u64)
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step as u64)
 }
 
 fn fmt_time(s: f64) -> String {
@@ -171,7 +230,10 @@ fn fmt_time(s: f64) -> String {
 /// Trains a model from `cfg` into `opts.out` (or continues the run there with `resume`).
 pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(|source| Error::Write { path: out.clone(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Write {
+        path: out.clone(),
+        source,
+    })?;
     let mut state = if opts.resume {
         // The run's own resolved config wins over the file given on the command line, so that
         // the model and data order are the ones the checkpoint was made with.
@@ -187,35 +249,67 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         if let Some(s) = opts.seed {
             cfg.seed = s;
         }
-        TrainerState { lr: cfg.train.learning_rate, ..Default::default() }
+        TrainerState {
+            lr: cfg.train.learning_rate,
+            ..Default::default()
+        }
     };
-    if let Some(m) = opts.max_steps {
-        cfg.train.max_steps = m;
-    }
     let dev = Device::Cpu;
     let p = prepare(&cfg, opts)?;
     if !opts.resume {
         // The saved config is the resolved one; max_steps stays the file's (the flag is per run).
         checkpoint::write_atomic(&out.join(CONFIG), cfg.to_yaml().as_bytes())?;
     }
+    if let Some(m) = opts.max_steps {
+        cfg.train.max_steps = m;
+    }
     let vm = SeededVarMap::new(cfg.seed);
-    let model = build_model(&cfg.model, p.src_vocab.len(), p.tgt_vocab.len(), vm.var_builder(&dev))?;
+    let model = build_model(
+        &cfg.model,
+        p.src_vocab.len(),
+        p.tgt_vocab.len(),
+        vm.var_builder(&dev),
+    )?;
     let t = &cfg.train;
     let vars = vm.var_map().data().lock().unwrap().clone();
     let n_params: usize = vars.values().map(|v| v.elem_count()).sum();
-    let mut opt = Adam::new(&vars, state.lr, t.betas, t.eps, t.weight_decay, t.optimizer == OptimizerKind::Adamw)?;
+    let mut opt = Adam::new(
+        &vars,
+        state.lr,
+        t.betas,
+        t.eps,
+        t.weight_decay,
+        t.optimizer == OptimizerKind::Adamw,
+    )?;
     if opts.resume {
         let w = checkpoint::load_tensors(out, LAST, &dev)?;
         for (name, var) in &vars {
-            let v = w.get(name).ok_or_else(|| Error::ModelDir { path: out.clone(), msg: format!("{LAST} lacks {name}") })?;
+            let v = w.get(name).ok_or_else(|| Error::ModelDir {
+                path: out.clone(),
+                msg: format!("{LAST} lacks {name}"),
+            })?;
             var.set(v)?;
         }
         let o = checkpoint::load_tensors(out, OPTIMIZER, &dev)?;
-        opt.load_state(&o).map_err(|msg| Error::ModelDir { path: out.clone(), msg: format!("{OPTIMIZER}: {msg}") })?;
+        opt.load_state(&o).map_err(|msg| Error::ModelDir {
+            path: out.clone(),
+            msg: format!("{OPTIMIZER}: {msg}"),
+        })?;
         opt.step = state.step as u64;
-        log(opts, &format!("resuming at step {} (epoch {}, batch {})", state.step, state.epoch + 1, state.batch_in_epoch));
+        log(
+            opts,
+            &format!(
+                "resuming at step {} (epoch {}, batch {})",
+                state.step,
+                state.epoch + 1,
+                state.batch_in_epoch
+            ),
+        );
     }
-    log(opts, &format!("model: {n_params} parameters; output: {}", out.display()));
+    log(
+        opts,
+        &format!("model: {n_params} parameters; output: {}", out.display()),
+    );
 
     let save_last = |state: &TrainerState, opt: &Adam| -> Result<()> {
         checkpoint::save_tensors(&out.join(LAST), &weights(&vm))?;
@@ -233,8 +327,10 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let bar = tty.then(|| {
         let b = ProgressBar::new(total as u64);
         b.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template"),
         );
         b.set_position(state.step as u64);
         b
@@ -254,7 +350,13 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 stop_reason = Some(format!("reached max_steps = {}", t.max_steps));
                 break 'epochs;
             }
-            let b = Batch::new(&p.train, &batches[state.batch_in_epoch], p.tgt_vocab.pad, p.tgt_vocab.bos, p.tgt_vocab.eos);
+            let b = Batch::new(
+                &p.train,
+                &batches[state.batch_in_epoch],
+                p.tgt_vocab.pad,
+                p.tgt_vocab.bos,
+                p.tgt_vocab.eos,
+            );
             let bt = BatchTensors::new(&b, &dev)?;
             let mut ctx = Ctx::train(step_seed(cfg.seed, state.step));
             let l = model.loss(&bt, t.label_smoothing, &mut ctx)?;
@@ -273,7 +375,12 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
             let speed = window.3 as f64 / window.2.elapsed().as_secs_f64().max(1e-9);
             if let Some(bar) = &bar {
                 bar.set_position(state.step as u64);
-                bar.set_message(format!("loss {:.3} | {:.0} tok/s | lr {:.1e}", window.0 / window.1.max(1.0), speed, state.lr));
+                bar.set_message(format!(
+                    "loss {:.3} | {:.0} tok/s | lr {:.1e}",
+                    window.0 / window.1.max(1.0),
+                    speed,
+                    state.lr
+                ));
             } else if state.step % t.log_every == 0 {
                 log(
                     opts,
@@ -312,7 +419,9 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     state.step,
                     v.loss,
                     v.ppl,
-                    v.exact.map(|e| format!(" | exact match {:.1}%", 100.0 * e)).unwrap_or_default(),
+                    v.exact
+                        .map(|e| format!(" | exact match {:.1}%", 100.0 * e))
+                        .unwrap_or_default(),
                     if improved { " | new best, saved" } else { "" }
                 );
                 for i in 0..t.valid_samples.min(v.hyps.len()) {
@@ -336,7 +445,10 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 )?;
                 save_last(&state, &opt)?;
                 if t.patience > 0 && state.bad_validations >= t.patience {
-                    stop_reason = Some(format!("early stopping: {} validations without improvement", t.patience));
+                    stop_reason = Some(format!(
+                        "early stopping: {} validations without improvement",
+                        t.patience
+                    ));
                     state.finished = true;
                     break 'epochs;
                 }
@@ -352,10 +464,12 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    save_last(&state, &opt)?;
     if !out.join(BEST).exists() {
+        // Never validated: the final weights are the only (and so the best) checkpoint.
+        state.best_step = state.step;
         checkpoint::save_tensors(&out.join(BEST), &weights(&vm))?;
     }
+    save_last(&state, &opt)?;
     log(
         opts,
         &format!(
@@ -384,9 +498,9 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         let v = validate(&model, &p, &cfg, examples, pairs, &dev)?;
         if !opts.quiet {
             println!(
-                "{split} ({} pairs, best checkpoint of step {}): loss {:.4} | ppl {:.2} | exact match: {:.1}%",
+                "{split} ({} pairs, checkpoint of step {}): loss {:.4} | ppl {:.2} | exact match: {:.1}%",
                 examples.len(),
-                state.best_step.max(state.step.min(1)),
+                state.best_step,
                 v.loss,
                 v.ppl,
                 100.0 * v.exact.unwrap_or(0.0)
@@ -394,13 +508,21 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         }
         v.exact
     };
-    Ok(TrainSummary { steps: state.step, best_score: state.best_score, exact_match: exact, out: out.clone() })
+    Ok(TrainSummary {
+        steps: state.step,
+        best_score: state.best_score,
+        exact_match: exact,
+        out: out.clone(),
+    })
 }
 
 /// Default output directory of a config: `runs/<name>` (or `runs/<file stem>`).
 pub fn default_out(cfg: &Config, config_path: &Path) -> PathBuf {
     let name = if cfg.name.is_empty() {
-        config_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into())
+        config_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into())
     } else {
         cfg.name.clone()
     };

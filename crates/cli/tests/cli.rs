@@ -1,0 +1,218 @@
+//! The `seq2seq` binary: train → translate on the synthetic task, and user-facing errors.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_seq2seq"))
+}
+
+const CONFIG: &str = "name: cli-test
+seed: 5
+data:
+  format: dates
+  train_size: 3000
+  valid_size: 50
+  test_size: 50
+  max_src_len: 40
+  max_tgt_len: 12
+  src_vocab: {level: char}
+  tgt_vocab: {level: char}
+model:
+  encoder: {embedding_dim: 16, hidden_size: 32}
+  decoder: {embedding_dim: 16, hidden_size: 64, attention_dim: 32}
+train:
+  learning_rate: 0.005
+  batch_size: 32
+  max_epochs: 0
+  valid_every: 100
+  log_every: 20
+decoding:
+  max_length: 12
+";
+
+fn assert_clean_error(out: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn train_then_translate_args_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let model = dir.path().join("model");
+    let out = bin()
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--max-steps",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Not a terminal: plain progress lines, and the exact-match figure at the end.
+    assert!(stderr.contains("step 20 | epoch 1 | loss"), "{stderr}");
+    assert!(stderr.contains("validation at step 100"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("exact match:"), "{stdout}");
+    for f in [
+        "config.yaml",
+        "src_tokenizer.json",
+        "tgt_tokenizer.json",
+        "model.safetensors",
+        "last.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+        "metrics.jsonl",
+    ] {
+        assert!(model.join(f).exists(), "{f} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(model.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+
+    let m = model.to_str().unwrap();
+    let out = bin()
+        .args([
+            "translate",
+            "--model",
+            m,
+            "3 march 1987",
+            "december 25, 2001",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.len() == 10 && l.as_bytes()[4] == b'-'),
+        "{lines:?}"
+    );
+
+    // stdin: one output line per input line, in order, empty lines included.
+    let input = "3 march 1987\n\n1999/12/31\n3 march 1987\n";
+    let mut child = bin()
+        .args(["translate", "--model", m, "--batch-size", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[0], got[3]);
+    assert_eq!(got[0], lines[0]);
+
+    // --resume continues the same run; without it the directory is protected.
+    let out = bin()
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            m,
+            "--max-steps",
+            "320",
+            "--resume",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at step 300"));
+    let out = bin()
+        .args(["train", cfg.to_str().unwrap(), "--out", m])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "--resume");
+}
+
+#[test]
+fn user_errors_are_clean_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("typo.yaml");
+    std::fs::write(&cfg, "data:\n  format: dates\ntrain:\n  batch_sise: 3\n").unwrap();
+    let out = bin()
+        .args(["train", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        &out,
+        "typo.yaml: line 4 column 3: unknown key `train.batch_sise` (did you mean `batch_size`?)",
+    );
+
+    let out = bin().args(["train", "no-such.yaml"]).output().unwrap();
+    assert_clean_error(&out, "no-such.yaml");
+
+    let out = bin()
+        .args(["translate", "--model", dir.path().to_str().unwrap(), "x"])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "config.yaml is missing");
+
+    let cfg = dir.path().join("m30k.yaml");
+    std::fs::write(&cfg, "data: {root: multi30k, src_lang: en, tgt_lang: de}\n").unwrap();
+    let out = bin()
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--out",
+        ])
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
+    assert_clean_error(
+        &out,
+        &format!(
+            "{}",
+            Path::new(dir.path()).join("multi30k/train.en").display()
+        ),
+    );
+}

@@ -1,0 +1,142 @@
+//! The decoder's contract: masking, teacher forcing equal to stepping, greedy search.
+
+use candle_core::{DType, Device, Result, Tensor};
+use seq2seq_decoder::{decoder, greedy, Bridge, DecoderConfig, EncoderOutput, SpecialTokens};
+use seq2seq_nn::{attention, AttentionKind, CellKind, Ctx, SeededVarMap};
+
+fn memory(dev: &Device) -> Result<(Tensor, Tensor)> {
+    let m: Vec<f32> = (0..2 * 4 * 6).map(|k| (k as f32 * 0.3).sin()).collect();
+    let memory = Tensor::from_vec(m, (2, 4, 6), dev)?;
+    let mask = Tensor::new(&[[1f32, 1., 1., 1.], [1., 1., 0., 0.]], dev)?;
+    Ok((memory, mask))
+}
+
+#[test]
+fn attention_ignores_padding() -> Result<()> {
+    let dev = Device::Cpu;
+    let (mem, mask) = memory(&dev)?;
+    for kind in [
+        AttentionKind::Bahdanau,
+        AttentionKind::Luong,
+        AttentionKind::Dot,
+    ] {
+        let vm = SeededVarMap::new(1);
+        let att = attention(kind, 6, 6, 5, vm.var_builder(&dev))?;
+        let q = Tensor::ones((2, 3, 6), DType::F32, &dev)?;
+        let (ctx, alphas) = att.forward(&q, &att.keys(&mem, &mask)?)?;
+        let a: Vec<Vec<Vec<f32>>> = alphas.to_vec3()?;
+        for row in &a[1] {
+            assert_eq!(row[2], 0.0, "{kind:?}");
+            assert_eq!(row[3], 0.0, "{kind:?}");
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        // Garbage in the padded positions must not change anything.
+        let junk = Tensor::new(&[[0f32, 0., 0., 0.], [0., 0., 1., 1.]], &dev)?
+            .unsqueeze(2)?
+            .broadcast_mul(&Tensor::full(100f32, (2, 4, 6), &dev)?)?;
+        let (ctx2, _) = att.forward(&q, &att.keys(&(&mem + junk)?, &mask)?)?;
+        let diff = (ctx - ctx2)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "{kind:?}: {diff}");
+    }
+    Ok(())
+}
+
+fn config(cell: CellKind, input_feeding: bool, attention: Option<AttentionKind>) -> DecoderConfig {
+    DecoderConfig {
+        cell,
+        vocab_size: 11,
+        embedding_dim: 5,
+        hidden_size: 6,
+        num_layers: 2,
+        attention,
+        attention_dim: 4,
+        input_feeding,
+        tied_embeddings: false,
+        bridge: Bridge::Learned,
+        emb_dropout: 0.0,
+        dropout: 0.0,
+        hidden_dropout: 0.0,
+        memory_dim: 6,
+        summary_dim: 6,
+    }
+}
+
+#[test]
+fn teacher_forcing_equals_stepping() -> Result<()> {
+    let dev = Device::Cpu;
+    let (mem, mask) = memory(&dev)?;
+    let summary = mem.mean(1)?;
+    let enc = EncoderOutput {
+        memory: Some(mem),
+        mask: Some(mask),
+        final_states: vec![summary],
+    };
+    for (cell, feed, att) in [
+        (CellKind::Gru, false, Some(AttentionKind::Bahdanau)),
+        (CellKind::Lstm, true, Some(AttentionKind::Luong)),
+        (CellKind::Rnn, false, None),
+    ] {
+        let vm = SeededVarMap::new(2);
+        let dec = decoder(config(cell, feed, att), vm.var_builder(&dev))?;
+        let tgt = Tensor::new(&[[2u32, 5, 7, 4], [2, 9, 9, 6]], &dev)?;
+        let state = dec.start(&enc, 2, &dev)?;
+        let mem = dec.prepare(&enc)?;
+        let (full, _) = dec.forward_teacher(&tgt, &state, &mem, &mut Ctx::eval())?;
+        let mut s = state;
+        for t in 0..4 {
+            let (logits, next, _) = dec.step(
+                &tgt.narrow(1, t, 1)?.squeeze(1)?,
+                &s,
+                &mem,
+                &mut Ctx::eval(),
+            )?;
+            let want = full.narrow(1, t, 1)?.squeeze(1)?;
+            let diff = (logits - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "{cell:?} step {t}: {diff}");
+            s = next;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn greedy_follows_argmax_and_never_emits_pad_or_bos() -> Result<()> {
+    let dev = Device::Cpu;
+    let (mem, mask) = memory(&dev)?;
+    let enc = EncoderOutput {
+        memory: Some(mem),
+        mask: Some(mask),
+        final_states: vec![],
+    };
+    let vm = SeededVarMap::new(3);
+    let dec = decoder(
+        config(CellKind::Gru, false, Some(AttentionKind::Bahdanau)),
+        vm.var_builder(&dev),
+    )?;
+    let sp = SpecialTokens {
+        pad: 0,
+        unk: 1,
+        bos: 2,
+        eos: 3,
+    };
+    let out = greedy(&dec, &enc, 2, sp, 7, true, &dev)?;
+    // Replay: each emitted token is the argmax over the allowed tokens.
+    for (row, hyp) in out.iter().enumerate() {
+        let one = enc.index_select(&Tensor::new(&[row as u32], &dev)?)?;
+        let mut state = dec.start(&one, 1, &dev)?;
+        let m = dec.prepare(&one)?;
+        let mut prev = 2u32;
+        for &tok in hyp {
+            assert!(tok > 3, "special token {tok} emitted");
+            let (logits, next, _) =
+                dec.step(&Tensor::new(&[prev], &dev)?, &state, &m, &mut Ctx::eval())?;
+            let l: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+            let best = (3..11).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap();
+            assert_eq!(tok as usize, best);
+            state = next;
+            prev = tok;
+        }
+        assert!(hyp.len() <= 7);
+    }
+    Ok(())
+}

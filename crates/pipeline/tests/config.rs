@@ -1,0 +1,109 @@
+//! Config parsing and every bad-input case: each error names the file, line or key.
+
+use seq2seq_pipeline::Config;
+
+#[test]
+fn reference_config_documents_exactly_the_defaults() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/reference.yaml"
+    ))
+    .unwrap();
+    let parsed: Config = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn shipped_configs_parse_and_validate() {
+    for name in ["quickstart", "multi30k-en-de", "tatoeba-eng-fra"] {
+        let p = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"))
+            .join(format!("{name}.yaml"));
+        Config::from_file(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn resolved_config_round_trips() {
+    let mut c = Config::default();
+    c.data.root = "x".into();
+    c.model.decoder.attention = seq2seq_pipeline::config::AttentionType::Luong;
+    let back = Config::from_yaml(&c.to_yaml()).unwrap();
+    assert_eq!(back, c);
+}
+
+fn err(yaml: &str) -> String {
+    Config::from_yaml(yaml).unwrap_err()
+}
+
+#[test]
+fn misspelled_key_gets_its_path_line_and_nearest_key() {
+    let e = err("data:\n  root: x\nmodel:\n  encoder:\n    hiden_size: 3\n");
+    assert!(e.contains("line 5"), "{e}");
+    assert!(e.contains("model.encoder.hiden_size"), "{e}");
+    assert!(e.contains("did you mean `hidden_size`"), "{e}");
+}
+
+#[test]
+fn unknown_top_level_key_lists_valid_keys() {
+    let e = err("trian:\n  batch_size: 3\n");
+    assert!(
+        e.contains("`trian`") && e.contains("did you mean `train`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let e = err("data:\n  root: x\ntrain:\n  batch_size: many\n");
+    assert!(
+        e.contains("line 4") && e.contains("train.batch_size"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_enum_value_lists_the_choices() {
+    let e = err("data:\n  root: x\nmodel:\n  decoder:\n    attention: cosine\n");
+    assert!(e.contains("cosine") && e.contains("bahdanau"), "{e}");
+}
+
+#[test]
+fn malformed_yaml_is_located() {
+    let e = err("data:\n  root: [x\n  format: tsv\n");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_name_their_keys() {
+    let e = err("data:\n  root: x\nmodel:\n  encoder:\n    dropout: 1.5\n  decoder:\n    hidden_size: 0\ntrain:\n  learning_rate: -1\n");
+    assert!(
+        e.contains("model.encoder.dropout") && e.contains("1.5"),
+        "{e}"
+    );
+    assert!(e.contains("model.decoder.hidden_size"), "{e}");
+    assert!(e.contains("train.learning_rate"), "{e}");
+}
+
+#[test]
+fn inconsistent_sizes_are_refused() {
+    let e = err("data:\n  root: x\nmodel:\n  decoder:\n    hidden_size: 100\n    bridge: last\n    tied_embeddings: true\n    embedding_dim: 3\n");
+    assert!(e.contains("model.decoder.bridge"), "{e}");
+    assert!(e.contains("model.decoder.tied_embeddings"), "{e}");
+    let e = err("data:\n  format: tsv\n  root: x\n");
+    assert!(e.contains("data.file"), "{e}");
+}
+
+#[test]
+fn config_file_errors_name_the_file() {
+    let dir = std::env::temp_dir().join(format!("s2s-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("bad.yaml");
+    std::fs::write(&p, b"name: \xff\xfe\n").unwrap();
+    let e = Config::from_file(&p).unwrap_err().to_string();
+    assert!(e.contains("bad.yaml") && e.contains("UTF-8"), "{e}");
+    let e = Config::from_file(&dir.join("none.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("none.yaml"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,221 @@
+//! Training end to end on tiny data: overfitting, exact resume, and bad input.
+
+use std::path::{Path, PathBuf};
+
+use seq2seq_pipeline::{checkpoint, train, Config, TrainOptions, Translator};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("s2s-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A tiny model on the data section `data_yaml`, then `edit` for the test's own settings.
+fn tiny_with(data_yaml: &str, edit: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::from_yaml(&format!("seed: 3\n{data_yaml}")).unwrap();
+    c.model.encoder.embedding_dim = 16;
+    c.model.encoder.hidden_size = 16;
+    c.model.decoder.embedding_dim = 16;
+    c.model.decoder.hidden_size = 32;
+    c.model.decoder.attention_dim = 16;
+    c.train.batch_size = 8;
+    c.train.learning_rate = 0.01;
+    c.train.valid_every = 1000;
+    c.train.log_every = 1000;
+    c.train.patience = 0;
+    c.decoding.max_length = 20;
+    edit(&mut c);
+    c.validate().unwrap();
+    c
+}
+
+fn tiny(data_yaml: &str) -> Config {
+    tiny_with(data_yaml, |_| {})
+}
+
+fn opts(out: &Path, data: &Path) -> TrainOptions {
+    TrainOptions {
+        data_dir: data.to_path_buf(),
+        out: out.to_path_buf(),
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+const PAIRS: [(&str, &str); 6] = [
+    ("a man rides a horse .", "ein mann reitet ein pferd ."),
+    ("two dogs play .", "zwei hunde spielen ."),
+    ("a woman sings .", "eine frau singt ."),
+    ("a child runs .", "ein kind rennt ."),
+    ("the man sleeps .", "der mann schläft ."),
+    ("two women walk .", "zwei frauen gehen ."),
+];
+
+fn write_corpus(dir: &Path) {
+    let c = dir.join("toy");
+    std::fs::create_dir_all(&c).unwrap();
+    let src: String = PAIRS.iter().map(|p| format!("{}\n", p.0)).collect();
+    let tgt: String = PAIRS.iter().map(|p| format!("{}\n", p.1)).collect();
+    for split in ["train", "val", "test"] {
+        std::fs::write(c.join(format!("{split}.en")), &src).unwrap();
+        std::fs::write(c.join(format!("{split}.de")), &tgt).unwrap();
+    }
+}
+
+const PARALLEL: &str =
+    "data: {format: parallel, root: toy, src_lang: en, tgt_lang: de, valid: val, test: test}";
+
+#[test]
+fn tiny_model_overfits_a_handful_of_pairs() {
+    let dir = tmp("overfit");
+    write_corpus(&dir);
+    let cfg = tiny_with(PARALLEL, |c| {
+        c.train.batch_size = 6;
+        c.train.max_steps = 150;
+        c.train.max_epochs = 0;
+        c.train.valid_every = 50;
+    });
+    let s = train(cfg, &opts(&dir.join("run"), &dir)).unwrap();
+    assert_eq!(s.steps, 150);
+    assert!(
+        s.best_score.unwrap() < 0.05,
+        "validation loss {:?}",
+        s.best_score
+    );
+    assert_eq!(s.exact_match, Some(1.0));
+    let t = Translator::load(&dir.join("run")).unwrap();
+    let lines: Vec<String> = PAIRS.iter().rev().map(|p| p.0.to_string()).collect();
+    let (outs, warnings) = t.translate(&lines, &t.config.decoding).unwrap();
+    let want: Vec<String> = PAIRS.iter().rev().map(|p| p.1.to_string()).collect();
+    assert_eq!(outs, want);
+    assert!(warnings.is_empty());
+    // An over-long line is truncated with a warning, not refused.
+    let long = vec!["a ".repeat(80)];
+    let (_, warnings) = t.translate(&long, &t.config.decoding).unwrap();
+    assert!(
+        warnings[0].contains("line 1") && warnings[0].contains("truncated"),
+        "{warnings:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut w: Vec<(String, Vec<f32>)> =
+        checkpoint::load_tensors(dir, checkpoint::LAST, &candle_core::Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+#[test]
+fn resume_gives_the_same_weights_as_one_run() {
+    let dir = tmp("resume");
+    // Dropout on, several epochs, validation and lr decay inside the window: all must replay.
+    let data = "data: {format: dates, train_size: 60, valid_size: 10, test_size: 10, max_src_len: 40, max_tgt_len: 12, src_vocab: {level: char}, tgt_vocab: {level: char}}";
+    let cfg = || {
+        tiny_with(data, |c| {
+            c.model.encoder.emb_dropout = 0.2;
+            c.model.decoder.hidden_dropout = 0.3;
+            c.model.decoder.input_feeding = true;
+            c.model.decoder.cell = seq2seq_pipeline::config::Cell::Lstm;
+            c.train.batch_size = 16;
+            c.train.valid_every = 3;
+            c.train.lr_patience = 1;
+            c.train.max_steps = 14;
+        })
+    };
+    let full = dir.join("full");
+    train(cfg(), &opts(&full, &dir)).unwrap();
+    let half = dir.join("half");
+    let mut o = opts(&half, &dir);
+    o.max_steps = Some(7);
+    train(cfg(), &o).unwrap();
+    assert_eq!(checkpoint::load_state(&half).unwrap().step, 7);
+    let mut o = opts(&half, &dir);
+    o.resume = true;
+    let s = train(cfg(), &o).unwrap();
+    assert_eq!(s.steps, 14);
+    let (a, b) = (weights(&full), weights(&half));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert_eq!(va, vb, "{na} differs after resume");
+    }
+    assert_eq!(checkpoint::load_state(&full).unwrap(), {
+        let mut s = checkpoint::load_state(&half).unwrap();
+        s.elapsed_s = checkpoint::load_state(&full).unwrap().elapsed_s;
+        s
+    });
+    // A second run into the same directory without --resume is refused, not clobbered.
+    let e = train(cfg(), &opts(&full, &dir)).unwrap_err().to_string();
+    assert!(e.contains("--resume"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_corpora_are_reported_with_file_and_line() {
+    let dir = tmp("bad");
+    write_corpus(&dir);
+    let run = |extra: &str| {
+        train(tiny(extra), &opts(&dir.join("run-x"), &dir))
+            .unwrap_err()
+            .to_string()
+    };
+    // missing file
+    let e = run("data: {format: parallel, root: nowhere, src_lang: en, tgt_lang: de}");
+    assert!(e.contains("nowhere/train.en"), "{e}");
+    // different line counts
+    std::fs::write(dir.join("toy/train.de"), "eins\n").unwrap();
+    let e = run(PARALLEL);
+    assert!(
+        e.contains("train.en has 6 lines") && e.contains("train.de has 1"),
+        "{e}"
+    );
+    // invalid UTF-8
+    std::fs::write(dir.join("toy/train.de"), b"a\nb\nc\nd\n\xc3\x28\nf\n").unwrap();
+    let e = run(PARALLEL);
+    assert!(e.contains("train.de:5: invalid UTF-8"), "{e}");
+    // empty after filtering
+    write_corpus(&dir);
+    let e = run("data: {format: parallel, root: toy, src_lang: en, tgt_lang: de, valid: val, test: test, max_src_len: 2}");
+    assert!(e.contains("empty") && e.contains("max_src_len=2"), "{e}");
+    // empty corpus
+    std::fs::write(dir.join("toy/train.en"), "").unwrap();
+    std::fs::write(dir.join("toy/train.de"), "").unwrap();
+    let e = run(PARALLEL);
+    assert!(e.contains("training corpus is empty"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn broken_model_directories_are_named() {
+    let dir = tmp("modeldir");
+    write_corpus(&dir);
+    let run = dir.join("run");
+    train(
+        tiny_with(PARALLEL, |c| c.train.max_steps = 2),
+        &opts(&run, &dir),
+    )
+    .unwrap();
+    assert!(Translator::load(&run).is_ok());
+    let err = |d: &Path| Translator::load(d).err().unwrap().to_string();
+    let e = err(&dir.join("absent"));
+    assert!(e.contains("absent") && e.contains("not a directory"), "{e}");
+    std::fs::write(run.join(checkpoint::BEST), b"garbage").unwrap();
+    let e = err(&run);
+    assert!(e.contains("model.safetensors is corrupt"), "{e}");
+    std::fs::remove_file(run.join(checkpoint::TGT_TOKENIZER)).unwrap();
+    let e = err(&run);
+    assert!(e.contains("tgt_tokenizer.json is missing"), "{e}");
+    std::fs::write(run.join(checkpoint::CONFIG), "model: {encoder: {hiden: 1}}").unwrap();
+    let e = err(&run);
+    assert!(
+        e.contains("config.yaml") && e.contains("hidden_size"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
