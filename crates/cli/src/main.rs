@@ -6,8 +6,93 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use seq2seq_decoder::{DecodingOptions, Strategy};
 use seq2seq_pipeline::{default_out, resolve_data_dir, train, Config, TrainOptions, Translator};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StrategyArg {
+    Greedy,
+    Sample,
+    Beam,
+}
+
+/// Decoding options shared by every subcommand that decodes; each overrides the model's own
+/// `decoding` config section.
+#[derive(Args, Default)]
+struct DecodingArgs {
+    /// greedy | sample | beam
+    #[arg(long, value_enum)]
+    strategy: Option<StrategyArg>,
+    /// Softmax temperature for sampling (0 = greedy).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Sample among the k most likely tokens only.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample within the smallest set of tokens whose probability reaches p.
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    beam_size: Option<usize>,
+    /// GNMT length penalty alpha.
+    #[arg(long)]
+    length_penalty: Option<f64>,
+    /// Hypotheses per input (beam search); above 1 the output is `index<TAB>score<TAB>text`.
+    #[arg(long)]
+    n_best: Option<usize>,
+    /// Maximum output tokens.
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// eos is forbidden before this many tokens.
+    #[arg(long)]
+    min_length: Option<usize>,
+    /// Block repeated n-grams of this size.
+    #[arg(long)]
+    no_repeat_ngram: Option<usize>,
+    /// Sampling seed (input i uses seed + i).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Inputs decoded together.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Never emit the unknown token.
+    #[arg(long)]
+    forbid_unk: bool,
+}
+
+impl DecodingArgs {
+    fn apply(&self, base: &DecodingOptions) -> Result<DecodingOptions> {
+        let mut o = base.clone();
+        if let Some(s) = self.strategy {
+            o.strategy = match s {
+                StrategyArg::Greedy => Strategy::Greedy,
+                StrategyArg::Sample => Strategy::Sample,
+                StrategyArg::Beam => Strategy::Beam,
+            };
+        }
+        macro_rules! set {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f { o.$f = v; })* };
+        }
+        set!(
+            temperature,
+            top_k,
+            top_p,
+            beam_size,
+            length_penalty,
+            n_best,
+            max_length,
+            min_length,
+            no_repeat_ngram,
+            seed,
+            batch_size
+        );
+        o.forbid_unk |= self.forbid_unk;
+        o.validate()
+            .map_err(|e| anyhow::anyhow!("invalid decoding options:\n{e}"))?;
+        Ok(o)
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -47,12 +132,8 @@ enum Command {
         /// The model directory written by `train`.
         #[arg(long)]
         model: PathBuf,
-        /// Maximum output length in tokens (default: the model's decoding.max_length).
-        #[arg(long)]
-        max_length: Option<usize>,
-        /// Sentences decoded together.
-        #[arg(long)]
-        batch_size: Option<usize>,
+        #[command(flatten)]
+        decoding: DecodingArgs,
         /// Sentences to translate; with none, read stdin.
         text: Vec<String>,
     },
@@ -84,18 +165,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Translate {
             model,
-            max_length,
-            batch_size,
+            decoding,
             text,
         } => {
             let t = Translator::load(&model)?;
-            let mut opts = t.config.decoding.clone();
-            if let Some(m) = max_length {
-                opts.max_length = m;
-            }
-            if let Some(b) = batch_size {
-                opts.batch_size = b;
-            }
+            let opts = decoding.apply(&t.config.decoding)?;
             let lines = if text.is_empty() {
                 let mut lines = Vec::new();
                 for (i, l) in std::io::stdin().lock().lines().enumerate() {
@@ -106,13 +180,19 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 text
             };
-            let (outs, warnings) = t.translate(&lines, &opts)?;
+            let (outs, warnings) = t.translate_nbest(&lines, &opts)?;
             for w in warnings {
                 eprintln!("warning: {w}");
             }
             let mut stdout = std::io::stdout().lock();
-            for o in outs {
-                writeln!(stdout, "{o}")?;
+            for (i, nbest) in outs.iter().enumerate() {
+                if opts.n_best > 1 {
+                    for (text, score) in nbest {
+                        writeln!(stdout, "{i}\t{score:.4}\t{text}")?;
+                    }
+                } else {
+                    writeln!(stdout, "{}", nbest[0].0)?;
+                }
             }
             Ok(())
         }

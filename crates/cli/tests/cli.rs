@@ -146,6 +146,62 @@ fn train_then_translate_args_and_stdin() {
     assert_eq!(got[0], got[3]);
     assert_eq!(got[0], lines[0]);
 
+    // Beam search with an n-best list: `index<TAB>score<TAB>text`, best first.
+    let out = bin()
+        .args([
+            "translate",
+            "--model",
+            m,
+            "--strategy",
+            "beam",
+            "--beam-size",
+            "4",
+            "--n-best",
+            "3",
+            "3 march 1987",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nbest: Vec<Vec<String>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect();
+    assert_eq!(nbest.len(), 3, "{nbest:?}");
+    assert!(nbest.iter().all(|f| f.len() == 3 && f[0] == "0"));
+    let scores: Vec<f64> = nbest.iter().map(|f| f[1].parse().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // Sampling is reproducible for a seed.
+    let sample = |seed: &str| {
+        let o = bin()
+            .args([
+                "translate",
+                "--model",
+                m,
+                "--strategy",
+                "sample",
+                "--temperature",
+                "1.5",
+                "--seed",
+                seed,
+            ])
+            .args(["3 march 1987", "4 april 1988", "5 may 1989", "6 june 1990"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(sample("7"), sample("7"));
+    let out = bin()
+        .args(["translate", "--model", m, "--top-p", "1.5", "x"])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "top_p: must be in (0, 1], got 1.5");
+
     // --resume continues the same run; without it the directory is protected.
     let out = bin()
         .args([

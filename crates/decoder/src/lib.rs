@@ -7,8 +7,13 @@
 
 pub mod contract;
 pub mod decoder;
+pub mod options;
 pub mod search;
 
 pub use contract::EncoderOutput;
 pub use decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderState, PreparedMemory};
-pub use search::{greedy, SpecialTokens};
+pub use options::{DecodingOptions, Strategy};
+pub use search::{
+    forbidden_bias, length_penalty, row_seeds, search, DecoderStepper, Hypothesis, SearchState,
+    SpecialTokens, Stepper,
+};

@@ -1,9 +1,12 @@
-//! Search strategies that drive a [`Decoder`] through `start` and `step`.
+//! Search strategies: greedy, sampling (temperature, top-k, top-p via candle-transformers'
+//! `LogitsProcessor`) and batched beam search. They drive any [`Stepper`] — the [`Decoder`] through
+//! [`DecoderStepper`], or a hand-built model in tests — and know nothing else about the model.
 
 use candle_core::{Device, Result, Tensor, D};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
 use seq2seq_nn::Ctx;
 
-use crate::{Decoder, EncoderOutput};
+use crate::{Decoder, DecoderState, DecodingOptions, EncoderOutput, PreparedMemory, Strategy};
 
 /// The special token ids a search must know about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,9 +17,82 @@ pub struct SpecialTokens {
     pub unk: u32,
 }
 
-/// A (V) bias that is 0 for allowed tokens and -inf for the ones a search must never emit:
-/// pad and bos always, unk when `forbid_unk`. Adding it to the logits makes these tokens
-/// impossible rather than unlikely.
+/// A model that maps previous tokens and a state to next-token logits.
+pub trait Stepper {
+    type State;
+    /// `prev` (B) token ids → logits (B, V) and the next state.
+    fn step(&self, prev: &Tensor, state: &Self::State) -> Result<(Tensor, Self::State)>;
+    /// Keeps (or repeats) the given batch rows of a state.
+    fn select(&self, state: &Self::State, rows: &Tensor) -> Result<Self::State>;
+    fn vocab_size(&self) -> usize;
+}
+
+/// The decoder's state during search: its recurrent state and the prepared memory.
+#[derive(Clone, Debug)]
+pub struct SearchState {
+    pub state: DecoderState,
+    pub mem: PreparedMemory,
+}
+
+/// Adapts a [`Decoder`] to [`Stepper`] (evaluation mode).
+pub struct DecoderStepper<'a>(pub &'a Decoder);
+
+impl DecoderStepper<'_> {
+    /// The start of a search from an encoder's output: bridge state, prepared memory, bos.
+    pub fn start(&self, enc: &EncoderOutput, batch: usize, dev: &Device) -> Result<SearchState> {
+        Ok(SearchState {
+            state: self.0.start(enc, batch, dev)?,
+            mem: self.0.prepare(enc)?,
+        })
+    }
+}
+
+impl Stepper for DecoderStepper<'_> {
+    type State = SearchState;
+
+    fn step(&self, prev: &Tensor, s: &SearchState) -> Result<(Tensor, SearchState)> {
+        let (logits, state, _) = self.0.step(prev, &s.state, &s.mem, &mut Ctx::eval())?;
+        Ok((
+            logits,
+            SearchState {
+                state,
+                mem: s.mem.clone(),
+            },
+        ))
+    }
+
+    fn select(&self, s: &SearchState, rows: &Tensor) -> Result<SearchState> {
+        Ok(SearchState {
+            state: s.state.index_select(rows)?,
+            mem: s.mem.index_select(rows)?,
+        })
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.0.config().vocab_size
+    }
+}
+
+/// One output of a search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hypothesis {
+    /// Generated tokens, without bos and eos.
+    pub tokens: Vec<u32>,
+    /// Sum of the model's log-probabilities of the tokens (and of eos when it ended with one).
+    pub log_prob: f64,
+    /// The ranking score: `log_prob` normalised by the GNMT length penalty (beam search), else
+    /// `log_prob`.
+    pub score: f64,
+}
+
+/// GNMT length penalty `((5 + len) / 6)^α`.
+pub fn length_penalty(len: usize, alpha: f64) -> f64 {
+    ((5.0 + len as f64) / 6.0).powf(alpha)
+}
+
+/// A (V) bias that is 0 for allowed tokens and -inf for the ones a search must never emit: pad and
+/// bos always, unk when `forbid_unk`. Added to the logits it makes these tokens impossible rather
+/// than unlikely, for every strategy.
 pub fn forbidden_bias(
     vocab: usize,
     sp: SpecialTokens,
@@ -32,53 +108,301 @@ pub fn forbidden_bias(
     Tensor::from_vec(bias, vocab, dev)
 }
 
-/// Greedy decoding of a batch: returns each row's tokens without bos/eos.
-///
-/// Rows that emit eos leave the batch, so later steps only compute the rows still running.
-pub fn greedy(
-    dec: &Decoder,
-    enc: &EncoderOutput,
-    batch: usize,
+/// Tokens banned for one hypothesis: eos before `min_length`, and every token that would repeat an
+/// n-gram of size `no_repeat_ngram`.
+fn bans(tokens: &[u32], sp: SpecialTokens, opts: &DecodingOptions) -> Vec<u32> {
+    let mut out = Vec::new();
+    if tokens.len() < opts.min_length {
+        out.push(sp.eos);
+    }
+    let n = opts.no_repeat_ngram;
+    if n > 0 && tokens.len() >= n {
+        let prefix = &tokens[tokens.len() + 1 - n..];
+        for i in 0..=tokens.len() - n {
+            if tokens[i..i + n - 1] == *prefix {
+                out.push(tokens[i + n - 1]);
+            }
+        }
+    }
+    out
+}
+
+/// Logits plus the forbidden-token bias and the per-row bans.
+fn constrained(
+    logits: &Tensor,
+    base: &Tensor,
+    hyps: &[&[u32]],
     sp: SpecialTokens,
-    max_len: usize,
-    forbid_unk: bool,
+    opts: &DecodingOptions,
+) -> Result<Tensor> {
+    let logits = logits.broadcast_add(base)?;
+    if opts.min_length == 0 && opts.no_repeat_ngram == 0 {
+        return Ok(logits);
+    }
+    let v = logits.dim(1)?;
+    let mut extra = vec![0f32; hyps.len() * v];
+    let mut any = false;
+    for (r, h) in hyps.iter().enumerate() {
+        for t in bans(h, sp, opts) {
+            extra[r * v + t as usize] = f32::NEG_INFINITY;
+            any = true;
+        }
+    }
+    if !any {
+        return Ok(logits);
+    }
+    let extra = Tensor::from_vec(extra, (hyps.len(), v), logits.device())?;
+    logits + extra
+}
+
+/// Runs the configured strategy from `state` with `prev` (one token per row, usually bos) and
+/// returns, per row, one hypothesis (greedy, sampling) or the n best (beam search).
+///
+/// Row `i` samples with seed `seeds[i]`: a request's results do not depend on how it was batched.
+pub fn search<S: Stepper>(
+    model: &S,
+    state: S::State,
+    prev: &[u32],
+    sp: SpecialTokens,
+    opts: &DecodingOptions,
+    seeds: &[u64],
     dev: &Device,
-) -> Result<Vec<Vec<u32>>> {
-    let mut ctx = Ctx::eval();
-    let mut state = dec.start(enc, batch, dev)?;
-    let mut mem = dec.prepare(enc)?;
-    let bias = forbidden_bias(dec.config().vocab_size, sp, forbid_unk, dev)?.unsqueeze(0)?;
-    let mut out = vec![Vec::new(); batch];
+) -> Result<Vec<Vec<Hypothesis>>> {
+    match opts.strategy {
+        Strategy::Beam => beam(model, state, prev, sp, opts, dev),
+        Strategy::Greedy => token_by_token(model, state, prev, sp, opts, None, dev),
+        Strategy::Sample => token_by_token(model, state, prev, sp, opts, Some(seeds), dev),
+    }
+}
+
+fn sampling(opts: &DecodingOptions) -> Sampling {
+    let t = opts.temperature;
+    if t < 1e-7 {
+        return Sampling::ArgMax;
+    }
+    match (opts.top_k, opts.top_p < 1.0) {
+        (0, false) => Sampling::All { temperature: t },
+        (k, false) => Sampling::TopK { k, temperature: t },
+        (0, true) => Sampling::TopP {
+            p: opts.top_p,
+            temperature: t,
+        },
+        (k, true) => Sampling::TopKThenTopP {
+            k,
+            p: opts.top_p,
+            temperature: t,
+        },
+    }
+}
+
+/// Greedy (`seeds` = None) or sampling: one token per row per step; rows that emit eos leave the
+/// batch so later steps only compute the rows still running.
+fn token_by_token<S: Stepper>(
+    model: &S,
+    mut state: S::State,
+    prev: &[u32],
+    sp: SpecialTokens,
+    opts: &DecodingOptions,
+    seeds: Option<&[u64]>,
+    dev: &Device,
+) -> Result<Vec<Vec<Hypothesis>>> {
+    let batch = prev.len();
+    let base = forbidden_bias(model.vocab_size(), sp, opts.forbid_unk, dev)?.unsqueeze(0)?;
+    let mut procs: Vec<LogitsProcessor> = match seeds {
+        Some(s) => (0..batch)
+            .map(|i| {
+                LogitsProcessor::from_sampling(
+                    s.get(i).copied().unwrap_or(opts.seed + i as u64),
+                    sampling(opts),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut out: Vec<Hypothesis> = vec![
+        Hypothesis {
+            tokens: Vec::new(),
+            log_prob: 0.0,
+            score: 0.0
+        };
+        batch
+    ];
     let mut active: Vec<usize> = (0..batch).collect();
-    let mut prev = Tensor::full(sp.bos, batch, dev)?;
-    for _ in 0..max_len {
-        let (logits, next_state, _) = dec.step(&prev, &state, &mem, &mut ctx)?;
-        let next: Vec<u32> = logits.broadcast_add(&bias)?.argmax(D::Minus1)?.to_vec1()?;
+    let mut prev = Tensor::from_slice(prev, batch, dev)?;
+    for step in 0..opts.max_length {
+        let (logits, next_state) = model.step(&prev, &state)?;
+        let hyps: Vec<&[u32]> = active.iter().map(|&i| out[i].tokens.as_slice()).collect();
+        let logits = constrained(&logits, &base, &hyps, sp, opts)?;
+        let next: Vec<u32> = if seeds.is_none() {
+            logits.argmax(D::Minus1)?.to_vec1()?
+        } else {
+            let mut v = Vec::with_capacity(active.len());
+            for (r, &i) in active.iter().enumerate() {
+                v.push(procs[i].sample(&logits.get(r)?)?);
+            }
+            v
+        };
+        let idx = Tensor::from_slice(&next, (next.len(), 1), dev)?;
+        let logp: Vec<f32> = candle_nn::ops::log_softmax(&logits, D::Minus1)?
+            .gather(&idx, 1)?
+            .squeeze(1)?
+            .to_vec1()?;
         let mut keep = Vec::with_capacity(active.len());
-        for (i, &tok) in next.iter().enumerate() {
+        for (r, &tok) in next.iter().enumerate() {
+            let h = &mut out[active[r]];
+            h.log_prob += logp[r] as f64;
             if tok == sp.eos {
                 continue;
             }
-            out[active[i]].push(tok);
-            keep.push(i as u32);
+            h.tokens.push(tok);
+            keep.push(r as u32);
         }
-        if keep.is_empty() {
+        if keep.is_empty() || step + 1 == opts.max_length {
             break;
         }
         if keep.len() == active.len() {
             state = next_state;
             prev = Tensor::from_vec(next, active.len(), dev)?;
         } else {
-            let rows = Tensor::from_vec(keep.clone(), keep.len(), dev)?;
-            state = next_state.index_select(&rows)?;
-            mem = mem.index_select(&rows)?;
+            let rows = Tensor::from_slice(&keep, keep.len(), dev)?;
+            state = model.select(&next_state, &rows)?;
             prev = Tensor::from_vec(
-                keep.iter().map(|&i| next[i as usize]).collect::<Vec<_>>(),
+                keep.iter().map(|&r| next[r as usize]).collect::<Vec<_>>(),
                 keep.len(),
                 dev,
             )?;
-            active = keep.iter().map(|&i| active[i as usize]).collect();
+            active = keep.iter().map(|&r| active[r as usize]).collect();
         }
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .map(|mut h| {
+            h.score = h.log_prob;
+            vec![h]
+        })
+        .collect())
+}
+
+/// Batched beam search: `beam_size` rows per input; inputs whose beam is complete leave the batch.
+fn beam<S: Stepper>(
+    model: &S,
+    state: S::State,
+    prev: &[u32],
+    sp: SpecialTokens,
+    opts: &DecodingOptions,
+    dev: &Device,
+) -> Result<Vec<Vec<Hypothesis>>> {
+    let k = opts.beam_size;
+    let batch = prev.len();
+    let v = model.vocab_size();
+    let base = forbidden_bias(v, sp, opts.forbid_unk, dev)?.unsqueeze(0)?;
+    // Row r*k + j is beam j of input r; only beam 0 is alive at the start.
+    let rep: Vec<u32> = (0..batch as u32)
+        .flat_map(|r| std::iter::repeat_n(r, k))
+        .collect();
+    let mut state = model.select(&state, &Tensor::from_slice(&rep, rep.len(), dev)?)?;
+    let mut prev: Vec<u32> = rep.iter().map(|&r| prev[r as usize]).collect();
+    let mut scores: Vec<f64> = (0..batch * k)
+        .map(|i| if i % k == 0 { 0.0 } else { f64::NEG_INFINITY })
+        .collect();
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); batch * k];
+    let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
+    let mut active: Vec<usize> = (0..batch).collect();
+    let finish = |toks: &[u32], lp: f64, ended: bool| Hypothesis {
+        tokens: toks.to_vec(),
+        log_prob: lp,
+        score: lp / length_penalty(toks.len() + usize::from(ended), opts.length_penalty),
+    };
+    for step in 0..opts.max_length {
+        let (logits, next_state) =
+            model.step(&Tensor::from_slice(&prev, prev.len(), dev)?, &state)?;
+        let hyps: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
+        let logp: Vec<Vec<f32>> =
+            candle_nn::ops::log_softmax(&constrained(&logits, &base, &hyps, sp, opts)?, D::Minus1)?
+                .to_vec2()?;
+        let last = step + 1 == opts.max_length;
+        let (mut rows, mut n_prev, mut n_scores, mut n_tokens, mut n_active) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (a, &input) in active.iter().enumerate() {
+            // The 2k best continuations over all beams of this input.
+            let mut cand: Vec<(f64, usize, u32)> = Vec::with_capacity(k * v);
+            for j in 0..k {
+                let row = a * k + j;
+                if scores[row] == f64::NEG_INFINITY {
+                    continue;
+                }
+                for (t, &lp) in logp[row].iter().enumerate() {
+                    if lp > f32::NEG_INFINITY {
+                        cand.push((scores[row] + lp as f64, row, t as u32));
+                    }
+                }
+            }
+            let take = (2 * k).min(cand.len());
+            if take < cand.len() {
+                cand.select_nth_unstable_by(take, |x, y| y.0.total_cmp(&x.0));
+                cand.truncate(take);
+            }
+            cand.sort_by(|x, y| y.0.total_cmp(&x.0));
+            let mut alive: Vec<(f64, usize, u32)> = Vec::with_capacity(k);
+            for (rank, &(s, row, t)) in cand.iter().enumerate() {
+                if t == sp.eos {
+                    // Like fairseq, only an eos ranked within the k best ends a hypothesis:
+                    // beam size 1 is then exactly greedy.
+                    if rank < k {
+                        finished[input].push(finish(&tokens[row], s, true));
+                    }
+                } else if alive.len() < k {
+                    alive.push((s, row, t));
+                }
+                if alive.len() == k && finished[input].len() >= k {
+                    break;
+                }
+            }
+            let done = finished[input].len() >= k || alive.is_empty();
+            if last || done {
+                if !done || finished[input].is_empty() {
+                    for &(s, row, t) in &alive {
+                        let mut toks = tokens[row].clone();
+                        toks.push(t);
+                        finished[input].push(finish(&toks, s, false));
+                    }
+                }
+                continue;
+            }
+            while alive.len() < k {
+                alive.push((f64::NEG_INFINITY, alive[0].1, alive[0].2));
+            }
+            for (s, row, t) in alive {
+                rows.push(row as u32);
+                n_prev.push(t);
+                n_scores.push(s);
+                let mut toks = tokens[row].clone();
+                toks.push(t);
+                n_tokens.push(toks);
+            }
+            n_active.push(input);
+        }
+        if n_active.is_empty() {
+            break;
+        }
+        state = model.select(&next_state, &Tensor::from_slice(&rows, rows.len(), dev)?)?;
+        (prev, scores, tokens, active) = (n_prev, n_scores, n_tokens, n_active);
+    }
+    Ok(finished
+        .into_iter()
+        .map(|mut f| {
+            f.sort_by(|x, y| y.score.total_cmp(&x.score));
+            f.truncate(opts.n_best);
+            f
+        })
+        .collect())
+}
+
+/// Per-row seeds `seed + offset + i`, so that input i of a request samples the same way whatever
+/// batch it lands in.
+pub fn row_seeds(seed: u64, offsets: &[usize]) -> Vec<u64> {
+    offsets
+        .iter()
+        .map(|&i| seed.wrapping_add(i as u64))
+        .collect()
 }

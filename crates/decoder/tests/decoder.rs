@@ -1,7 +1,10 @@
 //! The decoder's contract: masking, teacher forcing equal to stepping, greedy search.
 
 use candle_core::{DType, Device, Result, Tensor};
-use seq2seq_decoder::{decoder, greedy, Bridge, DecoderConfig, EncoderOutput, SpecialTokens};
+use seq2seq_decoder::{
+    decoder, search, Bridge, DecoderConfig, DecoderStepper, DecodingOptions, EncoderOutput,
+    SpecialTokens,
+};
 use seq2seq_nn::{attention, AttentionKind, CellKind, Ctx, SeededVarMap};
 
 fn memory(dev: &Device) -> Result<(Tensor, Tensor)> {
@@ -119,7 +122,16 @@ fn greedy_follows_argmax_and_never_emits_pad_or_bos() -> Result<()> {
         bos: 2,
         eos: 3,
     };
-    let out = greedy(&dec, &enc, 2, sp, 7, true, &dev)?;
+    let opts = DecodingOptions {
+        max_length: 7,
+        forbid_unk: true,
+        ..Default::default()
+    };
+    let st = DecoderStepper(&dec);
+    let out: Vec<Vec<u32>> = search(&st, st.start(&enc, 2, &dev)?, &[2, 2], sp, &opts, &[], &dev)?
+        .into_iter()
+        .map(|mut h| h.remove(0).tokens)
+        .collect();
     // Replay: each emitted token is the argmax over the allowed tokens.
     for (row, hyp) in out.iter().enumerate() {
         let one = enc.index_select(&Tensor::new(&[row as u32], &dev)?)?;

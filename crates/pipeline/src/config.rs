@@ -304,26 +304,8 @@ impl Default for TrainConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DecodingConfig {
-    /// Hard cap on output tokens.
-    pub max_length: usize,
-    /// Sentences decoded together.
-    pub batch_size: usize,
-    /// Never emit the unknown token.
-    pub forbid_unk: bool,
-}
-
-impl Default for DecodingConfig {
-    fn default() -> Self {
-        Self {
-            max_length: 100,
-            batch_size: 64,
-            forbid_unk: false,
-        }
-    }
-}
+/// The `decoding` section: the decoder crate's options, shared with every CLI subcommand.
+pub type DecodingConfig = seq2seq_decoder::DecodingOptions;
 
 impl Config {
     /// Parses and validates a YAML file.
@@ -375,8 +357,6 @@ impl Config {
         positive("train.batch_size", t.batch_size);
         positive("train.valid_every", t.valid_every);
         positive("train.log_every", t.log_every);
-        positive("decoding.max_length", self.decoding.max_length);
-        positive("decoding.batch_size", self.decoding.batch_size);
         positive("data.max_src_len", self.data.max_src_len);
         positive("data.max_tgt_len", self.data.max_tgt_len);
         for (key, p) in [
@@ -391,6 +371,9 @@ impl Config {
                     "{key}: a dropout probability must be in [0, 1), got {p}"
                 ));
             }
+        }
+        if let Err(e) = self.decoding.validate() {
+            errs.extend(e.lines().map(|l| format!("decoding.{l}")));
         }
         if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
             errs.push(format!(

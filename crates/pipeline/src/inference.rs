@@ -5,7 +5,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use seq2seq_data::Vocab;
-use seq2seq_decoder::{greedy, SpecialTokens};
+use seq2seq_decoder::{row_seeds, search, DecoderStepper, Hypothesis, SpecialTokens};
 use seq2seq_nn::Ctx;
 
 use crate::checkpoint::{self, BEST, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER};
@@ -13,7 +13,8 @@ use crate::config::{Config, DecodingConfig};
 use crate::model::{build_model, Seq2Seq};
 use crate::{Error, Result};
 
-/// Greedy-decodes source id sequences in length-sorted batches; outputs keep the input order.
+/// Decodes source id sequences in length-sorted batches with the configured strategy; the
+/// hypotheses (n-best for beam search) keep the input order.
 pub fn decode_ids(
     model: &Seq2Seq,
     srcs: &[Vec<u32>],
@@ -21,7 +22,7 @@ pub fn decode_ids(
     pad: u32,
     opts: &DecodingConfig,
     dev: &Device,
-) -> Result<Vec<Vec<u32>>> {
+) -> Result<Vec<Vec<Hypothesis>>> {
     let mut order: Vec<usize> = (0..srcs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
     let sp = SpecialTokens {
@@ -50,13 +51,16 @@ pub fn decode_ids(
         let src = Tensor::from_vec(ids, (chunk.len(), len), dev)?;
         let mask = Tensor::from_vec(mask, (chunk.len(), len), dev)?;
         let enc = model.encode(&src, &mask, &mut Ctx::eval())?;
-        let hyps = greedy(
-            &model.decoder,
-            &enc,
-            chunk.len(),
+        let stepper = DecoderStepper(&model.decoder);
+        let start = stepper.start(&enc, chunk.len(), dev)?;
+        let bos = vec![tgt.bos; chunk.len()];
+        let hyps = search(
+            &stepper,
+            start,
+            &bos,
             sp,
-            opts.max_length,
-            opts.forbid_unk,
+            opts,
+            &row_seeds(opts.seed, chunk),
             dev,
         )?;
         for (&i, h) in chunk.iter().zip(hyps) {
@@ -118,13 +122,14 @@ impl Translator {
         })
     }
 
-    /// Translates lines; sources longer than `data.max_src_len` tokens are truncated to it and
-    /// reported in the returned warnings (1-based line numbers).
-    pub fn translate(
+    /// Translates lines into their n-best lists (one entry unless beam search asks for more);
+    /// sources longer than `data.max_src_len` tokens are truncated to it and reported in the
+    /// returned warnings (1-based line numbers).
+    pub fn translate_nbest(
         &self,
         lines: &[String],
         opts: &DecodingConfig,
-    ) -> Result<(Vec<String>, Vec<String>)> {
+    ) -> Result<(Vec<Vec<(String, f64)>>, Vec<String>)> {
         let max = self.config.data.max_src_len;
         let mut warnings = Vec::new();
         let mut srcs = Vec::with_capacity(lines.len());
@@ -148,10 +153,28 @@ impl Translator {
             opts,
             &self.device,
         )?;
-        let outs = hyps
-            .iter()
-            .map(|h| self.tgt_vocab.decode(h))
-            .collect::<std::result::Result<_, _>>()?;
+        let mut outs = Vec::with_capacity(hyps.len());
+        for nbest in hyps {
+            outs.push(
+                nbest
+                    .iter()
+                    .map(|h| Ok((self.tgt_vocab.decode(&h.tokens)?, h.score)))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
         Ok((outs, warnings))
+    }
+
+    /// Translates lines to their best hypothesis (see [`Self::translate_nbest`]).
+    pub fn translate(
+        &self,
+        lines: &[String],
+        opts: &DecodingConfig,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let (nbest, warnings) = self.translate_nbest(lines, opts)?;
+        Ok((
+            nbest.into_iter().map(|mut n| n.swap_remove(0).0).collect(),
+            warnings,
+        ))
     }
 }

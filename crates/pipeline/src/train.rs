@@ -165,17 +165,15 @@ fn validate(
     }
     let loss = nll / tokens.max(1.0);
     let srcs: Vec<Vec<u32>> = examples.iter().map(|e| e.src.clone()).collect();
-    let hyps = decode_ids(
-        model,
-        &srcs,
-        &p.tgt_vocab,
-        p.src_vocab.pad,
-        &cfg.decoding,
-        dev,
-    )?;
+    // Validation decodes greedily whatever the configured strategy: fast and comparable.
+    let opts = seq2seq_decoder::DecodingOptions {
+        strategy: seq2seq_decoder::Strategy::Greedy,
+        ..cfg.decoding.clone()
+    };
+    let hyps = decode_ids(model, &srcs, &p.tgt_vocab, p.src_vocab.pad, &opts, dev)?;
     let hyps: Vec<String> = hyps
         .iter()
-        .map(|h| p.tgt_vocab.decode(h))
+        .map(|h| p.tgt_vocab.decode(&h[0].tokens))
         .collect::<std::result::Result<_, _>>()?;
     let exact = (!hyps.is_empty()).then(|| {
         let norm = |s: &str| {

@@ -114,14 +114,32 @@ fn config_file_errors_name_the_file() {
 fn multi30k_config_reads_the_real_corpus_when_present() {
     let root = std::env::var_os("SEQ2SEQ_DATA_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets")));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/datasets"
+            ))
+        });
     if !root.join("multi30k/train.en").exists() {
-        eprintln!("skipped: no Multi30k under {} (set SEQ2SEQ_DATA_DIR)", root.display());
+        eprintln!(
+            "skipped: no Multi30k under {} (set SEQ2SEQ_DATA_DIR)",
+            root.display()
+        );
         return;
     }
-    let p = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/multi30k-en-de.yaml"));
+    let p = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/multi30k-en-de.yaml"
+    ));
     let cfg = Config::from_file(&p).unwrap();
     let s = seq2seq_pipeline::dataset::load_splits(&cfg.data, &root).unwrap();
-    assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (29000, 1014, 1000));
-    assert!(s.train[0].src.starts_with("Two young, White males"), "{:?}", s.train[0]);
+    assert_eq!(
+        (s.train.len(), s.valid.len(), s.test.len()),
+        (29000, 1014, 1000)
+    );
+    assert!(
+        s.train[0].src.starts_with("Two young, White males"),
+        "{:?}",
+        s.train[0]
+    );
 }

@@ -1,0 +1,111 @@
+//! The decoding options shared by every pipeline, the config's `decoding` section and every CLI
+//! subcommand.
+
+use serde::{Deserialize, Serialize};
+
+/// How the next token is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// The most likely token at each step.
+    #[default]
+    Greedy,
+    /// Sampling from the (temperature-scaled, top-k / top-p filtered) distribution.
+    Sample,
+    /// Beam search with GNMT length normalisation.
+    Beam,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodingOptions {
+    pub strategy: Strategy,
+    /// Softmax temperature for sampling (→ 0 approaches greedy).
+    pub temperature: f64,
+    /// Sample only among the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Sample only within the smallest set of tokens whose probability reaches p (1 = off).
+    pub top_p: f64,
+    pub beam_size: usize,
+    /// GNMT length penalty α: hypotheses are ranked by log p / ((5 + len) / 6)^α.
+    pub length_penalty: f64,
+    /// Hypotheses returned per input (beam search; at most beam_size).
+    pub n_best: usize,
+    /// eos is forbidden before this many tokens.
+    pub min_length: usize,
+    /// Hard cap on generated tokens.
+    pub max_length: usize,
+    /// Forbid repeating any n-gram of this size within a hypothesis (0 = off).
+    pub no_repeat_ngram: usize,
+    /// Seed for sampling; input i of a request uses seed + i, so results do not depend on batching.
+    pub seed: u64,
+    /// Never emit the unknown token.
+    pub forbid_unk: bool,
+    /// Inputs decoded together.
+    pub batch_size: usize,
+}
+
+impl Default for DecodingOptions {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Greedy,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            beam_size: 5,
+            length_penalty: 1.0,
+            n_best: 1,
+            min_length: 0,
+            max_length: 100,
+            no_repeat_ngram: 0,
+            seed: 0,
+            forbid_unk: false,
+            batch_size: 64,
+        }
+    }
+}
+
+impl DecodingOptions {
+    /// Range checks, naming the option.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut e = Vec::new();
+        if self.max_length == 0 {
+            e.push("max_length: must be at least 1".to_string());
+        }
+        if self.batch_size == 0 {
+            e.push("batch_size: must be at least 1".to_string());
+        }
+        if self.beam_size == 0 {
+            e.push("beam_size: must be at least 1".to_string());
+        }
+        if self.n_best == 0 || (self.strategy == Strategy::Beam && self.n_best > self.beam_size) {
+            e.push(format!(
+                "n_best: must be between 1 and beam_size ({}), got {}",
+                self.beam_size, self.n_best
+            ));
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            e.push(format!(
+                "temperature: must be >= 0, got {}",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            e.push(format!("top_p: must be in (0, 1], got {}", self.top_p));
+        }
+        if !self.length_penalty.is_finite() {
+            e.push("length_penalty: must be finite".to_string());
+        }
+        if self.min_length > self.max_length {
+            e.push(format!(
+                "min_length ({}) exceeds max_length ({})",
+                self.min_length, self.max_length
+            ));
+        }
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(e.join("\n"))
+        }
+    }
+}
