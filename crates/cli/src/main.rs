@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use seq2seq_decoder::{DecodingOptions, Strategy};
-use seq2seq_pipeline::{default_out, resolve_data_dir, train, Config, TrainOptions, Translator};
+use seq2seq_pipeline::{
+    default_out, diversity, resolve_data_dir, train, Config, Generator, TrainOptions, Translator,
+};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum StrategyArg {
@@ -137,10 +139,79 @@ enum Command {
         /// Sentences to translate; with none, read stdin.
         text: Vec<String>,
     },
+    /// Generate text with a language model (task: generation), primed by a prompt.
+    Generate {
+        /// The model directory written by `train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// The text to continue; without it, each stdin line is a prompt. Empty = from scratch.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Tokens to generate after the prompt (default: the model's decoding.max_length).
+        #[arg(long)]
+        max_tokens: Option<usize>,
+        /// Samples per prompt.
+        #[arg(long, default_value_t = 1)]
+        num: usize,
+        /// Also print distinct-2, the repeated-4-gram rate and the mean log-probability per
+        /// token of the samples (on stderr).
+        #[arg(long)]
+        stats: bool,
+        #[command(flatten)]
+        decoding: DecodingArgs,
+    },
+}
+
+fn read_stdin_lines() -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (i, l) in std::io::stdin().lock().lines().enumerate() {
+        lines.push(l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1))?);
+    }
+    Ok(lines)
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            num,
+            stats,
+            decoding,
+        } => {
+            let g = Generator::load(&model)?;
+            let mut opts = decoding.apply(&g.config().decoding)?;
+            if let Some(m) = max_tokens {
+                opts.max_length = m;
+                opts.validate()
+                    .map_err(|e| anyhow::anyhow!("invalid decoding options:\n{e}"))?;
+            }
+            anyhow::ensure!(num >= 1, "--num must be at least 1");
+            let prompts = match prompt {
+                Some(p) => vec![p],
+                None => read_stdin_lines()?,
+            };
+            let mut stdout = std::io::stdout().lock();
+            let mut all = Vec::new();
+            for p in &prompts {
+                for s in g.generate(p, num, &opts)? {
+                    writeln!(stdout, "{}", s.text)?;
+                    all.push(s);
+                }
+            }
+            if stats {
+                let toks: Vec<Vec<u32>> = all.iter().map(|s| s.tokens.clone()).collect();
+                let (d2, r4) = diversity(&toks);
+                let n: usize = toks.iter().map(|t| t.len()).sum();
+                let lp: f64 = all.iter().map(|s| s.log_prob).sum::<f64>() / n.max(1) as f64;
+                eprintln!(
+                    "samples: {} | distinct-2: {d2:.3} | repeated-4-gram rate: {r4:.3} | mean log-prob/token: {lp:.3}",
+                    all.len()
+                );
+            }
+            Ok(())
+        }
         Command::Train {
             config,
             data_dir,

@@ -272,3 +272,93 @@ fn user_errors_are_clean_messages() {
         ),
     );
 }
+
+#[test]
+fn generate_from_a_tiny_language_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..200)
+        .map(|i| format!("item {} is {}\n", i % 7, ["red", "blue", "green"][i % 3]))
+        .collect();
+    std::fs::write(dir.path().join("items.txt"), lines).unwrap();
+    let cfg = dir.path().join("lm.yaml");
+    std::fs::write(
+        &cfg,
+        "task: generation
+data: {format: lines, root: ., file: items.txt, valid_size: 20, test_size: 0, tgt_vocab: {level: word}}
+model:
+  decoder: {cell: gru, embedding_dim: 16, hidden_size: 32, attention: none, bridge: zero}
+train: {batch_size: 16, learning_rate: 0.01, max_steps: 60, valid_every: 30}
+decoding: {strategy: sample, temperature: 0.8, max_length: 10}
+",
+    )
+    .unwrap();
+    let model = dir.path().join("m");
+    let out = bin()
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = model.to_str().unwrap();
+    let out = bin()
+        .args([
+            "generate", "--model", m, "--prompt", "item", "--num", "4", "--seed", "3", "--stats",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(samples.len(), 4);
+    assert!(samples.iter().all(|s| s.starts_with("item")), "{samples:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("distinct-2:"));
+    // Greedy, with prompts from stdin: one line per prompt, deterministic.
+    let run = || {
+        let mut child = bin()
+            .args([
+                "generate",
+                "--model",
+                m,
+                "--strategy",
+                "greedy",
+                "--max-tokens",
+                "6",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"item 3\nitem 5 is\n")
+            .unwrap();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    };
+    let a = run();
+    assert_eq!(a.lines().count(), 2);
+    assert_eq!(a, run());
+    // A translation subcommand on a language model is a clean error.
+    let out = bin()
+        .args(["translate", "--model", m, "x"])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "use `seq2seq generate`");
+}

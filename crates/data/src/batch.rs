@@ -9,6 +9,19 @@ use rand_chacha::ChaCha8Rng;
 pub struct Example {
     pub src: Vec<u32>,
     pub tgt: Vec<u32>,
+    /// Whether the target ends the item, so that eos is a training target. A window cut from a
+    /// running text does not end there: its eos position is masked out.
+    pub ends: bool,
+}
+
+impl Example {
+    pub fn new(src: Vec<u32>, tgt: Vec<u32>) -> Self {
+        Self {
+            src,
+            tgt,
+            ends: true,
+        }
+    }
 }
 
 /// A padded batch, row-major: `src` is (size, src_len), `tgt_in` = bos + y and
@@ -75,7 +88,8 @@ impl Batch {
                 b.tgt_out[row + j] = t;
             }
             b.tgt_out[row + ex.tgt.len()] = eos;
-            for j in 0..=ex.tgt.len() {
+            let scored = ex.tgt.len() + usize::from(ex.ends);
+            for j in 0..scored {
                 b.tgt_mask[row + j] = 1.0;
             }
         }
@@ -125,14 +139,8 @@ mod tests {
     #[test]
     fn padding_and_shifted_targets() {
         let ex = vec![
-            Example {
-                src: vec![5, 6, 7],
-                tgt: vec![8],
-            },
-            Example {
-                src: vec![9],
-                tgt: vec![10, 11],
-            },
+            Example::new(vec![5, 6, 7], vec![8]),
+            Example::new(vec![9], vec![10, 11]),
         ];
         let b = Batch::new(&ex, &[0, 1], 0, 2, 3);
         assert_eq!((b.src_len, b.tgt_len), (3, 3));
@@ -141,15 +149,20 @@ mod tests {
         assert_eq!(b.tgt_in, vec![2, 8, 0, 2, 10, 11]);
         assert_eq!(b.tgt_out, vec![8, 3, 0, 10, 11, 3]);
         assert_eq!(b.target_tokens(), 5);
+        // A window of running text: its eos position is not a target.
+        let open = vec![Example {
+            ends: false,
+            ..Example::new(vec![], vec![7, 8])
+        }];
+        let b = Batch::new(&open, &[0], 0, 2, 3);
+        assert_eq!(b.tgt_in, vec![2, 7, 8]);
+        assert_eq!(b.tgt_mask, vec![1., 1., 0.]);
     }
 
     #[test]
     fn buckets_cover_everything_once_and_are_seeded() {
         let ex: Vec<Example> = (0..1000)
-            .map(|i| Example {
-                src: vec![1; 1 + (i * 7919) % 40],
-                tgt: vec![1; 1 + i % 30],
-            })
+            .map(|i| Example::new(vec![1; 1 + (i * 7919) % 40], vec![1; 1 + i % 30]))
             .collect();
         let a = bucket_batches(&ex, 16, 3, 0, true);
         assert_eq!(a, bucket_batches(&ex, 16, 3, 0, true));

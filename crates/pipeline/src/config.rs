@@ -26,8 +26,11 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
+    /// Text encoder → decoder (many-to-many).
     #[default]
     Translation,
+    /// Decoder alone: a recurrent language model primed by a prompt.
+    Generation,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +43,11 @@ pub enum DataFormat {
     Tsv,
     /// The generated dates → ISO dates task (no files).
     Dates,
+    /// Generation: one plain-text file `<root>/<file>` as one stream cut into windows of
+    /// `window` tokens (held-out windows at the end).
+    Text,
+    /// Generation: one item per line of `<root>/<file>` (headlines), each with bos/eos.
+    Lines,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,6 +72,8 @@ pub struct DataConfig {
     /// Training pairs generated for `dates`.
     pub train_size: usize,
     pub split_seed: u64,
+    /// Tokens per training window (`text`).
+    pub window: usize,
     pub lowercase: bool,
     /// Training pairs longer than this (in tokens) are dropped.
     pub max_src_len: usize,
@@ -89,6 +99,7 @@ impl Default for DataConfig {
             test_size: 1000,
             train_size: 20000,
             split_seed: 1,
+            window: 100,
             lowercase: false,
             max_src_len: 50,
             max_tgt_len: 50,
@@ -424,7 +435,23 @@ impl Config {
                 d.hidden_size
             ));
         }
+        let lm_format = matches!(self.data.format, DataFormat::Text | DataFormat::Lines);
+        if (self.task == Task::Generation) != lm_format {
+            errs.push(format!(
+                "data.format: `{:?}` does not fit task `{:?}` (generation reads `text` or `lines`; translation reads `parallel`, `tsv` or `dates`)",
+                self.data.format, self.task
+            ).to_lowercase());
+        }
+        if self.data.window < 2 {
+            errs.push(format!(
+                "data.window: must be at least 2, got {}",
+                self.data.window
+            ));
+        }
         match self.data.format {
+            DataFormat::Text | DataFormat::Lines if self.data.file.is_empty() => {
+                errs.push("data.file: required for data.format `text` and `lines`".into())
+            }
             DataFormat::Parallel | DataFormat::Tsv if self.data.root.is_empty() => errs.push(
                 "data.root: required for this data.format (a folder under the data directory)"
                     .into(),

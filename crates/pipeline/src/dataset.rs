@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use seq2seq_data::corpus::read_lines;
 use seq2seq_data::{read_parallel, read_tsv, seeded_split, synthetic, Example, Pair, Vocab};
 
 use crate::config::{DataConfig, DataFormat};
@@ -63,10 +64,41 @@ pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
             let test = held(cfg.test_size, cfg.split_seed.wrapping_add(2_000_003));
             Ok(Splits { train, valid, test })
         }
+        DataFormat::Lines => {
+            let path = root(cfg, data_dir).join(&cfg.file);
+            let items: Vec<Pair> = read_lines(&path)?
+                .into_iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| Pair {
+                    src: String::new(),
+                    tgt: l,
+                })
+                .collect();
+            let (train, valid, test) =
+                seeded_split(items, cfg.valid_size, cfg.test_size, cfg.split_seed);
+            Ok(Splits { train, valid, test })
+        }
+        DataFormat::Text => {
+            // The windows are cut after tokenisation (see `train`); here the text is its lines.
+            let path = root(cfg, data_dir).join(&cfg.file);
+            let train = read_lines(&path)?
+                .into_iter()
+                .map(|l| Pair {
+                    src: String::new(),
+                    tgt: l,
+                })
+                .collect();
+            Ok(Splits {
+                train,
+                valid: Vec::new(),
+                test: Vec::new(),
+            })
+        }
     }
 }
 
-/// Encodes pairs; with `filter`, drops pairs longer than the limits (returns how many).
+/// Encodes pairs; with `filter`, drops pairs longer than the limits or empty (an empty source
+/// only when `!src_optional`) and returns how many; kept pairs' indices come second.
 pub fn encode_pairs(
     pairs: &[Pair],
     src: &Vocab,
@@ -74,20 +106,30 @@ pub fn encode_pairs(
     max_src: usize,
     max_tgt: usize,
     filter: bool,
+    src_optional: bool,
 ) -> Result<(Vec<Example>, Vec<usize>, usize)> {
     let mut out = Vec::with_capacity(pairs.len());
     let mut kept = Vec::with_capacity(pairs.len());
     let mut dropped = 0;
     for (i, p) in pairs.iter().enumerate() {
-        let mut s = src.encode(&p.src)?;
+        let mut s = if src_optional && p.src.is_empty() {
+            Vec::new()
+        } else {
+            src.encode(&p.src)?
+        };
         let mut t = tgt.encode(&p.tgt)?;
-        if filter && (s.len() > max_src || t.len() > max_tgt || s.is_empty() || t.is_empty()) {
+        if filter
+            && (s.len() > max_src
+                || t.len() > max_tgt
+                || (s.is_empty() && !src_optional)
+                || t.is_empty())
+        {
             dropped += 1;
             continue;
         }
         s.truncate(max_src);
         t.truncate(max_tgt);
-        out.push(Example { src: s, tgt: t });
+        out.push(Example::new(s, t));
         kept.push(i);
     }
     Ok((out, kept, dropped))

@@ -9,7 +9,7 @@ use seq2seq_decoder::{row_seeds, search, DecoderStepper, Hypothesis, SpecialToke
 use seq2seq_nn::Ctx;
 
 use crate::checkpoint::{self, BEST, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER};
-use crate::config::{Config, DecodingConfig};
+use crate::config::{Config, DecodingConfig, Task};
 use crate::model::{build_model, Seq2Seq};
 use crate::{Error, Result};
 
@@ -70,6 +70,9 @@ pub fn decode_ids(
     Ok(out)
 }
 
+/// The n-best list of one input: (text, score), best first.
+pub type NBest = Vec<(String, f64)>;
+
 /// A trained model loaded from its directory.
 pub struct Translator {
     pub config: Config,
@@ -79,47 +82,73 @@ pub struct Translator {
     pub device: Device,
 }
 
-impl Translator {
-    pub fn load(dir: &Path) -> Result<Self> {
-        let missing = |name: &str| Error::ModelDir {
+/// Reads a model directory: config, vocabularies and weights, checked against the task.
+pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
+    let missing = |name: &str| Error::ModelDir {
+        path: dir.to_path_buf(),
+        msg: format!("{name} is missing"),
+    };
+    if !dir.is_dir() {
+        return Err(Error::ModelDir {
             path: dir.to_path_buf(),
-            msg: format!("{name} is missing"),
+            msg: "not a directory".into(),
+        });
+    }
+    let cfg_path = dir.join(CONFIG);
+    if !cfg_path.exists() {
+        return Err(missing(CONFIG));
+    }
+    let config = Config::from_file(&cfg_path)?;
+    if config.task != task {
+        let cmd = match config.task {
+            Task::Translation => "translate",
+            Task::Generation => "generate",
         };
-        if !dir.is_dir() {
-            return Err(Error::ModelDir {
-                path: dir.to_path_buf(),
-                msg: "not a directory".into(),
-            });
+        return Err(Error::ModelDir {
+            path: dir.to_path_buf(),
+            msg: format!("holds a {:?} model: use `seq2seq {cmd}`", config.task).to_lowercase(),
+        });
+    }
+    let gen = task == Task::Generation;
+    for name in [SRC_TOKENIZER, TGT_TOKENIZER, BEST] {
+        let optional = gen && name == SRC_TOKENIZER;
+        if !optional && !dir.join(name).exists() {
+            return Err(missing(name));
         }
-        let cfg_path = dir.join(CONFIG);
-        if !cfg_path.exists() {
-            return Err(missing(CONFIG));
-        }
-        let config = Config::from_file(&cfg_path)?;
-        for name in [SRC_TOKENIZER, TGT_TOKENIZER, BEST] {
-            if !dir.join(name).exists() {
-                return Err(missing(name));
-            }
-        }
-        let src_vocab = Vocab::load(&dir.join(SRC_TOKENIZER))?;
-        let tgt_vocab = Vocab::load(&dir.join(TGT_TOKENIZER))?;
-        let device = Device::Cpu;
-        let weights = checkpoint::load_tensors(dir, BEST, &device)?;
-        let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
-        let model =
-            build_model(&config.model, src_vocab.len(), tgt_vocab.len(), vb).map_err(|e| {
-                Error::ModelDir {
-                    path: dir.to_path_buf(),
-                    msg: format!("{BEST} does not match {CONFIG}: {e}"),
-                }
-            })?;
-        Ok(Self {
-            config,
-            src_vocab,
-            tgt_vocab,
-            model,
-            device,
-        })
+    }
+    let tgt_vocab = Vocab::load(&dir.join(TGT_TOKENIZER))?;
+    let src_vocab = if gen {
+        tgt_vocab.clone()
+    } else {
+        Vocab::load(&dir.join(SRC_TOKENIZER))?
+    };
+    let device = Device::Cpu;
+    let weights = checkpoint::load_tensors(dir, BEST, &device)?;
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
+    let model = build_model(
+        &config.model,
+        config.task,
+        src_vocab.len(),
+        tgt_vocab.len(),
+        vb,
+    )
+    .map_err(|e| Error::ModelDir {
+        path: dir.to_path_buf(),
+        msg: format!("{BEST} does not match {CONFIG}: {e}"),
+    })?;
+    Ok(Translator {
+        config,
+        src_vocab,
+        tgt_vocab,
+        model,
+        device,
+    })
+}
+
+impl Translator {
+    /// Loads a translation model directory written by `train`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        load_dir(dir, Task::Translation)
     }
 
     /// Translates lines into their n-best lists (one entry unless beam search asks for more);
@@ -129,7 +158,7 @@ impl Translator {
         &self,
         lines: &[String],
         opts: &DecodingConfig,
-    ) -> Result<(Vec<Vec<(String, f64)>>, Vec<String>)> {
+    ) -> Result<(Vec<NBest>, Vec<String>)> {
         let max = self.config.data.max_src_len;
         let mut warnings = Vec::new();
         let mut srcs = Vec::with_capacity(lines.len());

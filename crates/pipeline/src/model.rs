@@ -7,12 +7,12 @@ use seq2seq_decoder::{decoder, Bridge, Decoder, DecoderConfig, EncoderOutput};
 use seq2seq_nn::{loss::TokenLoss, masked_cross_entropy, AttentionKind, CellKind, Ctx};
 use seq2seq_text_encoder::{text_encoder, TextEncoder, TextEncoderConfig};
 
-use crate::config::{AttentionType, BridgeType, Cell, ModelConfig};
+use crate::config::{AttentionType, BridgeType, Cell, ModelConfig, Task};
 use crate::Result;
 
-/// A text encoder feeding the shared decoder.
+/// A text encoder feeding the shared decoder, or the decoder alone (a language model).
 pub struct Seq2Seq {
-    pub encoder: TextEncoder,
+    pub encoder: Option<TextEncoder>,
     pub decoder: Decoder,
 }
 
@@ -24,9 +24,11 @@ fn cell(c: Cell) -> CellKind {
     }
 }
 
-/// Builds the translation model; parameters are named `encoder.*` and `decoder.*`.
+/// Builds the model of a task; parameters are named `encoder.*` and `decoder.*`. A generation
+/// model has no encoder: its decoder attends to nothing and starts from zeros.
 pub fn build_model(
     cfg: &ModelConfig,
+    task: Task,
     src_vocab: usize,
     tgt_vocab: usize,
     vb: VarBuilder,
@@ -69,8 +71,20 @@ pub fn build_model(
         memory_dim: enc_cfg.output_size(),
         summary_dim: enc_cfg.output_size(),
     };
+    if task == Task::Generation {
+        let dec_cfg = DecoderConfig {
+            memory_dim: 0,
+            summary_dim: 0,
+            attention: None,
+            ..dec_cfg
+        };
+        return Ok(Seq2Seq {
+            encoder: None,
+            decoder: decoder(dec_cfg, vb.pp("decoder"))?,
+        });
+    }
     Ok(Seq2Seq {
-        encoder: text_encoder(enc_cfg, vb.pp("encoder"))?,
+        encoder: Some(text_encoder(enc_cfg, vb.pp("encoder"))?),
         decoder: decoder(dec_cfg, vb.pp("decoder"))?,
     })
 }
@@ -98,7 +112,10 @@ impl BatchTensors {
 
 impl Seq2Seq {
     pub fn encode(&self, src: &Tensor, src_mask: &Tensor, ctx: &mut Ctx) -> Result<EncoderOutput> {
-        Ok(self.encoder.forward(src, src_mask, ctx)?)
+        match &self.encoder {
+            Some(e) => Ok(e.forward(src, src_mask, ctx)?),
+            None => Ok(EncoderOutput::empty()),
+        }
     }
 
     /// Teacher-forced loss of a batch; the output projection and the loss run over all target

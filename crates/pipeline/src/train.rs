@@ -14,7 +14,7 @@ use seq2seq_nn::{Ctx, SeededVarMap};
 use crate::checkpoint::{
     self, TrainerState, BEST, CONFIG, LAST, OPTIMIZER, SRC_TOKENIZER, TGT_TOKENIZER,
 };
-use crate::config::{Config, EarlyStopMetric, OptimizerKind};
+use crate::config::{Config, DataFormat, EarlyStopMetric, OptimizerKind, Task};
 use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
 use crate::inference::decode_ids;
 use crate::model::{build_model, BatchTensors, Seq2Seq};
@@ -42,6 +42,8 @@ pub struct TrainSummary {
     pub best_score: Option<f64>,
     /// Exact-match share of greedy outputs on the test split (valid when there is none).
     pub exact_match: Option<f64>,
+    /// Loss per target token on that split with the best weights.
+    pub held_out_loss: Option<f64>,
     pub out: PathBuf,
 }
 
@@ -64,6 +66,7 @@ fn log(opts: &TrainOptions, msg: &str) {
 /// Loads the corpus, builds or reloads the vocabularies and encodes every split.
 fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
     let d = &cfg.data;
+    let gen = cfg.task == Task::Generation;
     let splits = load_splits(d, &opts.data_dir)?;
     if splits.train.is_empty() {
         return Err(Error::Data(seq2seq_data::DataError::Empty {
@@ -71,69 +74,152 @@ fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
             hint: String::new(),
         }));
     }
+    // A language model has one vocabulary; it serves as its (unused) source vocabulary too.
     let (src_vocab, tgt_vocab) = if opts.resume {
-        (
-            Vocab::load(&opts.out.join(SRC_TOKENIZER))?,
-            Vocab::load(&opts.out.join(TGT_TOKENIZER))?,
-        )
+        let t = Vocab::load(&opts.out.join(TGT_TOKENIZER))?;
+        let s = if gen {
+            t.clone()
+        } else {
+            Vocab::load(&opts.out.join(SRC_TOKENIZER))?
+        };
+        (s, t)
     } else {
-        let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
-        let tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
-        let s = Vocab::train(&d.src_vocab.spec(d.lowercase), &srcs)?;
+        let mut tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
+        // A running text is learned with its line breaks (a char model must know "\n").
+        let joined = tgts.join("\n");
+        if d.format == DataFormat::Text {
+            tgts = vec![joined.as_str()];
+        }
         let t = Vocab::train(&d.tgt_vocab.spec(d.lowercase), &tgts)?;
-        checkpoint::write_atomic(&opts.out.join(SRC_TOKENIZER), s.to_json()?.as_bytes())?;
         checkpoint::write_atomic(&opts.out.join(TGT_TOKENIZER), t.to_json()?.as_bytes())?;
+        let s = if gen {
+            t.clone()
+        } else {
+            let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
+            let s = Vocab::train(&d.src_vocab.spec(d.lowercase), &srcs)?;
+            checkpoint::write_atomic(&opts.out.join(SRC_TOKENIZER), s.to_json()?.as_bytes())?;
+            s
+        };
         (s, t)
     };
-    let (train, _, dropped) = encode_pairs(
-        &splits.train,
-        &src_vocab,
-        &tgt_vocab,
-        d.max_src_len,
-        d.max_tgt_len,
-        true,
-    )?;
-    if train.is_empty() {
-        return Err(empty_after_filter(splits.train.len(), d));
-    }
-    let (valid, vk, _) = encode_pairs(
-        &splits.valid,
-        &src_vocab,
-        &tgt_vocab,
-        usize::MAX,
-        usize::MAX,
-        true,
-    )?;
-    let (test, tk, _) = encode_pairs(
-        &splits.test,
-        &src_vocab,
-        &tgt_vocab,
-        usize::MAX,
-        usize::MAX,
-        true,
-    )?;
-    log(
-        opts,
-        &format!(
-            "data: {} training pairs ({} dropped by length/empty), {} valid, {} test; vocab src {} ({:?}), tgt {} ({:?})",
-            train.len(),
-            dropped,
-            valid.len(),
-            test.len(),
+    let p = if d.format == DataFormat::Text {
+        text_windows(&splits.train, &tgt_vocab, d)?
+    } else {
+        let (train, _, dropped) = encode_pairs(
+            &splits.train,
+            &src_vocab,
+            &tgt_vocab,
+            d.max_src_len,
+            d.max_tgt_len,
+            true,
+            gen,
+        )?;
+        if train.is_empty() {
+            return Err(empty_after_filter(splits.train.len(), d));
+        }
+        if dropped > 0 {
+            log(opts, &format!("data: {dropped} training items dropped (empty or longer than data.max_src_len / data.max_tgt_len)"));
+        }
+        let (valid, vk, _) = encode_pairs(
+            &splits.valid,
+            &src_vocab,
+            &tgt_vocab,
+            usize::MAX,
+            usize::MAX,
+            true,
+            gen,
+        )?;
+        let (test, tk, _) = encode_pairs(
+            &splits.test,
+            &src_vocab,
+            &tgt_vocab,
+            usize::MAX,
+            usize::MAX,
+            true,
+            gen,
+        )?;
+        Prepared {
+            src_vocab: src_vocab.clone(),
+            tgt_vocab: tgt_vocab.clone(),
+            train,
+            valid,
+            valid_pairs: vk.iter().map(|&i| splits.valid[i].clone()).collect(),
+            test,
+            test_pairs: tk.iter().map(|&i| splits.test[i].clone()).collect(),
+        }
+    };
+    let vocab = if gen {
+        format!("vocab {} ({:?})", tgt_vocab.len(), d.tgt_vocab.level)
+    } else {
+        format!(
+            "vocab src {} ({:?}), tgt {} ({:?})",
             src_vocab.len(),
             d.src_vocab.level,
             tgt_vocab.len(),
             d.tgt_vocab.level
+        )
+    };
+    let unit = if d.format == DataFormat::Text {
+        "windows"
+    } else {
+        "items"
+    };
+    log(
+        opts,
+        &format!(
+            "data: {} training {unit}, {} valid, {} test; {vocab}",
+            p.train.len(),
+            p.valid.len(),
+            p.test.len()
         ),
     );
+    Ok(p)
+}
+
+/// A running text cut into windows of `data.window` tokens; the last windows are held out
+/// (contiguously, so no held-out text overlaps the training windows).
+fn text_windows(lines: &[Pair], vocab: &Vocab, d: &crate::config::DataConfig) -> Result<Prepared> {
+    let text: Vec<&str> = lines.iter().map(|p| p.tgt.as_str()).collect();
+    let ids = vocab.encode(&text.join("\n"))?;
+    let mut windows: Vec<Example> = ids
+        .chunks(d.window)
+        .filter(|c| c.len() > 1)
+        .map(|c| Example {
+            ends: false,
+            ..Example::new(Vec::new(), c.to_vec())
+        })
+        .collect();
+    let n = windows.len();
+    if n <= d.valid_size + d.test_size {
+        return Err(Error::Data(seq2seq_data::DataError::Empty {
+            what: "the training set".into(),
+            hint: format!(
+                ": the text gives {n} windows of data.window={} tokens, not more than data.valid_size + data.test_size = {}",
+                d.window,
+                d.valid_size + d.test_size
+            ),
+        }));
+    }
+    let test = windows.split_off(n - d.test_size);
+    let valid = windows.split_off(n - d.test_size - d.valid_size);
+    let pairs = |w: &[Example]| -> Result<Vec<Pair>> {
+        w.iter()
+            .map(|e| {
+                Ok(Pair {
+                    src: String::new(),
+                    tgt: vocab.decode(&e.tgt)?,
+                })
+            })
+            .collect()
+    };
     Ok(Prepared {
-        src_vocab,
-        tgt_vocab,
-        train,
+        src_vocab: vocab.clone(),
+        tgt_vocab: vocab.clone(),
+        valid_pairs: pairs(&valid)?,
+        test_pairs: pairs(&test)?,
+        train: windows,
         valid,
-        valid_pairs: vk.iter().map(|&i| splits.valid[i].clone()).collect(),
         test,
-        test_pairs: tk.iter().map(|&i| splits.test[i].clone()).collect(),
     })
 }
 
@@ -164,6 +250,27 @@ fn validate(
         tokens += l.tokens;
     }
     let loss = nll / tokens.max(1.0);
+    if cfg.task == Task::Generation {
+        // A language model has no reference output: show greedy continuations of the first
+        // tokens of a few held-out items instead of an exact-match rate.
+        let opts = seq2seq_decoder::DecodingOptions {
+            strategy: seq2seq_decoder::Strategy::Greedy,
+            max_length: cfg.decoding.max_length.min(100),
+            ..cfg.decoding.clone()
+        };
+        let mut hyps = Vec::new();
+        for e in examples.iter().take(cfg.train.valid_samples) {
+            let prompt = &e.tgt[..e.tgt.len().min(10)];
+            let s = crate::generate::continue_from(model, &p.tgt_vocab, prompt, 1, &opts, dev)?;
+            hyps.push(s[0].text.clone());
+        }
+        return Ok(Validation {
+            loss,
+            ppl: loss.exp(),
+            exact: None,
+            hyps,
+        });
+    }
     let srcs: Vec<Vec<u32>> = examples.iter().map(|e| e.src.clone()).collect();
     // Validation decodes greedily whatever the configured strategy: fast and comparable.
     let opts = seq2seq_decoder::DecodingOptions {
@@ -264,6 +371,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let vm = SeededVarMap::new(cfg.seed);
     let model = build_model(
         &cfg.model,
+        cfg.task,
         p.src_vocab.len(),
         p.tgt_vocab.len(),
         vm.var_builder(&dev),
@@ -423,10 +531,14 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     if improved { " | new best, saved" } else { "" }
                 );
                 for i in 0..t.valid_samples.min(v.hyps.len()) {
-                    msg.push_str(&format!(
-                        "\n  src: {}\n  ref: {}\n  hyp: {}",
-                        p.valid_pairs[i].src, p.valid_pairs[i].tgt, v.hyps[i]
-                    ));
+                    if cfg.task == Task::Generation {
+                        msg.push_str(&format!("\n  sample: {}", v.hyps[i]));
+                    } else {
+                        msg.push_str(&format!(
+                            "\n  src: {}\n  ref: {}\n  hyp: {}",
+                            p.valid_pairs[i].src, p.valid_pairs[i].tgt, v.hyps[i]
+                        ));
+                    }
                 }
                 match &bar {
                     Some(bar) => bar.println(msg),
@@ -490,26 +602,30 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     } else {
         (&p.test, &p.test_pairs, "test")
     };
-    let exact = if examples.is_empty() {
-        None
+    let (exact, held_out_loss) = if examples.is_empty() {
+        (None, None)
     } else {
         let v = validate(&model, &p, &cfg, examples, pairs, &dev)?;
         if !opts.quiet {
+            let tail = match v.exact {
+                Some(e) => format!(" | exact match: {:.1}%", 100.0 * e),
+                None => String::new(),
+            };
             println!(
-                "{split} ({} pairs, checkpoint of step {}): loss {:.4} | ppl {:.2} | exact match: {:.1}%",
+                "{split} ({} items, checkpoint of step {}): loss {:.4} nats/token | ppl {:.2}{tail}",
                 examples.len(),
                 state.best_step,
                 v.loss,
                 v.ppl,
-                100.0 * v.exact.unwrap_or(0.0)
             );
         }
-        v.exact
+        (v.exact, Some(v.loss))
     };
     Ok(TrainSummary {
         steps: state.step,
         best_score: state.best_score,
         exact_match: exact,
+        held_out_loss,
         out: out.clone(),
     })
 }

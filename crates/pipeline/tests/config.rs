@@ -15,7 +15,13 @@ fn reference_config_documents_exactly_the_defaults() {
 
 #[test]
 fn shipped_configs_parse_and_validate() {
-    for name in ["quickstart", "multi30k-en-de", "tatoeba-eng-fra"] {
+    for name in [
+        "quickstart",
+        "multi30k-en-de",
+        "tatoeba-eng-fra",
+        "agnews-char",
+        "alice-word",
+    ] {
         let p = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"))
             .join(format!("{name}.yaml"));
         Config::from_file(&p).unwrap_or_else(|e| panic!("{name}: {e}"));

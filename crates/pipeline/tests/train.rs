@@ -219,3 +219,44 @@ fn broken_model_directories_are_named() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn language_model_learns_a_text_and_continues_a_prompt() {
+    let dir = tmp("lm");
+    std::fs::create_dir_all(dir.join("book")).unwrap();
+    let text = "the quick brown fox jumps over the lazy dog.\n".repeat(60);
+    std::fs::write(dir.join("book/book.txt"), &text).unwrap();
+    let cfg = Config::from_yaml(
+        "task: generation
+seed: 2
+data: {format: text, root: book, file: book.txt, window: 30, valid_size: 4, test_size: 4, tgt_vocab: {level: char}}
+model:
+  decoder: {cell: lstm, embedding_dim: 16, hidden_size: 64, attention: none, bridge: zero}
+train: {batch_size: 16, learning_rate: 0.01, max_steps: 250, max_epochs: 0, valid_every: 50, patience: 0}
+decoding: {max_length: 40}
+",
+    )
+    .unwrap();
+    let s = train(cfg, &opts(&dir.join("run"), &dir)).unwrap();
+    assert!(
+        s.held_out_loss.unwrap() < 0.1,
+        "held-out loss {:?}",
+        s.held_out_loss
+    );
+    assert!(!dir.join("run").join(checkpoint::SRC_TOKENIZER).exists());
+    let g = seq2seq_pipeline::Generator::load(&dir.join("run")).unwrap();
+    let out = g.generate("the lazy ", 2, &g.config().decoding).unwrap();
+    assert_eq!(out.len(), 2);
+    assert!(
+        out[0].text.starts_with("the lazy dog.\nthe quick brown"),
+        "{:?}",
+        out[0].text
+    );
+    // The translation entry point refuses a language model, naming the right command.
+    let e = Translator::load(&dir.join("run"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("seq2seq generate"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
