@@ -139,6 +139,51 @@ enum Command {
         /// Sentences to translate; with none, read stdin.
         text: Vec<String>,
     },
+    /// Score hypotheses against references, like the sacrebleu command line.
+    Score {
+        /// A reference file (repeat for several references per line).
+        #[arg(long = "ref", required = true)]
+        refs: Vec<PathBuf>,
+        /// The hypothesis file; stdin when absent.
+        #[arg(long)]
+        hyp: Option<PathBuf>,
+        /// Comma-separated: bleu, chrf, chrf++.
+        #[arg(long, default_value = "bleu,chrf")]
+        metrics: String,
+        #[arg(long)]
+        lowercase: bool,
+        /// BLEU tokenizer: 13a | intl | char | none.
+        #[arg(long, default_value = "13a")]
+        tokenize: String,
+        /// BLEU smoothing: exp | floor | add-k | none.
+        #[arg(long, default_value = "exp")]
+        smooth_method: String,
+        /// Value for floor (default 0.1) or add-k (default 1).
+        #[arg(long)]
+        smooth_value: Option<f64>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode a held-out split of the model's own corpus and report BLEU, chrF and perplexity.
+    Eval {
+        /// The model directory written by `train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// valid | test
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Where corpora are looked up (else $SEQ2SEQ_DATA_DIR, else ./datasets).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where to write the hypotheses (default: <model>/hyp.<split>.txt).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        decoding: DecodingArgs,
+    },
     /// Generate text with a language model (task: generation), primed by a prompt.
     Generate {
         /// The model directory written by `train`.
@@ -170,8 +215,197 @@ fn read_stdin_lines() -> Result<Vec<String>> {
     Ok(lines)
 }
 
+fn read_text(path: &std::path::Path) -> Result<Vec<String>> {
+    let lines = seq2seq_data::corpus::read_lines(path)?;
+    anyhow::ensure!(!lines.is_empty(), "{} is empty", path.display());
+    Ok(lines)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn score(
+    refs: &[PathBuf],
+    hyp: Option<&std::path::Path>,
+    metrics: &str,
+    lowercase: bool,
+    tokenize: &str,
+    smooth_method: &str,
+    smooth_value: Option<f64>,
+    json: bool,
+) -> Result<()> {
+    use seq2seq_metrics::{Bleu, Chrf, Smoothing, Tokenizer};
+    let hyps = match hyp {
+        Some(p) => read_text(p)?,
+        None => {
+            let l = read_stdin_lines()?;
+            anyhow::ensure!(!l.is_empty(), "no hypotheses on stdin");
+            l
+        }
+    };
+    let hyp_name = hyp
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "stdin".into());
+    let mut streams = Vec::new();
+    for r in refs {
+        let lines = read_text(r)?;
+        anyhow::ensure!(
+            lines.len() == hyps.len(),
+            "{} has {} lines but {hyp_name} has {}: references and hypotheses must be line-aligned",
+            r.display(),
+            lines.len(),
+            hyps.len()
+        );
+        streams.push(lines);
+    }
+    let per_hyp: Vec<Vec<String>> = (0..hyps.len())
+        .map(|i| streams.iter().map(|s| s[i].clone()).collect())
+        .collect();
+    let tokenizer = Tokenizer::parse(tokenize).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--tokenize: unknown tokenizer `{tokenize}`; expected 13a, intl, char or none"
+        )
+    })?;
+    let smoothing = Smoothing::parse(smooth_method, smooth_value).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--smooth-method: unknown `{smooth_method}`; expected exp, floor, add-k or none"
+        )
+    })?;
+    let mut out = serde_json::Map::new();
+    let mut text = Vec::new();
+    for m in metrics.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        match m {
+            "bleu" => {
+                let b = Bleu {
+                    lowercase,
+                    tokenizer,
+                    smoothing,
+                    ..Bleu::default()
+                }
+                .corpus(&hyps, &per_hyp);
+                text.push(format!("BLEU|{} = {}", b.signature, &b.to_string()[7..]));
+                out.insert(
+                    "bleu".into(),
+                    serde_json::json!({
+                        "score": b.score, "precisions": b.precisions, "bp": b.bp,
+                        "sys_len": b.sys_len, "ref_len": b.ref_len, "signature": b.signature,
+                    }),
+                );
+            }
+            "chrf" | "chrf++" => {
+                let c = if m == "chrf" {
+                    Chrf::default()
+                } else {
+                    Chrf::plus_plus()
+                };
+                let c = Chrf { lowercase, ..c }.corpus(&hyps, &per_hyp);
+                let name = if m == "chrf" { "chrF2" } else { "chrF2++" };
+                text.push(format!("{name}|{} = {:.2}", c.signature, c.score));
+                out.insert(
+                    m.into(),
+                    serde_json::json!({"score": c.score, "signature": c.signature}),
+                );
+            }
+            other => {
+                anyhow::bail!("--metrics: unknown metric `{other}`; expected bleu, chrf or chrf++")
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(out));
+    } else {
+        for t in text {
+            println!("{t}");
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Score {
+            refs,
+            hyp,
+            metrics,
+            lowercase,
+            tokenize,
+            smooth_method,
+            smooth_value,
+            json,
+        } => score(
+            &refs,
+            hyp.as_deref(),
+            &metrics,
+            lowercase,
+            &tokenize,
+            &smooth_method,
+            smooth_value,
+            json,
+        ),
+        Command::Eval {
+            model,
+            split,
+            data_dir,
+            output,
+            json,
+            decoding,
+        } => {
+            let split = match split.as_str() {
+                "valid" => seq2seq_pipeline::Split::Valid,
+                "test" => seq2seq_pipeline::Split::Test,
+                other => anyhow::bail!("--split: expected valid or test, got `{other}`"),
+            };
+            let t = Translator::load(&model)?;
+            let opts = decoding.apply(&t.config.decoding)?;
+            let r = seq2seq_pipeline::evaluate(
+                &t,
+                split,
+                &resolve_data_dir(data_dir.as_deref()),
+                &opts,
+            )?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            let name = if split == seq2seq_pipeline::Split::Valid {
+                "valid"
+            } else {
+                "test"
+            };
+            let output = output.unwrap_or_else(|| model.join(format!("hyp.{name}.txt")));
+            let mut text = r.hypotheses.join("\n");
+            text.push('\n');
+            std::fs::write(&output, text)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "split": name, "items": r.items, "bleu": r.bleu.score, "bleu_lc": r.bleu_lc.score,
+                        "chrf": r.chrf.score, "exact_match": r.exact_match, "loss": r.loss, "ppl": r.ppl,
+                        "bleu_signature": r.bleu.signature, "chrf_signature": r.chrf.signature,
+                        "hypotheses": output.display().to_string(),
+                    })
+                );
+            } else {
+                println!(
+                    "{name}: {} sentences, hypotheses in {}",
+                    r.items,
+                    output.display()
+                );
+                println!("BLEU|{} = {}", r.bleu.signature, &r.bleu.to_string()[7..]);
+                println!(
+                    "BLEU|{} = {}",
+                    r.bleu_lc.signature,
+                    &r.bleu_lc.to_string()[7..]
+                );
+                println!("chrF2|{} = {:.2}", r.chrf.signature, r.chrf.score);
+                println!(
+                    "exact match {:.1}% | loss {:.4} nats/token | ppl {:.2}",
+                    100.0 * r.exact_match,
+                    r.loss,
+                    r.ppl
+                );
+            }
+            Ok(())
+        }
         Command::Generate {
             model,
             prompt,

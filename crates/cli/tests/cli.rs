@@ -202,6 +202,43 @@ fn train_then_translate_args_and_stdin() {
         .unwrap();
     assert_clean_error(&out, "top_p: must be in (0, 1], got 1.5");
 
+    // eval: decodes the model's own test split, writes the hypotheses, reports sacreBLEU-style
+    // figures; JSON for machines.
+    let out = bin()
+        .args(["eval", "--model", m, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = v["items"].as_u64().unwrap() as usize;
+    assert!(items > 40, "{v}");
+    let bleu = v["bleu"].as_f64().unwrap();
+    assert!(
+        (0.0..=100.0).contains(&bleu) && v["ppl"].as_f64().unwrap() >= 1.0,
+        "{v}"
+    );
+    let hyp = std::fs::read_to_string(model.join("hyp.test.txt")).unwrap();
+    assert_eq!(hyp.lines().count(), items);
+    // Scoring the written hypotheses against themselves is a perfect score.
+    let h = model.join("hyp.test.txt");
+    let out = bin()
+        .args([
+            "score",
+            "--ref",
+            h.to_str().unwrap(),
+            "--hyp",
+            h.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!((v["bleu"]["score"].as_f64().unwrap() - 100.0).abs() < 1e-9, "{v}");
+
     // --resume continues the same run; without it the directory is protected.
     let out = bin()
         .args([
@@ -361,4 +398,81 @@ decoding: {strategy: sample, temperature: 0.8, max_length: 10}
         .output()
         .unwrap();
     assert_clean_error(&out, "use `seq2seq generate`");
+}
+
+#[test]
+fn score_matches_sacrebleu_and_reports_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = |name: &str, body: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let hyp = w(
+        "h.txt",
+        b"The cat is on the mat.\nThere is a dog in the garden.\nHe read the book quickly\n",
+    );
+    let r1 = w(
+        "r1.txt",
+        b"The cat sits on the mat.\nA dog is in the garden.\nHe quickly read the book.\n",
+    );
+    let r2 = w(
+        "r2.txt",
+        b"There is a cat on the mat.\nThere is a dog in the garden.\nHe read the book fast.\n",
+    );
+    // sacrebleu r1.txt r2.txt -i h.txt -m bleu chrf  (sacreBLEU 2.6.0): BLEU 74.40, chrF2 81.38
+    let out = bin()
+        .args(["score", "--ref", &r1, "--ref", &r2, "--hyp", &hyp])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("BLEU|nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = 74.40 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("chrF2|nrefs:2|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0 = 81.38"),
+        "{text}"
+    );
+    // stdin hypotheses
+    let mut child = bin()
+        .args(["score", "--ref", &r1, "--metrics", "bleu", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&hyp).unwrap())
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    assert!(v["bleu"]["score"].as_f64().unwrap() > 0.0);
+
+    let short = w("short.txt", b"one line\n");
+    let out = bin()
+        .args(["score", "--ref", &short, "--hyp", &hyp])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "short.txt has 1 lines but");
+    assert_clean_error(&out, "h.txt has 3");
+    let empty = w("empty.txt", b"");
+    let out = bin()
+        .args(["score", "--ref", &r1, "--hyp", &empty])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "empty.txt is empty");
+    let bad = w("bad.txt", b"fine\nbro\xffken\nfine\n");
+    let out = bin()
+        .args(["score", "--ref", &bad, "--hyp", &hyp])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "bad.txt:2: invalid UTF-8");
+    let out = bin()
+        .args(["score", "--ref", &r1, "--hyp", &hyp, "--metrics", "meteor"])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "unknown metric `meteor`");
 }

@@ -252,6 +252,9 @@ pub enum EarlyStopMetric {
     Loss,
     /// Exact-match accuracy of greedy outputs on the validation set (higher is better).
     Exact,
+    /// Corpus BLEU (sacreBLEU's default, lowercased when `data.lowercase`) of greedy outputs
+    /// on the validation set (higher is better).
+    Bleu,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -281,6 +284,8 @@ pub struct TrainConfig {
     pub valid_every: usize,
     /// Sample translations printed at each validation.
     pub valid_samples: usize,
+    /// Validation items decoded for exact match and BLEU (0 = all); loss always uses all.
+    pub valid_decode_size: usize,
     /// Metric for the best checkpoint, early stopping and learning-rate decay.
     pub early_stopping_metric: EarlyStopMetric,
     /// Stop after this many validations without improvement (0 = never).
@@ -308,6 +313,7 @@ impl Default for TrainConfig {
             min_lr: 1e-5,
             valid_every: 500,
             valid_samples: 3,
+            valid_decode_size: 0,
             early_stopping_metric: EarlyStopMetric::Loss,
             patience: 5,
             log_every: 100,

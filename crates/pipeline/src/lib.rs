@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod error;
+pub mod evaluate;
 pub mod generate;
 pub mod inference;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod train;
 
 pub use config::{resolve_data_dir, Config};
 pub use error::{Error, Result};
+pub use evaluate::{evaluate, EvalReport, Split};
 pub use generate::{diversity, Generator, Sample};
 pub use inference::Translator;
 pub use train::{default_out, train, TrainOptions, TrainSummary};

@@ -228,6 +228,7 @@ struct Validation {
     loss: f64,
     ppl: f64,
     exact: Option<f64>,
+    bleu: Option<f64>,
     hyps: Vec<String>,
 }
 
@@ -237,6 +238,7 @@ fn validate(
     cfg: &Config,
     examples: &[Example],
     pairs: &[Pair],
+    decode_limit: usize,
     dev: &Device,
 ) -> Result<Validation> {
     let mut nll = 0.0;
@@ -268,10 +270,17 @@ fn validate(
             loss,
             ppl: loss.exp(),
             exact: None,
+            bleu: None,
             hyps,
         });
     }
-    let srcs: Vec<Vec<u32>> = examples.iter().map(|e| e.src.clone()).collect();
+    let n = if decode_limit == 0 {
+        examples.len()
+    } else {
+        decode_limit.min(examples.len())
+    };
+    let srcs: Vec<Vec<u32>> = examples[..n].iter().map(|e| e.src.clone()).collect();
+    let pairs = &pairs[..n];
     // Validation decodes greedily whatever the configured strategy: fast and comparable.
     let opts = seq2seq_decoder::DecodingOptions {
         strategy: seq2seq_decoder::Strategy::Greedy,
@@ -297,10 +306,20 @@ fn validate(
             .count();
         hits as f64 / hyps.len() as f64
     });
+    let bleu = (!hyps.is_empty()).then(|| {
+        let refs: Vec<Vec<&str>> = pairs.iter().map(|p| vec![p.tgt.as_str()]).collect();
+        let b = seq2seq_metrics::Bleu {
+            lowercase: cfg.data.lowercase,
+            ..Default::default()
+        };
+        b.corpus(&hyps.iter().map(|h| h.as_str()).collect::<Vec<_>>(), &refs)
+            .score
+    });
     Ok(Validation {
         loss,
         ppl: loss.exp(),
         exact,
+        bleu,
         hyps,
     })
 }
@@ -309,6 +328,7 @@ fn score(v: &Validation, metric: EarlyStopMetric) -> f64 {
     match metric {
         EarlyStopMetric::Loss => v.loss,
         EarlyStopMetric::Exact => 1.0 - v.exact.unwrap_or(0.0),
+        EarlyStopMetric::Bleu => 100.0 - v.bleu.unwrap_or(0.0),
     }
 }
 
@@ -503,7 +523,15 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 window = (0.0, 0.0, Instant::now(), 0);
             }
             if state.step % t.valid_every == 0 {
-                let v = validate(&model, &p, &cfg, &p.valid, &p.valid_pairs, &dev)?;
+                let v = validate(
+                    &model,
+                    &p,
+                    &cfg,
+                    &p.valid,
+                    &p.valid_pairs,
+                    t.valid_decode_size,
+                    &dev,
+                )?;
                 let s = score(&v, t.early_stopping_metric);
                 let improved = state.best_score.is_none_or(|b| s < b - 1e-9);
                 if improved {
@@ -527,7 +555,10 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     v.ppl,
                     v.exact
                         .map(|e| format!(" | exact match {:.1}%", 100.0 * e))
-                        .unwrap_or_default(),
+                        .unwrap_or_default()
+                        + &v.bleu
+                            .map(|b| format!(" | BLEU {b:.2}"))
+                            .unwrap_or_default(),
                     if improved { " | new best, saved" } else { "" }
                 );
                 for i in 0..t.valid_samples.min(v.hyps.len()) {
@@ -549,7 +580,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     &serde_json::json!({
                         "step": state.step, "epoch": state.epoch + 1,
                         "train_loss": window.0 / window.1.max(1.0),
-                        "valid_loss": v.loss, "valid_ppl": v.ppl, "valid_exact": v.exact,
+                        "valid_loss": v.loss, "valid_ppl": v.ppl, "valid_exact": v.exact, "valid_bleu": v.bleu,
                         "lr": state.lr, "tokens_per_s": speed, "elapsed_s": elapsed,
                     }),
                 )?;
@@ -605,12 +636,15 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let (exact, held_out_loss) = if examples.is_empty() {
         (None, None)
     } else {
-        let v = validate(&model, &p, &cfg, examples, pairs, &dev)?;
+        let v = validate(&model, &p, &cfg, examples, pairs, 0, &dev)?;
         if !opts.quiet {
-            let tail = match v.exact {
-                Some(e) => format!(" | exact match: {:.1}%", 100.0 * e),
-                None => String::new(),
-            };
+            let tail = v
+                .exact
+                .map(|e| format!(" | exact match: {:.1}%", 100.0 * e))
+                .unwrap_or_default()
+                + &v.bleu
+                    .map(|b| format!(" | BLEU {b:.2}"))
+                    .unwrap_or_default();
             println!(
                 "{split} ({} items, checkpoint of step {}): loss {:.4} nats/token | ppl {:.2}{tail}",
                 examples.len(),

@@ -1,0 +1,118 @@
+//! `seq2seq eval`: decode a split of the model's own corpus and score it with the community's
+//! metrics (sacreBLEU-equal BLEU and chrF) and the model's perplexity.
+
+use std::path::Path;
+
+use seq2seq_data::{bucket_batches, Batch};
+use seq2seq_metrics::{Bleu, BleuScore, Chrf, ChrfScore};
+use seq2seq_nn::Ctx;
+
+use crate::config::DecodingConfig;
+use crate::dataset::{encode_pairs, load_splits};
+use crate::model::BatchTensors;
+use crate::{Error, Result, Translator};
+
+/// Which held-out split to evaluate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Valid,
+    Test,
+}
+
+pub struct EvalReport {
+    pub split: Split,
+    pub items: usize,
+    /// Cased BLEU against the raw references.
+    pub bleu: BleuScore,
+    /// Lowercased BLEU.
+    pub bleu_lc: BleuScore,
+    pub chrf: ChrfScore,
+    pub exact_match: f64,
+    /// Loss per target token (eos included) and its exponent.
+    pub loss: f64,
+    pub ppl: f64,
+    pub hypotheses: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Decodes `split` of the corpus the model was trained on (resolved against `data_dir`) with
+/// `opts`, and scores the first hypotheses.
+pub fn evaluate(
+    t: &Translator,
+    split: Split,
+    data_dir: &Path,
+    opts: &DecodingConfig,
+) -> Result<EvalReport> {
+    let cfg = &t.config;
+    let splits = load_splits(&cfg.data, data_dir)?;
+    let pairs = match split {
+        Split::Valid => splits.valid,
+        Split::Test => splits.test,
+    };
+    if pairs.is_empty() {
+        return Err(Error::Invalid(
+            format!("the {split:?} split of this model's corpus is empty").to_lowercase(),
+        ));
+    }
+    let srcs: Vec<String> = pairs.iter().map(|p| p.src.clone()).collect();
+    let (hyps, warnings) = t.translate(&srcs, opts)?;
+    let refs: Vec<Vec<String>> = pairs.iter().map(|p| vec![p.tgt.clone()]).collect();
+    let bleu = Bleu::default().corpus(&hyps, &refs);
+    let bleu_lc = Bleu {
+        lowercase: true,
+        ..Bleu::default()
+    }
+    .corpus(&hyps, &refs);
+    let chrf = Chrf::default().corpus(&hyps, &refs);
+    let norm = |s: &str| {
+        if cfg.data.lowercase {
+            s.trim().to_lowercase()
+        } else {
+            s.trim().to_string()
+        }
+    };
+    let exact = hyps
+        .iter()
+        .zip(&pairs)
+        .filter(|(h, p)| norm(h) == norm(&p.tgt))
+        .count() as f64
+        / pairs.len() as f64;
+    // Perplexity over every pair, none filtered or truncated.
+    let (examples, _, _) = encode_pairs(
+        &pairs,
+        &t.src_vocab,
+        &t.tgt_vocab,
+        usize::MAX,
+        usize::MAX,
+        false,
+        false,
+    )?;
+    let (mut nll, mut tokens) = (0.0, 0.0);
+    for idx in bucket_batches(&examples, cfg.train.batch_size, 0, 0, false) {
+        let b = Batch::new(
+            &examples,
+            &idx,
+            t.tgt_vocab.pad,
+            t.tgt_vocab.bos,
+            t.tgt_vocab.eos,
+        );
+        let l = t
+            .model
+            .loss(&BatchTensors::new(&b, &t.device)?, 0.0, &mut Ctx::eval())?;
+        nll += l.nll_sum;
+        tokens += l.tokens;
+    }
+    let loss = nll / tokens.max(1.0);
+    Ok(EvalReport {
+        split,
+        items: pairs.len(),
+        bleu,
+        bleu_lc,
+        chrf,
+        exact_match: exact,
+        loss,
+        ppl: loss.exp(),
+        hypotheses: hyps,
+        warnings,
+    })
+}
