@@ -139,6 +139,24 @@ enum Command {
         /// Sentences to translate; with none, read stdin.
         text: Vec<String>,
     },
+    /// Measure training and decoding speed, memory and cold start for a translation config.
+    Bench {
+        /// The config (the benchmark is configs/multi30k-en-de.yaml).
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// A trained model of this config for the decoding figures (default: runs/<name> if present).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Timed training steps (after 5 warm-up steps).
+        #[arg(long, default_value_t = 60)]
+        train_steps: usize,
+        /// Test sentences decoded (0 = all).
+        #[arg(long, default_value_t = 0)]
+        decode_sentences: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Score hypotheses against references, like the sacrebleu command line.
     Score {
         /// A reference file (repeat for several references per line).
@@ -321,6 +339,67 @@ fn score(
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Bench {
+            config,
+            data_dir,
+            model,
+            train_steps,
+            decode_sentences,
+            json,
+        } => {
+            let cfg = Config::from_file(&config)?;
+            let model = model.or_else(|| seq2seq_pipeline::bench::default_model(&cfg, &config));
+            let o = seq2seq_pipeline::bench::BenchOptions {
+                config: cfg,
+                data_dir: resolve_data_dir(data_dir.as_deref()),
+                model,
+                train_steps,
+                warmup_steps: 5,
+                decode_sentences,
+            };
+            let r = seq2seq_pipeline::bench::bench(&o)?;
+            let share = r.flops_per_token * r.train_tokens_per_s / (r.matmul_gflops * 1e9);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "threads": r.threads, "train_tokens_per_s": r.train_tokens_per_s, "train_steps": r.train_steps,
+                        "peak_rss_mb": r.peak_rss_mb, "flops_per_token": r.flops_per_token,
+                        "matmul_gflops": r.matmul_gflops, "flop_share": share,
+                        "greedy_sent_per_s": r.greedy_sent_per_s, "beam5_sent_per_s": r.beam5_sent_per_s,
+                        "decode_sentences": r.decode_sentences, "cold_start_ms": r.cold_start_ms,
+                    })
+                );
+            } else {
+                println!("threads                      {}", r.threads);
+                println!(
+                    "training target tokens/s     {:.0} ({} timed steps)",
+                    r.train_tokens_per_s, r.train_steps
+                );
+                println!("peak resident memory         {:.0} MiB", r.peak_rss_mb);
+                println!(
+                    "training FLOPs per token     {:.1} M (analytic, forward + backward)",
+                    r.flops_per_token / 1e6
+                );
+                println!(
+                    "best candle matmul           {:.1} GFLOP/s",
+                    r.matmul_gflops
+                );
+                println!("share of matmul peak used    {:.1} %", 100.0 * share);
+                match (r.greedy_sent_per_s, r.beam5_sent_per_s, r.cold_start_ms) {
+                    (Some(g), Some(b), Some(c)) => {
+                        println!(
+                            "greedy decoding sentences/s  {g:.1} ({} test sentences, batch 64)",
+                            r.decode_sentences
+                        );
+                        println!("beam-5 decoding sentences/s  {b:.1}");
+                        println!("cold start (load + 1 sent.)  {c:.0} ms");
+                    }
+                    _ => println!("decoding figures: no trained model (pass --model DIR)"),
+                }
+            }
+            Ok(())
+        }
         Command::Score {
             refs,
             hyp,

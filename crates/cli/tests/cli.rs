@@ -237,7 +237,43 @@ fn train_then_translate_args_and_stdin() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!((v["bleu"]["score"].as_f64().unwrap() - 100.0).abs() < 1e-9, "{v}");
+    assert!(
+        (v["bleu"]["score"].as_f64().unwrap() - 100.0).abs() < 1e-9,
+        "{v}"
+    );
+
+    // bench prints every figure as JSON.
+    let out = bin()
+        .args([
+            "bench",
+            cfg.to_str().unwrap(),
+            "--model",
+            m,
+            "--train-steps",
+            "3",
+            "--decode-sentences",
+            "10",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in [
+        "train_tokens_per_s",
+        "peak_rss_mb",
+        "flops_per_token",
+        "matmul_gflops",
+        "greedy_sent_per_s",
+        "beam5_sent_per_s",
+        "cold_start_ms",
+    ] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
 
     // --resume continues the same run; without it the directory is protected.
     let out = bin()

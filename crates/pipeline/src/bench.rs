@@ -1,0 +1,264 @@
+//! `seq2seq bench`: the performance figures of the benchmark configuration, measured in one
+//! process — training target tokens/s, peak resident memory, the share of the machine's matmul
+//! rate used, greedy and beam decoding sentences/s, and cold start.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use seq2seq_data::{bucket_batches, Batch, Vocab};
+use seq2seq_decoder::{DecodingOptions, Strategy};
+use seq2seq_nn::{Ctx, SeededVarMap};
+
+use crate::config::{AttentionType, Cell, Config, OptimizerKind, Task};
+use crate::dataset::{encode_pairs, load_splits};
+use crate::model::{build_model, BatchTensors};
+use crate::optim::Adam;
+use crate::{Error, Result, Translator};
+
+pub struct BenchOptions {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    /// A trained model of the same config, for the decoding figures.
+    pub model: Option<PathBuf>,
+    pub train_steps: usize,
+    pub warmup_steps: usize,
+    /// Test sentences decoded (0 = the whole test split).
+    pub decode_sentences: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct BenchReport {
+    pub threads: usize,
+    pub train_tokens_per_s: f64,
+    pub train_steps: usize,
+    pub peak_rss_mb: f64,
+    pub flops_per_token: f64,
+    pub matmul_gflops: f64,
+    pub greedy_sent_per_s: Option<f64>,
+    pub beam5_sent_per_s: Option<f64>,
+    pub decode_sentences: usize,
+    pub cold_start_ms: Option<f64>,
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Multiply-adds per target token of one training step's forward pass, from the config:
+/// encoder per source token (scaled by the source/target length ratio), decoder recurrence,
+/// attention over `src_len` positions, attentional vector and output projection.
+fn macs_per_target_token(
+    cfg: &Config,
+    src_per_tgt: f64,
+    src_len: f64,
+    src_vocab: usize,
+    tgt_vocab: usize,
+) -> f64 {
+    let _ = src_vocab;
+    let gates = |c: Cell| match c {
+        Cell::Gru => 3.0,
+        Cell::Lstm => 4.0,
+        Cell::Rnn => 1.0,
+    };
+    let e = &cfg.model.encoder;
+    let d = &cfg.model.decoder;
+    let dirs = if e.bidirectional { 2.0 } else { 1.0 };
+    let (eh, dh) = (e.hidden_size as f64, d.hidden_size as f64);
+    let c = eh * dirs;
+    let mut enc = 0.0;
+    for l in 0..e.num_layers {
+        let input = if l == 0 { e.embedding_dim as f64 } else { c };
+        enc += dirs * gates(e.cell) * eh * (input + eh);
+    }
+    let mut dec = 0.0;
+    for l in 0..d.num_layers {
+        let input = if l == 0 {
+            d.embedding_dim as f64 + if d.input_feeding { dh } else { 0.0 }
+        } else {
+            dh
+        };
+        dec += gates(d.cell) * dh * (input + dh);
+    }
+    if cfg.task == Task::Translation && d.attention != AttentionType::None {
+        let a = d.attention_dim as f64;
+        dec += match d.attention {
+            AttentionType::Bahdanau => dh * a + src_len * a + c * a * src_per_tgt,
+            AttentionType::Luong => src_len * dh + c * dh * src_per_tgt,
+            _ => src_len * dh,
+        };
+        dec += src_len * c + (dh + c) * dh;
+    }
+    dec += dh * tgt_vocab as f64;
+    dec + enc * src_per_tgt
+}
+
+/// The best f32 matmul rate candle reaches here on the shapes that dominate training.
+fn matmul_gflops(dev: &Device, hidden: usize, vocab: usize) -> Result<f64> {
+    let mut best = 0.0f64;
+    for (m, k, n) in [
+        (64 * 20, hidden, vocab),
+        (64, hidden, 3 * hidden),
+        (64 * 20, 256, 768),
+    ] {
+        let a = Tensor::ones((m, k), DType::F32, dev)?;
+        let b = Tensor::ones((n, k), DType::F32, dev)?;
+        let _ = a.matmul(&b.t()?)?;
+        let reps = 5;
+        let t = Instant::now();
+        for _ in 0..reps {
+            let _ = a.matmul(&b.t()?)?;
+        }
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        best = best.max(2.0 * (m * k * n) as f64 / s / 1e9);
+    }
+    Ok(best)
+}
+
+pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
+    let cfg = &o.config;
+    if cfg.task != Task::Translation {
+        return Err(Error::Invalid("bench measures translation configs".into()));
+    }
+    let dev = Device::Cpu;
+    let d = &cfg.data;
+    let splits = load_splits(d, &o.data_dir)?;
+    let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
+    let tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
+    let sv = Vocab::train(&d.src_vocab.spec(d.lowercase), &srcs)?;
+    let tv = Vocab::train(&d.tgt_vocab.spec(d.lowercase), &tgts)?;
+    let (train, _, _) = encode_pairs(
+        &splits.train,
+        &sv,
+        &tv,
+        d.max_src_len,
+        d.max_tgt_len,
+        true,
+        false,
+    )?;
+    let vm = SeededVarMap::new(cfg.seed);
+    let model = build_model(
+        &cfg.model,
+        cfg.task,
+        sv.len(),
+        tv.len(),
+        vm.var_builder(&dev),
+    )?;
+    let vars = vm.var_map().data().lock().unwrap().clone();
+    let t = &cfg.train;
+    let mut opt = Adam::new(
+        &vars,
+        t.learning_rate,
+        t.betas,
+        t.eps,
+        t.weight_decay,
+        t.optimizer == OptimizerKind::Adamw,
+    )?;
+    let batches = bucket_batches(&train, t.batch_size, cfg.seed, 0, true);
+    let (mut tokens, mut src_tokens, mut src_len_sum, mut steps) = (0usize, 0usize, 0usize, 0usize);
+    let mut timed = 0.0;
+    for (i, idx) in batches
+        .iter()
+        .cycle()
+        .take(o.warmup_steps + o.train_steps)
+        .enumerate()
+    {
+        let b = Batch::new(&train, idx, tv.pad, tv.bos, tv.eos);
+        let start = Instant::now();
+        let bt = BatchTensors::new(&b, &dev)?;
+        let l = model.loss(&bt, t.label_smoothing, &mut Ctx::train(i as u64))?;
+        let mut grads = l.loss.backward()?;
+        opt.clip(&mut grads, t.clip_grad_norm)?;
+        opt.update(&grads)?;
+        if i >= o.warmup_steps {
+            timed += start.elapsed().as_secs_f64();
+            tokens += b.target_tokens();
+            src_tokens += b.src_mask.iter().filter(|m| **m > 0.0).count();
+            src_len_sum += b.src_len;
+            steps += 1;
+        }
+    }
+    let mut r = BenchReport {
+        threads: rayon_threads(),
+        train_tokens_per_s: tokens as f64 / timed.max(1e-9),
+        train_steps: steps,
+        peak_rss_mb: peak_rss_mb(),
+        ..Default::default()
+    };
+    let src_per_tgt = src_tokens as f64 / tokens.max(1) as f64;
+    r.flops_per_token = 6.0
+        * macs_per_target_token(
+            cfg,
+            src_per_tgt,
+            src_len_sum as f64 / steps.max(1) as f64,
+            sv.len(),
+            tv.len(),
+        );
+    r.matmul_gflops = matmul_gflops(&dev, cfg.model.decoder.hidden_size, tv.len())?;
+    drop(model);
+    if let Some(dir) = &o.model {
+        let started = Instant::now();
+        let tr = Translator::load(dir)?;
+        let first = splits
+            .test
+            .first()
+            .map(|p| p.src.clone())
+            .unwrap_or_else(|| "a".into());
+        tr.translate(&[first], &tr.config.decoding)?;
+        r.cold_start_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        let n = if o.decode_sentences == 0 {
+            splits.test.len()
+        } else {
+            o.decode_sentences.min(splits.test.len())
+        };
+        let lines: Vec<String> = splits.test[..n].iter().map(|p| p.src.clone()).collect();
+        r.decode_sentences = n;
+        let time = |opts: &DecodingOptions| -> Result<f64> {
+            let s = Instant::now();
+            tr.translate(&lines, opts)?;
+            Ok(n as f64 / s.elapsed().as_secs_f64())
+        };
+        let base = DecodingOptions {
+            batch_size: 64,
+            ..tr.config.decoding.clone()
+        };
+        r.greedy_sent_per_s = Some(time(&DecodingOptions {
+            strategy: Strategy::Greedy,
+            ..base.clone()
+        })?);
+        r.beam5_sent_per_s = Some(time(&DecodingOptions {
+            strategy: Strategy::Beam,
+            beam_size: 5,
+            ..base
+        })?);
+    }
+    Ok(r)
+}
+
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}
+
+/// The default model path of a config, if it exists.
+pub fn default_model(cfg: &Config, config_path: &Path) -> Option<PathBuf> {
+    let p = crate::default_out(cfg, config_path);
+    p.join(crate::checkpoint::BEST).exists().then_some(p)
+}
