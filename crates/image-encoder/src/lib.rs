@@ -1,0 +1,34 @@
+//! Image encoders for captioning, behind the same [`seq2seq_decoder::EncoderOutput`] contract as
+//! the text encoder: a spatial feature grid `(B, H'·W', C)` as the attention memory (Show, Attend
+//! and Tell) and a pooled vector as the final state.
+//!
+//! * [`cnn::SmallCnn`]: a configurable CNN trained from scratch.
+//! * [`lite0::EfficientNetLite0`]: the ImageNet-trained EfficientNet-Lite0, read from its PyTorch
+//!   checkpoint (EfficientNet-PyTorch tensor names).
+//! * [`preprocess`]: decoding with size limits, aspect-preserving resize, centre crop, augmentation
+//!   and per-backbone normalisation.
+
+pub mod cnn;
+pub mod lite0;
+pub mod preprocess;
+pub mod pth;
+
+use candle_core::{Result, Tensor};
+use seq2seq_decoder::EncoderOutput;
+
+/// Turns a feature map `(B, C, H, W)` into the decoder contract: memory `(B, H·W, C)` with an
+/// all-ones mask, and the spatially averaged `(B, C)` vector as the single final state.
+pub fn grid_to_encoder_output(features: &Tensor) -> Result<EncoderOutput> {
+    let (b, c, h, w) = features.dims4()?;
+    let memory = features
+        .reshape((b, c, h * w))?
+        .transpose(1, 2)?
+        .contiguous()?;
+    let pooled = features.mean((2, 3))?;
+    let mask = Tensor::ones((b, h * w), candle_core::DType::F32, features.device())?;
+    Ok(EncoderOutput {
+        memory: Some(memory),
+        mask: Some(mask),
+        final_states: vec![pooled],
+    })
+}

@@ -1,0 +1,197 @@
+//! Image decoding and preprocessing: size limits against decompression bombs, aspect-preserving
+//! resize then centre crop, optional augmentation (horizontal flip, crop jitter) and per-backbone
+//! normalisation into a `(3, S, S)` tensor.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use image::imageops::FilterType;
+use image::{ImageReader, Limits, RgbImage};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Why an image could not be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot read image {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image {path} is {bytes} bytes, over the limit of {max} bytes")]
+    FileTooBig { path: PathBuf, bytes: u64, max: u64 },
+    #[error("image {path} cannot be decoded: {msg}")]
+    Decode { path: PathBuf, msg: String },
+    #[error("tensor: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// How pixels are normalised for a backbone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Normalization {
+    /// `(x - 127) / 128` on 0..255 pixels (the EfficientNet-Lite reference).
+    Lite,
+    /// ImageNet mean and standard deviation on 0..1 pixels (torchvision's convention).
+    ImageNet,
+}
+
+/// Limits applied before any pixel is allocated.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageLimits {
+    pub max_file_bytes: u64,
+    pub max_width: u32,
+    pub max_height: u32,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 50 << 20,
+            max_width: 10_000,
+            max_height: 10_000,
+        }
+    }
+}
+
+/// Decodes a JPEG or PNG file into RGB, refusing oversized files and dimensions.
+pub fn load_rgb(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageError> {
+    let io = |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::metadata(path).map_err(io)?.len();
+    if bytes > limits.max_file_bytes {
+        return Err(ImageError::FileTooBig {
+            path: path.to_path_buf(),
+            bytes,
+            max: limits.max_file_bytes,
+        });
+    }
+    let decode = |msg: String| ImageError::Decode {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut reader = ImageReader::open(path)
+        .map_err(io)?
+        .with_guessed_format()
+        .map_err(io)?;
+    let mut l = Limits::default();
+    l.max_image_width = Some(limits.max_width);
+    l.max_image_height = Some(limits.max_height);
+    l.max_alloc = Some(512 << 20);
+    reader.limits(l);
+    let img = reader.decode().map_err(|e| decode(e.to_string()))?;
+    Ok(img.to_rgb8())
+}
+
+/// Resizes the shorter side to `size` (keeping the aspect ratio) and crops a `size`×`size`
+/// square: centred, or at a random offset with a random horizontal flip when `augment` is given.
+pub fn resize_crop(img: &RgbImage, size: u32, augment: Option<&mut ChaCha8Rng>) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let scale = size as f64 / w.min(h) as f64;
+    let (nw, nh) = (
+        ((w as f64 * scale).round() as u32).max(size),
+        ((h as f64 * scale).round() as u32).max(size),
+    );
+    let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+    let (mut x, mut y) = ((nw - size) / 2, (nh - size) / 2);
+    let mut flip = false;
+    if let Some(rng) = augment {
+        x = rng.random_range(0..=nw - size);
+        y = rng.random_range(0..=nh - size);
+        flip = rng.random_bool(0.5);
+    }
+    let mut out = image::imageops::crop_imm(&resized, x, y, size, size).to_image();
+    if flip {
+        image::imageops::flip_horizontal_in_place(&mut out);
+    }
+    out
+}
+
+/// An RGB image as a normalised `(3, H, W)` f32 tensor.
+pub fn to_tensor(img: &RgbImage, norm: Normalization, dev: &Device) -> candle_core::Result<Tensor> {
+    let (w, h) = img.dimensions();
+    let (w, h) = (w as usize, h as usize);
+    let mut data = vec![0f32; 3 * w * h];
+    const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+    const STD: [f32; 3] = [0.229, 0.224, 0.225];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            let v = p.0[c] as f32;
+            data[c * w * h + i] = match norm {
+                Normalization::Lite => (v - 127.0) / 128.0,
+                Normalization::ImageNet => (v / 255.0 - MEAN[c]) / STD[c],
+            };
+        }
+    }
+    Tensor::from_vec(data, (3, h, w), dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn resize_keeps_aspect_and_crops_square() {
+        let mut img = RgbImage::new(300, 100);
+        for (x, _, p) in img.enumerate_pixels_mut() {
+            p.0 = [if x < 150 { 255 } else { 0 }, 0, 0];
+        }
+        let out = resize_crop(&img, 50, None);
+        assert_eq!(out.dimensions(), (50, 50));
+        // Centre crop of a 150x50 resize: the red/black edge sits in the middle.
+        assert!(out.get_pixel(10, 25).0[0] > 200 && out.get_pixel(40, 25).0[0] < 50);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let a = resize_crop(&img, 50, Some(&mut rng));
+        assert_eq!(a.dimensions(), (50, 50));
+        let t = to_tensor(&out, Normalization::Lite, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[3, 50, 50]);
+        let v: Vec<Vec<Vec<f32>>> = t.to_vec3().unwrap();
+        assert!((v[0][25][10] - (255.0 - 127.0) / 128.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn bad_files_are_named_and_bombs_refused() {
+        let dir = std::env::temp_dir().join(format!("s2s-img-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let txt = dir.join("notes.jpg");
+        std::fs::write(&txt, b"this is not an image").unwrap();
+        let e = load_rgb(&txt, &ImageLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("notes.jpg") && e.contains("cannot be decoded"),
+            "{e}"
+        );
+        let big = dir.join("big.png");
+        RgbImage::new(300, 20).save(&big).unwrap();
+        let tight = ImageLimits {
+            max_width: 256,
+            ..ImageLimits::default()
+        };
+        let e = load_rgb(&big, &tight).unwrap_err().to_string();
+        assert!(e.contains("big.png"), "{e}");
+        let e = load_rgb(
+            &big,
+            &ImageLimits {
+                max_file_bytes: 10,
+                ..ImageLimits::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("over the limit"), "{e}");
+        assert_eq!(
+            load_rgb(&big, &ImageLimits::default())
+                .unwrap()
+                .dimensions(),
+            (300, 20)
+        );
+        let e = load_rgb(&dir.join("missing.png"), &ImageLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.png"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
