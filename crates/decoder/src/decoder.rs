@@ -30,6 +30,19 @@ pub enum Bridge {
     Learned,
 }
 
+/// Where attention sits in the step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecoderStyle {
+    /// Luong et al.: the RNN runs first, its output queries the memory, and the attentional
+    /// vector `tanh(W_c [h; c])` feeds the output layer (optionally fed back: input feeding).
+    #[default]
+    Luong,
+    /// Bahdanau et al.: the previous state queries the memory, the context joins the embedding
+    /// as RNN input, and the output layer reads `[h; c; e]` ("deep output", as the PyTorch
+    /// tutorial and the benchmark peer do).
+    Bahdanau,
+}
+
 /// Everything the decoder needs to know; nothing here names an encoder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecoderConfig {
@@ -41,6 +54,7 @@ pub struct DecoderConfig {
     pub attention: Option<AttentionKind>,
     pub attention_dim: usize,
     pub input_feeding: bool,
+    pub style: DecoderStyle,
     pub tied_embeddings: bool,
     pub bridge: Bridge,
     /// Dropout on the target embeddings.
@@ -108,6 +122,10 @@ impl PreparedMemory {
 #[derive(Clone, Debug)]
 pub struct Decoder {
     cfg: DecoderConfig,
+    /// Bahdanau style with a memory to attend to.
+    bahdanau: bool,
+    /// Size of the vector the output layer reads.
+    out_dim: usize,
     embed: Embedding,
     rnn: Rnn,
     attention: Option<Attention>,
@@ -132,15 +150,28 @@ pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
         );
     }
     let attn_on = cfg.attention.is_some() && cfg.memory_dim > 0;
+    let bahdanau = attn_on && cfg.style == DecoderStyle::Bahdanau;
+    if bahdanau && cfg.tied_embeddings {
+        candle_core::bail!(
+            "tied embeddings need the Luong style: the Bahdanau output layer reads [h; c; e]"
+        );
+    }
     let e_init = Init::Uniform { lo: -0.1, up: 0.1 };
     let weight =
         vb.pp("embed")
             .get_with_hints((cfg.vocab_size, cfg.embedding_dim), "weight", e_init)?;
     let embed = Embedding::new(weight.clone(), cfg.embedding_dim);
-    let feed = if cfg.input_feeding && attn_on {
+    let feed = if bahdanau {
+        cfg.memory_dim
+    } else if cfg.input_feeding && attn_on {
         cfg.hidden_size
     } else {
         0
+    };
+    let out_dim = if bahdanau {
+        cfg.hidden_size + cfg.memory_dim + cfg.embedding_dim
+    } else {
+        cfg.hidden_size
     };
     let rnn = rnn(
         RnnConfig {
@@ -162,11 +193,15 @@ pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
                 cfg.attention_dim,
                 vb.pp("attention"),
             )?),
-            Some(linear(
-                cfg.hidden_size + cfg.memory_dim,
-                cfg.hidden_size,
-                vb.pp("att_vector_layer"),
-            )?),
+            if bahdanau {
+                None
+            } else {
+                Some(linear(
+                    cfg.hidden_size + cfg.memory_dim,
+                    cfg.hidden_size,
+                    vb.pp("att_vector_layer"),
+                )?)
+            },
         ),
         _ => (None, None),
     };
@@ -181,10 +216,14 @@ pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
     };
     let output_layer = if cfg.tied_embeddings {
         Linear::new(weight, None)
+    } else if bahdanau {
+        linear(out_dim, cfg.vocab_size, vb.pp("output_layer"))?
     } else {
         linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("output_layer"))?
     };
     Ok(Decoder {
+        bahdanau,
+        out_dim,
         cfg,
         embed,
         rnn,
@@ -280,6 +319,9 @@ impl Decoder {
         mem: &PreparedMemory,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, DecoderState, Option<Tensor>)> {
+        if self.bahdanau {
+            return self.step_bahdanau(e, state, mem, ctx);
+        }
         let mut x = match &state.prev_att {
             Some(a) => Tensor::cat(&[e, a], 1)?,
             None => e.clone(),
@@ -299,6 +341,42 @@ impl Decoder {
         let alphas = alphas.map(|a| a.squeeze(1)).transpose()?;
         let prev_att = state.prev_att.as_ref().map(|_| att.clone());
         Ok((att, DecoderState { layers, prev_att }, alphas))
+    }
+
+    /// Bahdanau step: attend with the previous top state, feed `[e; c]`, read out `[h; c; e]`.
+    fn step_bahdanau(
+        &self,
+        e: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, DecoderState, Option<Tensor>)> {
+        let (Some(a), Some(k)) = (&self.attention, &mem.keys) else {
+            candle_core::bail!("a Bahdanau-style decoder needs a memory to attend to");
+        };
+        let query = &state.layers[self.cfg.num_layers - 1].h;
+        let (context, alphas) = a.forward(&query.unsqueeze(1)?, k)?;
+        let (context, alphas) = (context.squeeze(1)?, alphas.squeeze(1)?);
+        let mut x = Tensor::cat(&[e, &context], 1)?;
+        let mut layers = Vec::with_capacity(state.layers.len());
+        for (l, cell) in self.rnn.cells().iter().enumerate() {
+            let s = cell.step(&cell.input_proj(&x)?, &state.layers[l])?;
+            x = if l + 1 < self.cfg.num_layers {
+                ctx.dropout(&s.h, self.cfg.dropout)?
+            } else {
+                s.h.clone()
+            };
+            layers.push(s);
+        }
+        let out = Tensor::cat(&[&x, &context, e], 1)?;
+        Ok((
+            out,
+            DecoderState {
+                layers,
+                prev_att: None,
+            },
+            Some(alphas),
+        ))
     }
 
     /// Queries (B, T, H) → attentional vectors (B, T, H) and weights (B, T, S).
@@ -322,10 +400,10 @@ impl Decoder {
     pub fn logits(&self, att: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let att = ctx.dropout(att, self.cfg.hidden_dropout)?;
         let dims = att.dims().to_vec();
-        let rows = att.elem_count() / self.cfg.hidden_size;
+        let rows = att.elem_count() / self.out_dim;
         let y = self
             .output_layer
-            .forward(&att.reshape((rows, self.cfg.hidden_size))?)?;
+            .forward(&att.reshape((rows, self.out_dim))?)?;
         let mut out = dims;
         *out.last_mut().unwrap() = self.cfg.vocab_size;
         y.reshape(out)
@@ -344,7 +422,7 @@ impl Decoder {
         ctx: &mut Ctx,
     ) -> Result<(Tensor, DecoderState)> {
         let e = ctx.dropout(&self.embed.forward(tgt_in)?, self.cfg.emb_dropout)?;
-        let (att, last) = if state.prev_att.is_none() {
+        let (att, last) = if state.prev_att.is_none() && !self.bahdanau {
             let (h, finals) = self.rnn.forward(&e, None, Some(&state.layers), ctx)?;
             let (att, _) = self.attend(&h, mem)?;
             (

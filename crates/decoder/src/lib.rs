@@ -11,7 +11,9 @@ pub mod options;
 pub mod search;
 
 pub use contract::EncoderOutput;
-pub use decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderState, PreparedMemory};
+pub use decoder::{
+    decoder, Bridge, Decoder, DecoderConfig, DecoderState, DecoderStyle, PreparedMemory,
+};
 pub use options::{DecodingOptions, Strategy};
 pub use search::{
     forbidden_bias, length_penalty, row_seeds, search, DecoderStepper, Hypothesis, SearchState,

@@ -2,8 +2,8 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 use seq2seq_decoder::{
-    decoder, search, Bridge, DecoderConfig, DecoderStepper, DecodingOptions, EncoderOutput,
-    SpecialTokens,
+    decoder, search, Bridge, DecoderConfig, DecoderStepper, DecoderStyle, DecodingOptions,
+    EncoderOutput, SpecialTokens,
 };
 use seq2seq_nn::{attention, AttentionKind, CellKind, Ctx, SeededVarMap};
 
@@ -46,6 +46,7 @@ fn attention_ignores_padding() -> Result<()> {
 
 fn config(cell: CellKind, input_feeding: bool, attention: Option<AttentionKind>) -> DecoderConfig {
     DecoderConfig {
+        style: DecoderStyle::Luong,
         cell,
         vocab_size: 11,
         embedding_dim: 5,
@@ -81,9 +82,30 @@ fn teacher_forcing_equals_stepping() -> Result<()> {
     ] {
         let vm = SeededVarMap::new(2);
         let dec = decoder(config(cell, feed, att), vm.var_builder(&dev))?;
-        let tgt = Tensor::new(&[[2u32, 5, 7, 4], [2, 9, 9, 6]], &dev)?;
-        let state = dec.start(&enc, 2, &dev)?;
-        let mem = dec.prepare(&enc)?;
+        check_teacher_forcing(&dec, &enc, &dev, &format!("{cell:?}"))?;
+    }
+    // The Bahdanau style (attention before the step, deep output) too.
+    let vm = SeededVarMap::new(4);
+    let cfg = DecoderConfig {
+        style: DecoderStyle::Bahdanau,
+        ..config(CellKind::Gru, false, Some(AttentionKind::Bahdanau))
+    };
+    let dec = decoder(cfg, vm.var_builder(&dev))?;
+    check_teacher_forcing(&dec, &enc, &dev, "bahdanau")?;
+    Ok(())
+}
+
+/// The teacher-forced logits of a target prefix equal those of stepping through it.
+fn check_teacher_forcing(
+    dec: &seq2seq_decoder::Decoder,
+    enc: &EncoderOutput,
+    dev: &Device,
+    what: &str,
+) -> Result<()> {
+    {
+        let tgt = Tensor::new(&[[2u32, 5, 7, 4], [2, 9, 9, 6]], dev)?;
+        let state = dec.start(enc, 2, dev)?;
+        let mem = dec.prepare(enc)?;
         let (full, _) = dec.forward_teacher(&tgt, &state, &mem, &mut Ctx::eval())?;
         let mut s = state;
         for t in 0..4 {
@@ -95,7 +117,7 @@ fn teacher_forcing_equals_stepping() -> Result<()> {
             )?;
             let want = full.narrow(1, t, 1)?.squeeze(1)?;
             let diff = (logits - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff < 1e-5, "{cell:?} step {t}: {diff}");
+            assert!(diff < 1e-5, "{what} step {t}: {diff}");
             s = next;
         }
     }

@@ -160,6 +160,16 @@ pub enum AttentionType {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum Style {
+    /// Attention after the RNN step, attentional vector to the output (JoeyNMT, OpenNMT).
+    #[default]
+    Luong,
+    /// Attention before the RNN step, context into the RNN, output from [h; c; e].
+    Bahdanau,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BridgeType {
     Zero,
     Last,
@@ -209,6 +219,7 @@ pub struct DecoderSection {
     pub num_layers: usize,
     pub attention: AttentionType,
     pub attention_dim: usize,
+    pub style: Style,
     pub input_feeding: bool,
     pub tied_embeddings: bool,
     pub bridge: BridgeType,
@@ -226,6 +237,7 @@ impl Default for DecoderSection {
             num_layers: 1,
             attention: AttentionType::Bahdanau,
             attention_dim: 256,
+            style: Style::Luong,
             input_feeding: false,
             tied_embeddings: false,
             bridge: BridgeType::Learned,
@@ -434,6 +446,9 @@ impl Config {
                 "model.decoder.bridge: `last` needs the encoder output size ({enc_out}) == decoder hidden_size ({}); use `learned`",
                 d.hidden_size
             ));
+        }
+        if d.style == Style::Bahdanau && d.tied_embeddings {
+            errs.push("model.decoder.tied_embeddings: not available with style `bahdanau` (its output layer reads [h; c; e])".into());
         }
         if d.attention == AttentionType::Dot && enc_out != d.hidden_size {
             errs.push(format!(

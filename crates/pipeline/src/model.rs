@@ -3,11 +3,11 @@
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use seq2seq_data::Batch;
-use seq2seq_decoder::{decoder, Bridge, Decoder, DecoderConfig, EncoderOutput};
+use seq2seq_decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderStyle, EncoderOutput};
 use seq2seq_nn::{loss::TokenLoss, masked_cross_entropy, AttentionKind, CellKind, Ctx};
 use seq2seq_text_encoder::{text_encoder, TextEncoder, TextEncoderConfig};
 
-use crate::config::{AttentionType, BridgeType, Cell, ModelConfig, Task};
+use crate::config::{AttentionType, BridgeType, Cell, ModelConfig, Style, Task};
 use crate::Result;
 
 /// A text encoder feeding the shared decoder, or the decoder alone (a language model).
@@ -59,6 +59,10 @@ pub fn build_model(
         },
         attention_dim: d.attention_dim,
         input_feeding: d.input_feeding,
+        style: match d.style {
+            Style::Luong => DecoderStyle::Luong,
+            Style::Bahdanau => DecoderStyle::Bahdanau,
+        },
         tied_embeddings: d.tied_embeddings,
         bridge: match d.bridge {
             BridgeType::Zero => Bridge::Zero,
