@@ -26,6 +26,12 @@ pub enum DataError {
     },
     #[error("{what} is empty{hint}")]
     Empty { what: String, hint: String },
+    #[error("{path}:{line}: invalid JSON: {msg}")]
+    Json {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("tokenizer file {path}: {msg}")]

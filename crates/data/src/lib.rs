@@ -4,6 +4,7 @@
 //! This crate knows nothing about tensors or models: batches are padded id matrices.
 
 pub mod batch;
+pub mod captions;
 pub mod corpus;
 pub mod error;
 pub mod synthetic;

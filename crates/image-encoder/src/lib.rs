@@ -12,6 +12,7 @@ pub mod cnn;
 pub mod lite0;
 pub mod preprocess;
 pub mod pth;
+pub mod shapes;
 
 use candle_core::{Result, Tensor};
 use seq2seq_decoder::EncoderOutput;
