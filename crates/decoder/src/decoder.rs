@@ -322,10 +322,26 @@ impl Decoder {
         if self.bahdanau {
             return self.step_bahdanau(e, state, mem, ctx);
         }
-        let mut x = match &state.prev_att {
+        let x = match &state.prev_att {
             Some(a) => Tensor::cat(&[e, a], 1)?,
             None => e.clone(),
         };
+        let (x, layers) = self.run_stack(x, state, ctx)?;
+        let (att, alphas) = self.attend(&x.unsqueeze(1)?, mem)?;
+        let att = att.squeeze(1)?;
+        let alphas = alphas.map(|a| a.squeeze(1)).transpose()?;
+        let prev_att = state.prev_att.as_ref().map(|_| att.clone());
+        Ok((att, DecoderState { layers, prev_att }, alphas))
+    }
+
+    /// One step of the recurrent stack from input `x`, dropout between layers: the top output
+    /// and the new state of every layer.
+    fn run_stack(
+        &self,
+        mut x: Tensor,
+        state: &DecoderState,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Vec<CellState>)> {
         let mut layers = Vec::with_capacity(state.layers.len());
         for (l, cell) in self.rnn.cells().iter().enumerate() {
             let s = cell.step(&cell.input_proj(&x)?, &state.layers[l])?;
@@ -336,11 +352,7 @@ impl Decoder {
             };
             layers.push(s);
         }
-        let (att, alphas) = self.attend(&x.unsqueeze(1)?, mem)?;
-        let att = att.squeeze(1)?;
-        let alphas = alphas.map(|a| a.squeeze(1)).transpose()?;
-        let prev_att = state.prev_att.as_ref().map(|_| att.clone());
-        Ok((att, DecoderState { layers, prev_att }, alphas))
+        Ok((x, layers))
     }
 
     /// Bahdanau step: attend with the previous top state, feed `[e; c]`, read out `[h; c; e]`.
@@ -357,17 +369,7 @@ impl Decoder {
         let query = &state.layers[self.cfg.num_layers - 1].h;
         let (context, alphas) = a.forward(&query.unsqueeze(1)?, k)?;
         let (context, alphas) = (context.squeeze(1)?, alphas.squeeze(1)?);
-        let mut x = Tensor::cat(&[e, &context], 1)?;
-        let mut layers = Vec::with_capacity(state.layers.len());
-        for (l, cell) in self.rnn.cells().iter().enumerate() {
-            let s = cell.step(&cell.input_proj(&x)?, &state.layers[l])?;
-            x = if l + 1 < self.cfg.num_layers {
-                ctx.dropout(&s.h, self.cfg.dropout)?
-            } else {
-                s.h.clone()
-            };
-            layers.push(s);
-        }
+        let (x, layers) = self.run_stack(Tensor::cat(&[e, &context], 1)?, state, ctx)?;
         let out = Tensor::cat(&[&x, &context, e], 1)?;
         Ok((
             out,

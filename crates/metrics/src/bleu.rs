@@ -175,18 +175,7 @@ impl Bleu {
                 total[n] += s.total[n];
             }
         }
-        let nrefs: std::collections::BTreeSet<usize> = refs.iter().map(|r| r.len()).collect();
-        self.compute(
-            correct,
-            total,
-            sys_len,
-            ref_len,
-            if nrefs.len() == 1 {
-                *nrefs.first().unwrap() as i64
-            } else {
-                -1
-            },
-        )
+        self.compute(correct, total, sys_len, ref_len, crate::nrefs_of(refs))
     }
 
     /// Sentence BLEU (use `effective_order: true`, as sacreBLEU recommends).
@@ -196,11 +185,7 @@ impl Bleu {
     }
 
     pub fn signature(&self, nrefs: i64) -> String {
-        let nrefs = if nrefs < 0 {
-            "var".to_string()
-        } else {
-            nrefs.to_string()
-        };
+        let nrefs = crate::nrefs_label(nrefs);
         format!(
             "nrefs:{nrefs}|case:{}|eff:{}|tok:{}|smooth:{}|version:{SACREBLEU_VERSION}",
             if self.lowercase { "lc" } else { "mixed" },

@@ -196,14 +196,9 @@ impl Chrf {
                 *acc += v;
             }
         }
-        let nrefs: std::collections::BTreeSet<usize> = refs.iter().map(|r| r.len()).collect();
         ChrfScore {
             score: self.f_score(&sum),
-            signature: self.signature(if nrefs.len() == 1 {
-                *nrefs.first().unwrap() as i64
-            } else {
-                -1
-            }),
+            signature: self.signature(crate::nrefs_of(refs)),
         }
     }
 
@@ -221,11 +216,7 @@ impl Chrf {
     }
 
     pub fn signature(&self, nrefs: i64) -> String {
-        let nrefs = if nrefs < 0 {
-            "var".to_string()
-        } else {
-            nrefs.to_string()
-        };
+        let nrefs = crate::nrefs_label(nrefs);
         format!(
             "nrefs:{nrefs}|case:{}|eff:{}|nc:{}|nw:{}|space:{}|version:{SACREBLEU_VERSION}",
             if self.lowercase { "lc" } else { "mixed" },

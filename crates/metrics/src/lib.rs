@@ -23,3 +23,21 @@ pub(crate) fn py_split(s: &str) -> impl Iterator<Item = &str> {
     s.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
         .filter(|w| !w.is_empty())
 }
+
+/// The `nrefs` field of a signature: the reference count, or `var` when it varies.
+pub(crate) fn nrefs_label(nrefs: i64) -> String {
+    if nrefs < 0 {
+        "var".to_string()
+    } else {
+        nrefs.to_string()
+    }
+}
+
+/// The number of references per hypothesis, or -1 when it varies.
+pub(crate) fn nrefs_of<S>(refs: &[Vec<S>]) -> i64 {
+    let counts: std::collections::BTreeSet<usize> = refs.iter().map(|r| r.len()).collect();
+    match counts.len() {
+        1 => *counts.first().unwrap() as i64,
+        _ => -1,
+    }
+}
