@@ -458,7 +458,7 @@ fn run(cli: Cli) -> Result<()> {
                     "{}",
                     serde_json::json!({
                         "split": name, "items": r.items, "bleu": r.bleu.score, "bleu_lc": r.bleu_lc.score,
-                        "chrf": r.chrf.score, "exact_match": r.exact_match, "loss": r.loss, "ppl": r.ppl,
+                        "chrf": r.chrf.score, "chrf_lc": r.chrf_lc.score, "exact_match": r.exact_match, "loss": r.loss, "ppl": r.ppl,
                         "bleu_signature": r.bleu.signature, "chrf_signature": r.chrf.signature,
                         "hypotheses": output.display().to_string(),
                     })
@@ -476,6 +476,7 @@ fn run(cli: Cli) -> Result<()> {
                     &r.bleu_lc.to_string()[7..]
                 );
                 println!("chrF2|{} = {:.2}", r.chrf.signature, r.chrf.score);
+                println!("chrF2|{} = {:.2}", r.chrf_lc.signature, r.chrf_lc.score);
                 println!(
                     "exact match {:.1}% | loss {:.4} nats/token | ppl {:.2}",
                     100.0 * r.exact_match,

@@ -27,6 +27,8 @@ pub struct EvalReport {
     /// Lowercased BLEU.
     pub bleu_lc: BleuScore,
     pub chrf: ChrfScore,
+    /// Lowercased chrF.
+    pub chrf_lc: ChrfScore,
     pub exact_match: f64,
     /// Loss per target token (eos included) and its exponent.
     pub loss: f64,
@@ -64,6 +66,11 @@ pub fn evaluate(
     }
     .corpus(&hyps, &refs);
     let chrf = Chrf::default().corpus(&hyps, &refs);
+    let chrf_lc = Chrf {
+        lowercase: true,
+        ..Chrf::default()
+    }
+    .corpus(&hyps, &refs);
     let norm = |s: &str| {
         if cfg.data.lowercase {
             s.trim().to_lowercase()
@@ -109,6 +116,7 @@ pub fn evaluate(
         bleu,
         bleu_lc,
         chrf,
+        chrf_lc,
         exact_match: exact,
         loss,
         ppl: loss.exp(),
