@@ -189,8 +189,9 @@ pub fn read_coco(path: &Path, images_dir: &Path) -> Result<(Vec<CaptionItem>, us
 mod tests {
     use super::*;
 
-    fn fixture() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("s2s-captions-{}", std::process::id()));
+    /// A folder of its own per test: tests run in parallel.
+    fn fixture(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("s2s-captions-{name}-{}", std::process::id()));
         std::fs::create_dir_all(d.join("images")).unwrap();
         for f in ["a.jpg", "b.jpg", "c.jpg"] {
             std::fs::write(d.join("images").join(f), b"x").unwrap();
@@ -200,7 +201,7 @@ mod tests {
 
     #[test]
     fn flickr8k_keeps_all_captions_and_counts_missing_images() {
-        let d = fixture();
+        let d = fixture("flickr8k");
         std::fs::write(
             d.join("Flickr8k.token.txt"),
             "a.jpg#0\tA dog runs .\na.jpg#1\tA brown dog .\nb.jpg#0\tTwo kids .\nz.jpg#0\tGone .\nz.jpg#1\tStill gone .\nc.jpg#0\tA cat .\n",
@@ -223,7 +224,7 @@ mod tests {
 
     #[test]
     fn karpathy_and_coco_json() {
-        let d = fixture();
+        let d = fixture("json");
         let k = d.join("dataset_flickr8k.json");
         std::fs::write(
             &k,

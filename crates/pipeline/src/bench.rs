@@ -10,7 +10,7 @@ use seq2seq_data::{bucket_batches, Batch, Vocab};
 use seq2seq_decoder::{DecodingOptions, Strategy};
 use seq2seq_nn::{Ctx, SeededVarMap};
 
-use crate::config::{AttentionType, Cell, Config, OptimizerKind, Task};
+use crate::config::{AttentionType, Cell, Config, OptimizerKind, Style, Task};
 use crate::dataset::{encode_pairs, load_splits};
 use crate::model::{build_model, BatchTensors};
 use crate::optim::Adam;
@@ -82,25 +82,32 @@ fn macs_per_target_token(
         let input = if l == 0 { e.embedding_dim as f64 } else { c };
         enc += dirs * gates(e.cell) * eh * (input + eh);
     }
+    let attends = cfg.task == Task::Translation && d.attention != AttentionType::None;
+    let bahdanau = attends && d.style == Style::Bahdanau;
+    let emb = d.embedding_dim as f64;
     let mut dec = 0.0;
     for l in 0..d.num_layers {
-        let input = if l == 0 {
-            d.embedding_dim as f64 + if d.input_feeding { dh } else { 0.0 }
-        } else {
-            dh
+        let input = match (l, bahdanau, d.input_feeding && attends) {
+            (0, true, _) => emb + c,
+            (0, false, true) => emb + dh,
+            (0, false, false) => emb,
+            _ => dh,
         };
         dec += gates(d.cell) * dh * (input + dh);
     }
-    if cfg.task == Task::Translation && d.attention != AttentionType::None {
+    if attends {
         let a = d.attention_dim as f64;
         dec += match d.attention {
             AttentionType::Bahdanau => dh * a + src_len * a + c * a * src_per_tgt,
             AttentionType::Luong => src_len * dh + c * dh * src_per_tgt,
             _ => src_len * dh,
         };
-        dec += src_len * c + (dh + c) * dh;
+        // the context, then the attentional vector (Luong only)
+        dec += src_len * c + if bahdanau { 0.0 } else { (dh + c) * dh };
     }
-    dec += dh * tgt_vocab as f64;
+    // the output layer reads [h; c; e] (Bahdanau) or the attentional vector (Luong)
+    let out_in = if bahdanau { dh + c + emb } else { dh };
+    dec += out_in * tgt_vocab as f64;
     dec + enc * src_per_tgt
 }
 
@@ -261,4 +268,22 @@ fn rayon_threads() -> usize {
 pub fn default_model(cfg: &Config, config_path: &Path) -> Option<PathBuf> {
     let p = crate::default_out(cfg, config_path);
     p.join(crate::checkpoint::BEST).exists().then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analytic_flops_of_the_benchmark_architectures() {
+        // Multi30k: target vocabulary 7892, ~1 source token per target token, ~14 source positions.
+        let mut cfg = Config::default();
+        cfg.model.encoder.hidden_size = 256;
+        let luong = 6.0 * macs_per_target_token(&cfg, 1.0, 14.0, 5903, 7892);
+        cfg.model.decoder.style = Style::Bahdanau;
+        let bahdanau = 6.0 * macs_per_target_token(&cfg, 1.0, 14.0, 5903, 7892);
+        // The output layer dominates: 512×V (Luong) against 1280×V (Bahdanau, the peer's ~80 MFLOP).
+        assert!((40e6..42e6).contains(&luong), "{luong}");
+        assert!((77e6..81e6).contains(&bahdanau), "{bahdanau}");
+    }
 }
