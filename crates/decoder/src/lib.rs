@@ -4,6 +4,11 @@
 //! from its own [`DecoderConfig`] and consumes an [`EncoderOutput`]: it never learns which encoder
 //! (text, image or none) produced its memory. Search strategies drive it through
 //! [`Decoder::start`] and one [`Decoder::step`].
+//!
+//! To reuse the decoder in a pipeline of your own, produce an [`EncoderOutput`] (or
+//! [`EncoderOutput::empty`] for a language model), build the decoder from a [`DecoderConfig`], and
+//! decode with [`search`] through [`DecoderStepper`]: `examples/custom_encoder.rs` does exactly this
+//! with greedy, sampling and beam search.
 
 pub mod contract;
 pub mod decoder;
