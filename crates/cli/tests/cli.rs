@@ -81,13 +81,14 @@ fn train_then_translate_args_and_stdin() {
     ] {
         assert!(model.join(f).exists(), "{f} missing");
     }
-    assert_eq!(
-        std::fs::read_to_string(model.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .count(),
-        3
-    );
+    let metrics = std::fs::read_to_string(model.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3);
+    for line in metrics.lines() {
+        // validation every 100 steps, log every 20: the training loss of the window is recorded
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["train_loss"].as_f64().unwrap() > 0.0, "{line}");
+        assert!(v["valid_bleu"].as_f64().is_some(), "{line}");
+    }
 
     let m = model.to_str().unwrap();
     let out = bin()

@@ -520,7 +520,6 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                         fmt_time(elapsed)
                     ),
                 );
-                window = (0.0, 0.0, Instant::now(), 0);
             }
             if state.step % t.valid_every == 0 {
                 let v = validate(
@@ -593,6 +592,11 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     state.finished = true;
                     break 'epochs;
                 }
+            }
+            // Loss and speed are over the last `log_every` steps, on the bar as in the log (reset
+            // after validation, which records the training loss of the same window).
+            if state.step % t.log_every == 0 {
+                window = (0.0, 0.0, Instant::now(), 0);
             }
             if t.max_time_s > 0.0 && elapsed >= t.max_time_s {
                 stop_reason = Some(format!("reached train.max_time_s = {}", t.max_time_s));
