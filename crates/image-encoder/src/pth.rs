@@ -19,10 +19,10 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path)?;
     if bytes.starts_with(b"PK") {
-        return Ok(candle_core::pickle::read_all(path)?
+        return candle_core::pickle::read_all(path)?
             .into_iter()
-            .map(|(k, v)| (k, v.to_device(dev).unwrap()))
-            .collect());
+            .map(|(k, v)| Ok((k, v.to_device(dev)?)))
+            .collect();
     }
     // Legacy: pickle 1 is the magic number (a long after PROTO and LONG1 opcodes).
     if bytes.len() < 14 || bytes[4..14] != LEGACY_MAGIC {
