@@ -120,24 +120,20 @@ fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
         if dropped > 0 {
             log(opts, &format!("data: {dropped} training items dropped (empty or longer than data.max_src_len / data.max_tgt_len)"));
         }
-        let (valid, vk, _) = encode_pairs(
-            &splits.valid,
-            &src_vocab,
-            &tgt_vocab,
-            usize::MAX,
-            usize::MAX,
-            true,
-            gen,
-        )?;
-        let (test, tk, _) = encode_pairs(
-            &splits.test,
-            &src_vocab,
-            &tgt_vocab,
-            usize::MAX,
-            usize::MAX,
-            true,
-            gen,
-        )?;
+        // Held-out pairs are neither filtered by length nor truncated: every one is scored.
+        let held_out = |pairs: &[Pair]| {
+            encode_pairs(
+                pairs,
+                &src_vocab,
+                &tgt_vocab,
+                usize::MAX,
+                usize::MAX,
+                true,
+                gen,
+            )
+        };
+        let (valid, vk, _) = held_out(&splits.valid)?;
+        let (test, tk, _) = held_out(&splits.test)?;
         Prepared {
             src_vocab: src_vocab.clone(),
             tgt_vocab: tgt_vocab.clone(),
