@@ -13,8 +13,7 @@ MINUTES=${2:-3}
 VENV=/tmp/seq2seq-peer-venv
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q torch --index-url https://download.pytorch.org/whl/cpu || "$VENV/bin/pip" install -q torch
-  "$VENV/bin/pip" install -q sacrebleu
+  "$VENV/bin/pip" install -q torch sacrebleu
 fi
 cargo build --release -p seq2seq-cli
 echo "== PyTorch peer (2 threads, $MINUTES min of training, greedy test2016)"
