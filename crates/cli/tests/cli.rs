@@ -75,7 +75,6 @@ fn train_then_translate_args_and_stdin() {
         "tgt_tokenizer.json",
         "model.safetensors",
         "last.safetensors",
-        "optimizer.safetensors",
         "trainer_state.json",
         "metrics.jsonl",
     ] {

@@ -5,9 +5,10 @@
 //! src_tokenizer.json       source vocabulary (HF tokenizers format)
 //! tgt_tokenizer.json       target vocabulary
 //! model.safetensors        best weights (PyTorch-style names), used by translate
-//! last.safetensors         latest weights, for --resume
-//! optimizer.safetensors    Adam moments of the latest weights
-//! trainer_state.json       step, epoch, position in the epoch, lr, early-stopping counters
+//! last.safetensors         the resume checkpoint: latest weights (same names), Adam moments
+//!                          (`optimizer.m.*`, `optimizer.v.*`) and the trainer state (`trainer_state`,
+//!                          JSON bytes) in one file, so they can never disagree after a crash
+//! trainer_state.json       a readable copy of that state: step, epoch, position, lr, counters
 //! metrics.jsonl            one JSON object per validation
 //! ```
 //! Every file is written to a temporary name in the same directory and renamed into place, so a
@@ -27,7 +28,10 @@ pub const SRC_TOKENIZER: &str = "src_tokenizer.json";
 pub const TGT_TOKENIZER: &str = "tgt_tokenizer.json";
 pub const BEST: &str = "model.safetensors";
 pub const LAST: &str = "last.safetensors";
-pub const OPTIMIZER: &str = "optimizer.safetensors";
+/// Prefix of the Adam moments inside `last.safetensors`.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+/// Name of the trainer state (JSON as u8) inside `last.safetensors`.
+pub const STATE_TENSOR: &str = "trainer_state";
 pub const STATE: &str = "trainer_state.json";
 pub const METRICS: &str = "metrics.jsonl";
 
@@ -119,6 +123,56 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
         path: dir.to_path_buf(),
         msg: format!("{STATE} is corrupt: {e}"),
     })
+}
+
+/// Writes the resume checkpoint (one atomic file), then the readable state copy.
+pub fn save_resume(
+    dir: &Path,
+    weights: HashMap<String, Tensor>,
+    moments: HashMap<String, Tensor>,
+    state: &TrainerState,
+) -> Result<()> {
+    let mut all = weights;
+    for (k, v) in moments {
+        all.insert(format!("{OPTIMIZER_PREFIX}{k}"), v);
+    }
+    let json = serde_json::to_vec(state).expect("state serialises");
+    let n = json.len();
+    all.insert(
+        STATE_TENSOR.into(),
+        Tensor::from_vec(json, n, &Device::Cpu)?,
+    );
+    save_tensors(&dir.join(LAST), &all)?;
+    save_state(dir, state)
+}
+
+/// The resume checkpoint: weights, Adam moments (without their prefix) and the trainer state.
+pub type Resume = (
+    HashMap<String, Tensor>,
+    HashMap<String, Tensor>,
+    TrainerState,
+);
+
+pub fn load_resume(dir: &Path, dev: &Device) -> Result<Resume> {
+    let mut all = load_tensors(dir, LAST, dev)?;
+    let corrupt = |msg: String| Error::ModelDir {
+        path: dir.to_path_buf(),
+        msg,
+    };
+    let state = all
+        .remove(STATE_TENSOR)
+        .ok_or_else(|| corrupt(format!("{LAST} lacks the trainer state")))?;
+    let state: TrainerState = serde_json::from_slice(&state.to_vec1::<u8>()?)
+        .map_err(|e| corrupt(format!("{LAST}: the trainer state is corrupt: {e}")))?;
+    let mut moments = HashMap::new();
+    let mut weights = HashMap::new();
+    for (k, v) in all {
+        match k.strip_prefix(OPTIMIZER_PREFIX) {
+            Some(m) => moments.insert(m.to_string(), v),
+            None => weights.insert(k, v),
+        };
+    }
+    Ok((weights, moments, state))
 }
 
 /// Appends one line to the metrics log.

@@ -11,9 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use seq2seq_data::{bucket_batches, Batch, Example, Pair, Vocab};
 use seq2seq_nn::{Ctx, SeededVarMap};
 
-use crate::checkpoint::{
-    self, TrainerState, BEST, CONFIG, LAST, OPTIMIZER, SRC_TOKENIZER, TGT_TOKENIZER,
-};
+use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::config::{Config, DataFormat, EarlyStopMetric, OptimizerKind, Task};
 use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
 use crate::inference::decode_ids;
@@ -355,11 +353,15 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         path: out.clone(),
         source,
     })?;
+    let dev = Device::Cpu;
+    let mut resume = None;
     let mut state = if opts.resume {
         // The run's own resolved config wins over the file given on the command line, so that
         // the model and data order are the ones the checkpoint was made with.
         cfg = Config::from_file(&out.join(CONFIG))?;
-        checkpoint::load_state(out)?
+        let (weights, moments, state) = checkpoint::load_resume(out, &dev)?;
+        resume = Some((weights, moments));
+        state
     } else {
         if out.join(checkpoint::STATE).exists() {
             return Err(Error::Invalid(format!(
@@ -375,7 +377,6 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
             ..Default::default()
         }
     };
-    let dev = Device::Cpu;
     let p = prepare(&cfg, opts)?;
     if !opts.resume {
         // The saved config is the resolved one; max_steps stays the file's (the flag is per run).
@@ -403,8 +404,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         t.weight_decay,
         t.optimizer == OptimizerKind::Adamw,
     )?;
-    if opts.resume {
-        let w = checkpoint::load_tensors(out, LAST, &dev)?;
+    if let Some((w, moments)) = &resume {
         for (name, var) in &vars {
             let v = w.get(name).ok_or_else(|| Error::ModelDir {
                 path: out.clone(),
@@ -412,10 +412,9 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
             })?;
             var.set(v)?;
         }
-        let o = checkpoint::load_tensors(out, OPTIMIZER, &dev)?;
-        opt.load_state(&o).map_err(|msg| Error::ModelDir {
+        opt.load_state(moments).map_err(|msg| Error::ModelDir {
             path: out.clone(),
-            msg: format!("{OPTIMIZER}: {msg}"),
+            msg: format!("{LAST}: {msg}"),
         })?;
         opt.step = state.step as u64;
         log(
@@ -434,9 +433,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     );
 
     let save_last = |state: &TrainerState, opt: &Adam| -> Result<()> {
-        checkpoint::save_tensors(&out.join(LAST), &weights(&vm))?;
-        checkpoint::save_tensors(&out.join(OPTIMIZER), &opt.state())?;
-        checkpoint::save_state(out, state)
+        checkpoint::save_resume(out, weights(&vm), opt.state(), state)
     };
 
     let batches_per_epoch = bucket_batches(&p.train, t.batch_size, cfg.seed, 0, true).len();

@@ -100,13 +100,18 @@ fn tiny_model_overfits_a_handful_of_pairs() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Weights and Adam moments of the resume checkpoint, by name.
 fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let mut w: Vec<(String, Vec<f32>)> =
-        checkpoint::load_tensors(dir, checkpoint::LAST, &candle_core::Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
-            .collect();
+    let (weights, moments, _) = checkpoint::load_resume(dir, &candle_core::Device::Cpu).unwrap();
+    let mut w: Vec<(String, Vec<f32>)> = weights
+        .into_iter()
+        .chain(
+            moments
+                .into_iter()
+                .map(|(k, v)| (format!("optimizer.{k}"), v)),
+        )
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
     w.sort_by(|a, b| a.0.cmp(&b.0));
     w
 }
