@@ -8,6 +8,11 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_seq2seq"))
 }
 
+/// Runs the binary with `args` to completion.
+fn run(args: &[&str]) -> std::process::Output {
+    bin().args(args).output().unwrap()
+}
+
 const CONFIG: &str = "name: cli-test
 seed: 5
 data:
@@ -51,17 +56,14 @@ fn train_then_translate_args_and_stdin() {
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let model = dir.path().join("model");
-    let out = bin()
-        .args([
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            model.to_str().unwrap(),
-            "--max-steps",
-            "300",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--max-steps",
+        "300",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // Not a terminal: plain progress lines, and the exact-match figure at the end.
@@ -90,16 +92,13 @@ fn train_then_translate_args_and_stdin() {
     }
 
     let m = model.to_str().unwrap();
-    let out = bin()
-        .args([
-            "translate",
-            "--model",
-            m,
-            "3 march 1987",
-            "december 25, 2001",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "translate",
+        "--model",
+        m,
+        "3 march 1987",
+        "december 25, 2001",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -147,21 +146,18 @@ fn train_then_translate_args_and_stdin() {
     assert_eq!(got[0], lines[0]);
 
     // Beam search with an n-best list: `index<TAB>score<TAB>text`, best first.
-    let out = bin()
-        .args([
-            "translate",
-            "--model",
-            m,
-            "--strategy",
-            "beam",
-            "--beam-size",
-            "4",
-            "--n-best",
-            "3",
-            "3 march 1987",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "translate",
+        "--model",
+        m,
+        "--strategy",
+        "beam",
+        "--beam-size",
+        "4",
+        "--n-best",
+        "3",
+        "3 march 1987",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -196,18 +192,12 @@ fn train_then_translate_args_and_stdin() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     assert_eq!(sample("7"), sample("7"));
-    let out = bin()
-        .args(["translate", "--model", m, "--top-p", "1.5", "x"])
-        .output()
-        .unwrap();
+    let out = run(&["translate", "--model", m, "--top-p", "1.5", "x"]);
     assert_clean_error(&out, "top_p: must be in (0, 1], got 1.5");
 
     // eval: decodes the model's own test split, writes the hypotheses, reports sacreBLEU-style
     // figures; JSON for machines.
-    let out = bin()
-        .args(["eval", "--model", m, "--json"])
-        .output()
-        .unwrap();
+    let out = run(&["eval", "--model", m, "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -225,17 +215,14 @@ fn train_then_translate_args_and_stdin() {
     assert_eq!(hyp.lines().count(), items);
     // Scoring the written hypotheses against themselves is a perfect score.
     let h = model.join("hyp.test.txt");
-    let out = bin()
-        .args([
-            "score",
-            "--ref",
-            h.to_str().unwrap(),
-            "--hyp",
-            h.to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "score",
+        "--ref",
+        h.to_str().unwrap(),
+        "--hyp",
+        h.to_str().unwrap(),
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         (v["bleu"]["score"].as_f64().unwrap() - 100.0).abs() < 1e-9,
@@ -243,20 +230,17 @@ fn train_then_translate_args_and_stdin() {
     );
 
     // bench prints every figure as JSON.
-    let out = bin()
-        .args([
-            "bench",
-            cfg.to_str().unwrap(),
-            "--model",
-            m,
-            "--train-steps",
-            "3",
-            "--decode-sentences",
-            "10",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "bench",
+        cfg.to_str().unwrap(),
+        "--model",
+        m,
+        "--train-steps",
+        "3",
+        "--decode-sentences",
+        "10",
+        "--json",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -276,28 +260,22 @@ fn train_then_translate_args_and_stdin() {
     }
 
     // --resume continues the same run; without it the directory is protected.
-    let out = bin()
-        .args([
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            m,
-            "--max-steps",
-            "320",
-            "--resume",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        m,
+        "--max-steps",
+        "320",
+        "--resume",
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at step 300"));
-    let out = bin()
-        .args(["train", cfg.to_str().unwrap(), "--out", m])
-        .output()
-        .unwrap();
+    let out = run(&["train", cfg.to_str().unwrap(), "--out", m]);
     assert_clean_error(&out, "--resume");
 }
 
@@ -306,22 +284,16 @@ fn user_errors_are_clean_messages() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("typo.yaml");
     std::fs::write(&cfg, "data:\n  format: dates\ntrain:\n  batch_sise: 3\n").unwrap();
-    let out = bin()
-        .args(["train", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run(&["train", cfg.to_str().unwrap()]);
     assert_clean_error(
         &out,
         "typo.yaml: line 4 column 3: unknown key `train.batch_sise` (did you mean `batch_size`?)",
     );
 
-    let out = bin().args(["train", "no-such.yaml"]).output().unwrap();
+    let out = run(&["train", "no-such.yaml"]);
     assert_clean_error(&out, "no-such.yaml");
 
-    let out = bin()
-        .args(["translate", "--model", dir.path().to_str().unwrap(), "x"])
-        .output()
-        .unwrap();
+    let out = run(&["translate", "--model", dir.path().to_str().unwrap(), "x"]);
     assert_clean_error(&out, "config.yaml is missing");
 
     let cfg = dir.path().join("m30k.yaml");
@@ -366,29 +338,23 @@ decoding: {strategy: sample, temperature: 0.8, max_length: 10}
     )
     .unwrap();
     let model = dir.path().join("m");
-    let out = bin()
-        .args([
-            "train",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--out",
-            model.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let m = model.to_str().unwrap();
-    let out = bin()
-        .args([
-            "generate", "--model", m, "--prompt", "item", "--num", "4", "--seed", "3", "--stats",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "generate", "--model", m, "--prompt", "item", "--num", "4", "--seed", "3", "--stats",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -402,7 +368,7 @@ decoding: {strategy: sample, temperature: 0.8, max_length: 10}
     assert!(samples.iter().all(|s| s.starts_with("item")), "{samples:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("distinct-2:"));
     // Greedy, with prompts from stdin: one line per prompt, deterministic.
-    let run = || {
+    let greedy_from_stdin = || {
         let mut child = bin()
             .args([
                 "generate",
@@ -425,14 +391,11 @@ decoding: {strategy: sample, temperature: 0.8, max_length: 10}
             .unwrap();
         String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
     };
-    let a = run();
+    let a = greedy_from_stdin();
     assert_eq!(a.lines().count(), 2);
-    assert_eq!(a, run());
+    assert_eq!(a, greedy_from_stdin());
     // A translation subcommand on a language model is a clean error.
-    let out = bin()
-        .args(["translate", "--model", m, "x"])
-        .output()
-        .unwrap();
+    let out = run(&["translate", "--model", m, "x"]);
     assert_clean_error(&out, "use `seq2seq generate`");
 }
 
@@ -457,10 +420,7 @@ fn score_matches_sacrebleu_and_reports_bad_files() {
         b"There is a cat on the mat.\nThere is a dog in the garden.\nHe read the book fast.\n",
     );
     // sacrebleu r1.txt r2.txt -i h.txt -m bleu chrf  (sacreBLEU 2.6.0): BLEU 74.40, chrF2 81.38
-    let out = bin()
-        .args(["score", "--ref", &r1, "--ref", &r2, "--hyp", &hyp])
-        .output()
-        .unwrap();
+    let out = run(&["score", "--ref", &r1, "--ref", &r2, "--hyp", &hyp]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("BLEU|nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = 74.40 "),
@@ -488,27 +448,15 @@ fn score_matches_sacrebleu_and_reports_bad_files() {
     assert!(v["bleu"]["score"].as_f64().unwrap() > 0.0);
 
     let short = w("short.txt", b"one line\n");
-    let out = bin()
-        .args(["score", "--ref", &short, "--hyp", &hyp])
-        .output()
-        .unwrap();
+    let out = run(&["score", "--ref", &short, "--hyp", &hyp]);
     assert_clean_error(&out, "short.txt has 1 lines but");
     assert_clean_error(&out, "h.txt has 3");
     let empty = w("empty.txt", b"");
-    let out = bin()
-        .args(["score", "--ref", &r1, "--hyp", &empty])
-        .output()
-        .unwrap();
+    let out = run(&["score", "--ref", &r1, "--hyp", &empty]);
     assert_clean_error(&out, "empty.txt is empty");
     let bad = w("bad.txt", b"fine\nbro\xffken\nfine\n");
-    let out = bin()
-        .args(["score", "--ref", &bad, "--hyp", &hyp])
-        .output()
-        .unwrap();
+    let out = run(&["score", "--ref", &bad, "--hyp", &hyp]);
     assert_clean_error(&out, "bad.txt:2: invalid UTF-8");
-    let out = bin()
-        .args(["score", "--ref", &r1, "--hyp", &hyp, "--metrics", "meteor"])
-        .output()
-        .unwrap();
+    let out = run(&["score", "--ref", &r1, "--hyp", &hyp, "--metrics", "meteor"]);
     assert_clean_error(&out, "unknown metric `meteor`");
 }
