@@ -5,10 +5,13 @@
 //! * [`cnn::SmallCnn`]: a configurable CNN trained from scratch.
 //! * [`lite0::EfficientNetLite0`]: the ImageNet-trained EfficientNet-Lite0, read from its PyTorch
 //!   checkpoint (EfficientNet-PyTorch tensor names).
+//! * [`encoder::ImageEncoder`]: either backbone split into a frozen part (cacheable) and a
+//!   trainable part ending in the decoder contract.
 //! * [`preprocess`]: decoding with size limits, aspect-preserving resize, centre crop, augmentation
 //!   and per-backbone normalisation.
 
 pub mod cnn;
+pub mod encoder;
 pub mod lite0;
 pub mod preprocess;
 pub mod pth;
@@ -16,6 +19,8 @@ pub mod shapes;
 
 use candle_core::{Result, Tensor};
 use seq2seq_decoder::EncoderOutput;
+
+pub use encoder::{BackboneKind, ImageEncoder};
 
 /// Turns a feature map `(B, C, H, W)` into the decoder contract: memory `(B, H·W, C)` with an
 /// all-ones mask, and the spatially averaged `(B, C)` vector as the single final state.

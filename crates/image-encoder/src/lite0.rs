@@ -21,6 +21,8 @@ pub const STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (6, 3, 1, 320, 1),
 ];
 pub const FEATURES: usize = 1280;
+/// MBConv blocks in the network.
+pub const NUM_BLOCKS: usize = 16;
 const BN_EPS: f64 = 1e-3;
 
 /// Symmetric `k/2` zero padding, as the checkpoint's PyTorch model used (`nn.Conv2d(padding=k//2)`):
@@ -51,12 +53,14 @@ fn subsample2(x: &Tensor) -> Result<Tensor> {
         .reshape((b, c, h2, w2))
 }
 
-/// A convolution (no bias) followed by folded batch norm.
+/// A convolution (no bias) followed by batch norm in inference form.
 #[derive(Clone, Debug)]
 struct ConvBn {
     weight: Tensor,
-    scale: Tensor,
-    shift: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    mean: Tensor,
+    var: Tensor,
     kernel: usize,
     stride: usize,
     depthwise: bool,
@@ -76,16 +80,12 @@ fn conv_bn(
     } else {
         conv.get((cout, cin, k, k), "weight")?
     };
-    let g = bn.get(cout, "weight")?;
-    let b = bn.get(cout, "bias")?;
-    let mean = bn.get(cout, "running_mean")?;
-    let var = bn.get(cout, "running_var")?;
-    let scale = (g / (var + BN_EPS)?.sqrt()?)?;
-    let shift = (b - (mean * &scale)?)?;
     Ok(ConvBn {
         weight,
-        scale,
-        shift,
+        gamma: bn.get(cout, "weight")?,
+        beta: bn.get(cout, "bias")?,
+        mean: bn.get(cout, "running_mean")?,
+        var: bn.get(cout, "running_var")?,
         kernel: k,
         stride,
         depthwise,
@@ -126,10 +126,13 @@ impl ConvBn {
         } else {
             same_pad(x, k, self.stride)?.conv2d(&self.weight, 0, self.stride, 1, 1)?
         };
-        let c = self.scale.dim(0)?;
+        // Folded per call rather than once: a fine-tuned layer's gamma and beta change.
+        let c = self.gamma.dim(0)?;
+        let scale = (&self.gamma / (&self.var + BN_EPS)?.sqrt()?)?;
+        let shift = (&self.beta - (&self.mean * &scale)?)?;
         let y = y
-            .broadcast_mul(&self.scale.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&self.shift.reshape((1, c, 1, 1))?)?;
+            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
         if relu6 {
             y.clamp(0f32, 6f32)
         } else {
@@ -167,19 +170,35 @@ pub struct EfficientNetLite0 {
     stem: ConvBn,
     blocks: Vec<MbConv>,
     head: ConvBn,
-    fc: Linear,
+    fc: Option<Linear>,
 }
 
 /// Builds the network from EfficientNet-PyTorch names (e.g. `VarBuilder::from_pth` on
 /// `efficientnet-lite0-57934424.pth`).
 pub fn efficientnet_lite0(vb: VarBuilder) -> Result<EfficientNetLite0> {
+    efficientnet_lite0_split(vb.clone(), vb, NUM_BLOCKS)
+}
+
+/// Builds the network with the stem and blocks `0..first_trainable` from `frozen`, and the
+/// remaining blocks, the head and the classifier from `trainable` (same names in both).
+pub fn efficientnet_lite0_split(
+    frozen: VarBuilder,
+    trainable: VarBuilder,
+    first_trainable: usize,
+) -> Result<EfficientNetLite0> {
+    let vb = &frozen;
     let stem = conv_bn(vb.pp("_conv_stem"), vb.pp("_bn0"), 3, 32, 3, 2, false)?;
     let mut blocks = Vec::new();
     let mut cin = 32;
     for &(e, k, s, cout, repeats) in &STAGES {
         for r in 0..repeats {
             let stride = if r == 0 { s } else { 1 };
-            let b = vb.pp(format!("_blocks.{}", blocks.len()));
+            let src = if blocks.len() < first_trainable {
+                &frozen
+            } else {
+                &trainable
+            };
+            let b = src.pp(format!("_blocks.{}", blocks.len()));
             let mid = cin * e;
             let expand = if e != 1 {
                 Some(conv_bn(
@@ -213,6 +232,11 @@ pub fn efficientnet_lite0(vb: VarBuilder) -> Result<EfficientNetLite0> {
             cin = cout;
         }
     }
+    let vb = if first_trainable < NUM_BLOCKS {
+        &trainable
+    } else {
+        &frozen
+    };
     let head = conv_bn(
         vb.pp("_conv_head"),
         vb.pp("_bn1"),
@@ -222,7 +246,12 @@ pub fn efficientnet_lite0(vb: VarBuilder) -> Result<EfficientNetLite0> {
         1,
         false,
     )?;
-    let fc = linear(FEATURES, 1000, vb.pp("_fc"))?;
+    // The ImageNet classifier only where the source has it (a captioning model does not keep it).
+    let fc = if frozen.contains_tensor("_fc.weight") {
+        Some(linear(FEATURES, 1000, frozen.pp("_fc"))?)
+    } else {
+        None
+    };
     Ok(EfficientNetLite0 {
         stem,
         blocks,
@@ -238,8 +267,22 @@ impl EfficientNetLite0 {
 
     /// `(B, 3, 224, 224)` normalised as `(x - 127) / 128` → `(B, 1280, 7, 7)`.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.suffix(&self.prefix(x, NUM_BLOCKS)?, NUM_BLOCKS)
+    }
+
+    /// The stem and blocks `0..n`: pixels → the input of block `n`.
+    pub fn prefix(&self, x: &Tensor, n: usize) -> Result<Tensor> {
         let mut x = self.stem.forward(x, true)?;
-        for b in &self.blocks {
+        for b in &self.blocks[..n.min(NUM_BLOCKS)] {
+            x = b.forward(&x)?;
+        }
+        Ok(x)
+    }
+
+    /// Blocks `n..` and the head: the input of block `n` → features `(B, 1280, h, w)`.
+    pub fn suffix(&self, x: &Tensor, n: usize) -> Result<Tensor> {
+        let mut x = x.clone();
+        for b in &self.blocks[n.min(NUM_BLOCKS)..] {
             x = b.forward(&x)?;
         }
         self.head.forward(&x, true)
@@ -247,6 +290,11 @@ impl EfficientNetLite0 {
 
     /// ImageNet logits `(B, 1000)` from features.
     pub fn classify(&self, features: &Tensor) -> Result<Tensor> {
-        self.fc.forward(&features.mean(D::Minus1)?.mean(D::Minus1)?)
+        let fc = self.fc.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "this EfficientNet-Lite0 was loaded without its classifier".into(),
+            )
+        })?;
+        fc.forward(&features.mean(D::Minus1)?.mean(D::Minus1)?)
     }
 }

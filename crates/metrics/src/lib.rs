@@ -1,17 +1,19 @@
 //! Evaluation metrics that equal the community's reference implementations:
 //! BLEU and chrF/chrF++ as sacreBLEU 2.x computes them (checked against stored sacreBLEU
-//! outputs to 0.01), and CIDEr-D as pycocoevalcap computes it.
+//! outputs to 0.01), and CIDEr-D and captioning BLEU-1..4 as pycocoevalcap computes them.
 //!
 //! Inputs are plain strings: hypotheses, and for each hypothesis any number of references.
 
 pub mod bleu;
 pub mod chrf;
 pub mod cider;
+pub mod coco_bleu;
 pub mod tokenize;
 
 pub use bleu::{Bleu, BleuScore, Smoothing};
 pub use chrf::{Chrf, ChrfScore};
 pub use cider::{caption_tokenize, cider_d};
+pub use coco_bleu::coco_bleu;
 pub use tokenize::Tokenizer;
 
 /// The sacreBLEU version whose numbers these implementations reproduce (used in signatures).

@@ -1,9 +1,10 @@
 # Produces the expected scores stored in reference.rs (run in a throwaway environment):
 #   python3 -m venv /tmp/mt && /tmp/mt/bin/pip install sacrebleu==2.6.0 pycocoevalcap==1.2
-#   /tmp/mt/bin/python crates/metrics/tests/reference.py > /tmp/expected.rs
+#   /tmp/mt/bin/python crates/metrics/tests/reference.py | grep -v "^{\\|^ratio" > crates/metrics/tests/data/expected.rs
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF
 from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.bleu.bleu import Bleu as CocoBleu
 
 FIXTURES = {
     "multi30k_like": (
@@ -84,3 +85,10 @@ res = {k: v[0] for k, v in caps.items()}
 score, scores = Cider().compute_score(gts, res)
 print("pub const CIDER_D: f64 = %r;" % float(score))
 print("pub const CIDER_D_EACH: &[f64] = &[%s];" % ", ".join(repr(float(x)) for x in scores))
+bl, _ = CocoBleu(4).compute_score(gts, res)
+print("pub const COCO_BLEU: [f64; 4] = [%s];" % ", ".join(repr(float(x)) for x in bl))
+# Short hypotheses (brevity penalty) and an order without any match.
+gts2 = {0: ["a black dog runs through the tall grass", "a dog running"], 1: ["two men sit on a bench in the park", "men on a bench"]}
+res2 = {0: ["a dog"], 1: ["people sit bench park"]}
+bl2, _ = CocoBleu(4).compute_score(gts2, res2)
+print("pub const COCO_BLEU_SHORT: [f64; 4] = [%s];" % ", ".join(repr(float(x)) for x in bl2))

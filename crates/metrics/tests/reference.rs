@@ -2,7 +2,7 @@
 //! on the same fixtures (`reference.py` produced `data/expected.rs`; the fixtures here are
 //! the same strings). Every score must agree to 0.01.
 
-use seq2seq_metrics::{cider_d, Bleu, Chrf, Smoothing, Tokenizer};
+use seq2seq_metrics::{cider_d, coco_bleu, Bleu, Chrf, Smoothing, Tokenizer};
 
 include!("data/expected.rs");
 
@@ -221,6 +221,14 @@ fn cider_d_equals_pycocoevalcap() {
             "a woman near a wall",
         ],
     ];
+    let bleu = coco_bleu(&hyps, &refs);
+    for (n, (a, b)) in bleu.iter().zip(COCO_BLEU).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-9,
+            "BLEU-{}: ours {a}, pycocoevalcap {b}",
+            n + 1
+        );
+    }
     let (score, each) = cider_d(&hyps, &refs);
     assert!(
         (score - CIDER_D).abs() < 1e-6,
@@ -228,6 +236,26 @@ fn cider_d_equals_pycocoevalcap() {
     );
     for (a, b) in each.iter().zip(CIDER_D_EACH) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn coco_bleu_brevity_penalty_and_missing_orders() {
+    let hyps = ["a dog", "people sit bench park"];
+    let refs = vec![
+        vec!["a black dog runs through the tall grass", "a dog running"],
+        vec!["two men sit on a bench in the park", "men on a bench"],
+    ];
+    for (n, (a, b)) in coco_bleu(&hyps, &refs)
+        .iter()
+        .zip(COCO_BLEU_SHORT)
+        .enumerate()
+    {
+        assert!(
+            (a - b).abs() < 1e-12 + 1e-9 * b.abs(),
+            "BLEU-{}: ours {a}, pycocoevalcap {b}",
+            n + 1
+        );
     }
 }
 
