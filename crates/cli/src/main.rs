@@ -100,7 +100,7 @@ impl DecodingArgs {
 #[command(
     name = "seq2seq",
     version,
-    about = "Recurrent sequence-to-sequence models on candle: train, translate"
+    about = "Recurrent sequence-to-sequence models on candle: train, translate, caption, generate"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -138,6 +138,20 @@ enum Command {
         decoding: DecodingArgs,
         /// Sentences to translate; with none, read stdin.
         text: Vec<String>,
+    },
+    /// Caption images: one `path<TAB>caption` line per image, in input order.
+    Caption {
+        /// The model directory written by `train` (task: captioning).
+        #[arg(long)]
+        model: PathBuf,
+        /// Print one JSON object per line (`{"image", "caption", "score"}`, or `"error"`).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        decoding: DecodingArgs,
+        /// Image files, or folders whose image files (by extension) are captioned in name order.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
     },
     /// Measure training and decoding speed, memory and cold start for a translation config.
     Bench {
@@ -337,8 +351,121 @@ fn score(
     Ok(())
 }
 
+/// Captions images; a file that cannot be used gets an error line on stderr and a non-zero exit
+/// status, and the others are still captioned.
+fn caption(
+    model: &std::path::Path,
+    images: &[PathBuf],
+    json: bool,
+    decoding: &DecodingArgs,
+) -> Result<()> {
+    let c = seq2seq_pipeline::Captioner::load(model)?;
+    let opts = decoding.apply(&c.config().decoding)?;
+    let files = seq2seq_pipeline::expand_inputs(images).context("cannot list an image folder")?;
+    anyhow::ensure!(!files.is_empty(), "no image files found in the given folders");
+    let results = c.caption_files(&files, &opts)?;
+    let mut failed = 0;
+    let mut stdout = std::io::stdout().lock();
+    for (path, r) in files.iter().zip(results) {
+        let p = path.display().to_string();
+        match r {
+            Ok(nbest) => {
+                for (text, score) in nbest.iter().take(opts.n_best.max(1)) {
+                    if json {
+                        writeln!(
+                            stdout,
+                            "{}",
+                            serde_json::json!({"image": p, "caption": text, "score": score})
+                        )?;
+                    } else if opts.n_best > 1 {
+                        writeln!(stdout, "{p}\t{score:.4}\t{text}")?;
+                    } else {
+                        writeln!(stdout, "{p}\t{text}")?;
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+                if json {
+                    writeln!(stdout, "{}", serde_json::json!({"image": p, "error": e}))?;
+                }
+            }
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} images could not be captioned",
+        files.len()
+    );
+    Ok(())
+}
+
+fn eval_captions(
+    model: &std::path::Path,
+    split: seq2seq_pipeline::Split,
+    name: &str,
+    data_dir: Option<PathBuf>,
+    output: &std::path::Path,
+    json: bool,
+    decoding: &DecodingArgs,
+) -> Result<()> {
+    let c = seq2seq_pipeline::Captioner::load(model)?;
+    let opts = decoding.apply(&c.config().decoding)?;
+    let r = seq2seq_pipeline::evaluate_captions(
+        &c,
+        split,
+        &resolve_data_dir(data_dir.as_deref()),
+        &opts,
+    )?;
+    let mut text: String = r
+        .captions
+        .iter()
+        .map(|(img, cap)| format!("{img}\t{cap}\n"))
+        .collect();
+    if text.is_empty() {
+        text.push('\n');
+    }
+    std::fs::write(output, text).with_context(|| format!("cannot write {}", output.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "split": name, "images": r.images, "bleu1": r.bleu[0], "bleu2": r.bleu[1],
+                "bleu3": r.bleu[2], "bleu4": r.bleu[3], "cider_d": r.cider_d,
+                "exact_match": r.exact_match, "loss": r.loss, "ppl": r.ppl,
+                "images_per_s": r.images_per_s, "hypotheses": output.display().to_string(),
+            })
+        );
+    } else {
+        println!(
+            "{name}: {} images, captions in {}",
+            r.images,
+            output.display()
+        );
+        println!(
+            "BLEU-1 {:.2} | BLEU-2 {:.2} | BLEU-3 {:.2} | BLEU-4 {:.2} | CIDEr-D {:.3} (pycocoevalcap definitions, all references)",
+            r.bleu[0], r.bleu[1], r.bleu[2], r.bleu[3], r.cider_d
+        );
+        println!(
+            "exact match {:.1}% | loss {:.4} nats/token | ppl {:.2} | {:.1} images/s captioned",
+            100.0 * r.exact_match,
+            r.loss,
+            r.ppl,
+            r.images_per_s
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Caption {
+            model,
+            json,
+            decoding,
+            images,
+        } => caption(&model, &images, json, &decoding),
         Command::Bench {
             config,
             data_dir,
@@ -432,6 +559,16 @@ fn run(cli: Cli) -> Result<()> {
                 "test" => seq2seq_pipeline::Split::Test,
                 other => anyhow::bail!("--split: expected valid or test, got `{other}`"),
             };
+            let name = if split == seq2seq_pipeline::Split::Valid {
+                "valid"
+            } else {
+                "test"
+            };
+            let output = output.unwrap_or_else(|| model.join(format!("hyp.{name}.txt")));
+            let task = Config::from_file(&model.join("config.yaml")).map(|c| c.task);
+            if let Ok(seq2seq_pipeline::config::Task::Captioning) = task {
+                return eval_captions(&model, split, name, data_dir, &output, json, &decoding);
+            }
             let t = Translator::load(&model)?;
             let opts = decoding.apply(&t.config.decoding)?;
             let r = seq2seq_pipeline::evaluate(
@@ -443,12 +580,6 @@ fn run(cli: Cli) -> Result<()> {
             for w in &r.warnings {
                 eprintln!("warning: {w}");
             }
-            let name = if split == seq2seq_pipeline::Split::Valid {
-                "valid"
-            } else {
-                "test"
-            };
-            let output = output.unwrap_or_else(|| model.join(format!("hyp.{name}.txt")));
             let mut text = r.hypotheses.join("\n");
             text.push('\n');
             std::fs::write(&output, text)

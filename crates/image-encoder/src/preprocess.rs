@@ -108,6 +108,39 @@ pub fn resize_crop(img: &RgbImage, size: u32, augment: Option<&mut ChaCha8Rng>) 
     out
 }
 
+/// Resizes the shorter side to `side`, keeping the aspect ratio.
+pub fn resize_shorter(img: &RgbImage, side: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let scale = side as f64 / w.min(h).max(1) as f64;
+    let (nw, nh) = (
+        ((w as f64 * scale).round() as u32).max(side),
+        ((h as f64 * scale).round() as u32).max(side),
+    );
+    if (nw, nh) == (w, h) {
+        return img.clone();
+    }
+    image::imageops::resize(img, nw, nh, FilterType::Triangle)
+}
+
+/// A `size`×`size` crop of an image whose shorter side is at least `size`: centred, or at a
+/// random offset with `rng`; flipped horizontally at random with `rng` and `hflip`.
+pub fn crop(img: &RgbImage, size: u32, rng: Option<&mut ChaCha8Rng>, hflip: bool) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (size_w, size_h) = (size.min(w), size.min(h));
+    let (mut x, mut y) = ((w - size_w) / 2, (h - size_h) / 2);
+    let mut flip = false;
+    if let Some(rng) = rng {
+        x = rng.random_range(0..=w - size_w);
+        y = rng.random_range(0..=h - size_h);
+        flip = hflip && rng.random_bool(0.5);
+    }
+    let mut out = image::imageops::crop_imm(img, x, y, size_w, size_h).to_image();
+    if flip {
+        image::imageops::flip_horizontal_in_place(&mut out);
+    }
+    out
+}
+
 /// An RGB image as a normalised `(3, H, W)` f32 tensor.
 pub fn to_tensor(img: &RgbImage, norm: Normalization, dev: &Device) -> candle_core::Result<Tensor> {
     let (w, h) = img.dimensions();

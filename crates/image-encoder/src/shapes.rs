@@ -1,6 +1,7 @@
 //! The synthetic captioning dataset of the no-download quickstart: one or two coloured shapes
 //! at a few positions and sizes, with a caption describing them
-//! ("a small red circle above a large blue square").
+//! ("a small red circle above a large blue square"); sizes and positions are jittered a little
+//! so that held-out images are new images even where their captions occur in training.
 
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
@@ -30,8 +31,11 @@ fn inside(kind: usize, dx: f32, dy: f32, r: f32) -> bool {
     }
 }
 
-fn draw(img: &mut RgbImage, s: Shape, cx: f32, cy: f32, unit: f32) {
-    let r = if s.large { unit * 0.9 } else { unit * 0.5 };
+fn draw(img: &mut RgbImage, rng: &mut ChaCha8Rng, s: Shape, cx: f32, cy: f32, unit: f32) {
+    // Jittered size and position, so that no two images are alike even when captions are.
+    let r = if s.large { unit * 0.9 } else { unit * 0.5 } * rng.random_range(0.85..1.1);
+    let cx = cx + unit * rng.random_range(-0.15..0.15);
+    let cy = cy + unit * rng.random_range(-0.15..0.15);
     let (w, h) = img.dimensions();
     for y in 0..h {
         for x in 0..w {
@@ -63,7 +67,7 @@ pub fn shape_example(rng: &mut ChaCha8Rng, size: u32) -> (RgbImage, String) {
     let c = size as f32 / 2.0;
     let a = pick(rng);
     if rng.random_bool(0.3) {
-        draw(&mut img, a, c, c, unit);
+        draw(&mut img, rng, a, c, c, unit);
         return (img, describe(a));
     }
     let mut b = pick(rng);
@@ -71,12 +75,12 @@ pub fn shape_example(rng: &mut ChaCha8Rng, size: u32) -> (RgbImage, String) {
         b = pick(rng);
     }
     let caption = if rng.random_bool(0.5) {
-        draw(&mut img, a, c, unit, unit);
-        draw(&mut img, b, c, 3.0 * unit, unit);
+        draw(&mut img, rng, a, c, unit, unit);
+        draw(&mut img, rng, b, c, 3.0 * unit, unit);
         format!("{} above {}", describe(a), describe(b))
     } else {
-        draw(&mut img, a, unit, c, unit);
-        draw(&mut img, b, 3.0 * unit, c, unit);
+        draw(&mut img, rng, a, unit, c, unit);
+        draw(&mut img, rng, b, 3.0 * unit, c, unit);
         format!("{} left of {}", describe(a), describe(b))
     };
     (img, caption)

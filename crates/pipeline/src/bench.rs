@@ -154,6 +154,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         sv.len(),
         tv.len(),
         vm.var_builder(&dev),
+        None,
     )?;
     let vars = vm.var_map().data().lock().unwrap().clone();
     let t = &cfg.train;

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use seq2seq_data::{Level, VocabSpec};
+use seq2seq_image_encoder::cnn::SmallCnnConfig;
+use seq2seq_image_encoder::BackboneKind;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -31,6 +33,8 @@ pub enum Task {
     Translation,
     /// Decoder alone: a recurrent language model primed by a prompt.
     Generation,
+    /// Image encoder → decoder (one-to-many).
+    Captioning,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +52,15 @@ pub enum DataFormat {
     Text,
     /// Generation: one item per line of `<root>/<file>` (headlines), each with bos/eos.
     Lines,
+    /// Captioning: Flickr8k as it ships (`Flickr8k.token.txt`, `Flickr_8k.{train,dev,test}Images.txt`
+    /// in `<root>`, images in `<root>/<images>`).
+    Flickr8k,
+    /// Captioning: a Karpathy split JSON `<root>/<file>` (`dataset_flickr8k.json`, …).
+    Karpathy,
+    /// Captioning: COCO captions JSON files `<root>/<train>`, `<root>/<valid>`, `<root>/<test>`.
+    Coco,
+    /// Captioning: generated images of coloured shapes with their descriptions (no files).
+    Shapes,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,6 +93,21 @@ pub struct DataConfig {
     pub max_tgt_len: usize,
     pub src_vocab: VocabConfig,
     pub tgt_vocab: VocabConfig,
+    /// Captioning: the images folder, relative to `root` (or absolute).
+    pub images: String,
+    /// Captioning: side of the square the images are resized (shorter side) and cropped to.
+    pub image_size: u32,
+    /// Captioning augmentation in training: random horizontal flips.
+    pub hflip: bool,
+    /// Captioning augmentation in training: resize to `image_size * (1 + crop_jitter)` and crop
+    /// at a random offset (0 = centre crop only).
+    pub crop_jitter: f64,
+    /// Images larger than this file size or side are refused before decoding.
+    pub max_image_bytes: u64,
+    pub max_image_side: u32,
+    /// Folder of the on-disk cache of a frozen backbone's features, keyed by image file and
+    /// backbone (empty = no cache). Relative paths are relative to the working directory.
+    pub feature_cache: String,
 }
 
 impl Default for DataConfig {
@@ -105,6 +133,13 @@ impl Default for DataConfig {
             max_tgt_len: 50,
             src_vocab: VocabConfig::default(),
             tgt_vocab: VocabConfig::default(),
+            images: "images".into(),
+            image_size: 224,
+            hflip: false,
+            crop_jitter: 0.0,
+            max_image_bytes: 50 << 20,
+            max_image_side: 10_000,
+            feature_cache: "runs/feature-cache".into(),
         }
     }
 }
@@ -180,8 +215,40 @@ pub enum BridgeType {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// The text encoder (translation).
     pub encoder: EncoderConfig,
+    /// The image encoder (captioning).
+    pub image_encoder: ImageEncoderSection,
     pub decoder: DecoderSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageEncoderSection {
+    /// `small_cnn` (trained from scratch) or `lite0` (pretrained EfficientNet-Lite0).
+    pub backbone: BackboneKind,
+    /// The small CNN's layers.
+    pub cnn: SmallCnnConfig,
+    /// The Lite0 PyTorch checkpoint, relative to the data directory (or absolute). Only
+    /// training reads it: the model directory keeps the backbone's weights.
+    pub checkpoint: String,
+    /// Lite0 MBConv blocks to fine-tune, counted from the top (0 = frozen; above 0 the head
+    /// conv trains too). Batch-norm statistics stay frozen.
+    pub fine_tune_blocks: usize,
+    /// Dropout on Lite0's feature grid.
+    pub dropout: f32,
+}
+
+impl Default for ImageEncoderSection {
+    fn default() -> Self {
+        Self {
+            backbone: BackboneKind::SmallCnn,
+            cnn: SmallCnnConfig::default(),
+            checkpoint: String::new(),
+            fine_tune_blocks: 0,
+            dropout: 0.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -440,7 +507,14 @@ impl Config {
                 d.embedding_dim, d.hidden_size
             ));
         }
-        let enc_out = e.hidden_size * if e.bidirectional { 2 } else { 1 };
+        let enc_out = if self.task == Task::Captioning {
+            match self.model.image_encoder.backbone {
+                BackboneKind::SmallCnn => *self.model.image_encoder.cnn.channels.last().unwrap_or(&0),
+                BackboneKind::Lite0 => seq2seq_image_encoder::lite0::FEATURES,
+            }
+        } else {
+            e.hidden_size * if e.bidirectional { 2 } else { 1 }
+        };
         if d.bridge == BridgeType::Last && enc_out != d.hidden_size {
             errs.push(format!(
                 "model.decoder.bridge: `last` needs the encoder output size ({enc_out}) == decoder hidden_size ({}); use `learned`",
@@ -456,12 +530,80 @@ impl Config {
                 d.hidden_size
             ));
         }
-        let lm_format = matches!(self.data.format, DataFormat::Text | DataFormat::Lines);
-        if (self.task == Task::Generation) != lm_format {
+        let format_task = match self.data.format {
+            DataFormat::Text | DataFormat::Lines => Task::Generation,
+            DataFormat::Flickr8k | DataFormat::Karpathy | DataFormat::Coco | DataFormat::Shapes => {
+                Task::Captioning
+            }
+            DataFormat::Parallel | DataFormat::Tsv | DataFormat::Dates => Task::Translation,
+        };
+        if self.task != format_task {
             errs.push(format!(
-                "data.format: `{:?}` does not fit task `{:?}` (generation reads `text` or `lines`; translation reads `parallel`, `tsv` or `dates`)",
+                "data.format: `{:?}` does not fit task `{:?}` (generation reads `text` or `lines`; translation reads `parallel`, `tsv` or `dates`; captioning reads `flickr8k`, `karpathy`, `coco` or `shapes`)",
                 self.data.format, self.task
             ).to_lowercase());
+        }
+        if self.task == Task::Captioning {
+            let ie = &self.model.image_encoder;
+            let blocks = ie.cnn.channels.len() as u32;
+            match ie.backbone {
+                BackboneKind::SmallCnn => {
+                    if ie.cnn.channels.is_empty() || ie.cnn.channels.contains(&0) {
+                        errs.push(format!(
+                            "model.image_encoder.cnn.channels: needs at least one block, each with at least 1 channel, got {:?}",
+                            ie.cnn.channels
+                        ));
+                    } else if self.data.image_size >> blocks.min(31) == 0 {
+                        errs.push(format!(
+                            "data.image_size: {} pixels cannot be halved by {blocks} CNN blocks; use at least {}",
+                            self.data.image_size,
+                            1u64 << blocks
+                        ));
+                    }
+                    if ie.cnn.kernel == 0 || ie.cnn.kernel % 2 == 0 {
+                        errs.push(format!(
+                            "model.image_encoder.cnn.kernel: must be odd, got {}",
+                            ie.cnn.kernel
+                        ));
+                    }
+                }
+                BackboneKind::Lite0 => {
+                    if ie.checkpoint.is_empty() {
+                        errs.push("model.image_encoder.checkpoint: required for backbone `lite0` (the EfficientNet-Lite0 .pth file)".into());
+                    }
+                    if ie.fine_tune_blocks > 16 {
+                        errs.push(format!(
+                            "model.image_encoder.fine_tune_blocks: EfficientNet-Lite0 has 16 blocks, got {}",
+                            ie.fine_tune_blocks
+                        ));
+                    }
+                    if self.data.image_size < 32 {
+                        errs.push(format!(
+                            "data.image_size: Lite0 needs at least 32 pixels, got {}",
+                            self.data.image_size
+                        ));
+                    }
+                }
+            }
+            for (key, p) in [
+                ("model.image_encoder.dropout", ie.dropout),
+                ("model.image_encoder.cnn.dropout", ie.cnn.dropout),
+            ] {
+                if !(0.0..1.0).contains(&p) {
+                    errs.push(format!(
+                        "{key}: a dropout probability must be in [0, 1), got {p}"
+                    ));
+                }
+            }
+            if !(0.0..=1.0).contains(&self.data.crop_jitter) {
+                errs.push(format!(
+                    "data.crop_jitter: must be in [0, 1], got {}",
+                    self.data.crop_jitter
+                ));
+            }
+            if self.data.image_size == 0 {
+                errs.push("data.image_size: must be at least 1, got 0".into());
+            }
         }
         if self.data.window < 2 {
             errs.push(format!(
@@ -483,6 +625,14 @@ impl Config {
             DataFormat::Tsv if self.data.src_column == self.data.tgt_column => {
                 errs.push("data.src_column / data.tgt_column: must differ".into())
             }
+            DataFormat::Flickr8k | DataFormat::Coco if self.data.root.is_empty() => errs.push(
+                "data.root: required for this data.format (a folder under the data directory)"
+                    .into(),
+            ),
+            DataFormat::Karpathy if self.data.file.is_empty() => errs.push(
+                "data.file: required for data.format `karpathy` (the split JSON under data.root)"
+                    .into(),
+            ),
             _ => {}
         }
         if errs.is_empty() {

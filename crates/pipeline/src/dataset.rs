@@ -78,6 +78,12 @@ pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
                 seeded_split(items, cfg.valid_size, cfg.test_size, cfg.split_seed);
             Ok(Splits { train, valid, test })
         }
+        DataFormat::Flickr8k | DataFormat::Karpathy | DataFormat::Coco | DataFormat::Shapes => {
+            Err(Error::Invalid(format!(
+                "data.format `{:?}` holds images and captions, not text pairs",
+                cfg.format
+            )))
+        }
         DataFormat::Text => {
             // The windows are cut after tokenisation (see `train`); here the text is its lines.
             let path = root(cfg, data_dir).join(&cfg.file);

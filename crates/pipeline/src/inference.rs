@@ -10,47 +10,30 @@ use seq2seq_nn::Ctx;
 
 use crate::checkpoint::{self, BEST, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::config::{Config, DecodingConfig, Task};
-use crate::model::{build_model, Seq2Seq};
+use crate::model::{build_model, Seq2Seq, Source};
 use crate::{Error, Result};
 
-/// Decodes source id sequences in length-sorted batches with the configured strategy; the
-/// hypotheses (n-best for beam search) keep the input order.
-pub fn decode_ids(
+/// Decodes `n` inputs with the configured strategy, `opts.batch_size` at a time in the given
+/// `order`; `source` builds the encoder input of a chunk of input indices. The hypotheses
+/// (n-best for beam search) come back in input order.
+pub fn decode_sources(
     model: &Seq2Seq,
-    srcs: &[Vec<u32>],
+    n: usize,
+    order: &[usize],
+    mut source: impl FnMut(&[usize]) -> Result<Source>,
     tgt: &Vocab,
-    pad: u32,
     opts: &DecodingConfig,
     dev: &Device,
 ) -> Result<Vec<Vec<Hypothesis>>> {
-    let mut order: Vec<usize> = (0..srcs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
     let sp = SpecialTokens {
         pad: tgt.pad,
         bos: tgt.bos,
         eos: tgt.eos,
         unk: tgt.unk,
     };
-    let mut out = vec![Vec::new(); srcs.len()];
+    let mut out = vec![Vec::new(); n];
     for chunk in order.chunks(opts.batch_size.max(1)) {
-        let len = chunk
-            .iter()
-            .map(|&i| srcs[i].len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut ids = vec![pad; chunk.len() * len];
-        let mut mask = vec![0f32; chunk.len() * len];
-        for (r, &i) in chunk.iter().enumerate() {
-            for (j, &t) in srcs[i].iter().enumerate() {
-                ids[r * len + j] = t;
-                mask[r * len + j] = 1.0;
-            }
-            mask[r * len] = 1.0; // an empty line still has one position to attend to
-        }
-        let src = Tensor::from_vec(ids, (chunk.len(), len), dev)?;
-        let mask = Tensor::from_vec(mask, (chunk.len(), len), dev)?;
-        let enc = model.encode(&src, &mask, &mut Ctx::eval())?;
+        let enc = model.encode(&source(chunk)?, &mut Ctx::eval())?;
         let stepper = DecoderStepper(&model.decoder);
         let start = stepper.start(&enc, chunk.len(), dev)?;
         let bos = vec![tgt.bos; chunk.len()];
@@ -68,6 +51,42 @@ pub fn decode_ids(
         }
     }
     Ok(out)
+}
+
+/// Decodes source id sequences in length-sorted batches with the configured strategy; the
+/// hypotheses (n-best for beam search) keep the input order.
+pub fn decode_ids(
+    model: &Seq2Seq,
+    srcs: &[Vec<u32>],
+    tgt: &Vocab,
+    pad: u32,
+    opts: &DecodingConfig,
+    dev: &Device,
+) -> Result<Vec<Vec<Hypothesis>>> {
+    let mut order: Vec<usize> = (0..srcs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
+    let source = |chunk: &[usize]| -> Result<Source> {
+        let len = chunk
+            .iter()
+            .map(|&i| srcs[i].len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut ids = vec![pad; chunk.len() * len];
+        let mut mask = vec![0f32; chunk.len() * len];
+        for (r, &i) in chunk.iter().enumerate() {
+            for (j, &t) in srcs[i].iter().enumerate() {
+                ids[r * len + j] = t;
+                mask[r * len + j] = 1.0;
+            }
+            mask[r * len] = 1.0; // an empty line still has one position to attend to
+        }
+        Ok(Source::Text {
+            ids: Tensor::from_vec(ids, (chunk.len(), len), dev)?,
+            mask: Tensor::from_vec(mask, (chunk.len(), len), dev)?,
+        })
+    };
+    decode_sources(model, srcs.len(), &order, source, tgt, opts, dev)
 }
 
 /// The n-best list of one input: (text, score), best first.
@@ -103,13 +122,15 @@ pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
         let cmd = match config.task {
             Task::Translation => "translate",
             Task::Generation => "generate",
+            Task::Captioning => "caption",
         };
         return Err(Error::ModelDir {
             path: dir.to_path_buf(),
             msg: format!("holds a {:?} model: use `seq2seq {cmd}`", config.task).to_lowercase(),
         });
     }
-    let gen = task == Task::Generation;
+    // Only translation has a source vocabulary.
+    let gen = task != Task::Translation;
     for name in [SRC_TOKENIZER, TGT_TOKENIZER, BEST] {
         let optional = gen && name == SRC_TOKENIZER;
         if !optional && !dir.join(name).exists() {
@@ -131,6 +152,7 @@ pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
         src_vocab.len(),
         tgt_vocab.len(),
         vb,
+        None,
     )
     .map_err(|e| Error::ModelDir {
         path: dir.to_path_buf(),

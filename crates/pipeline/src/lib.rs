@@ -2,17 +2,21 @@
 //! checkpoints and resume, and inference. The CLI is a thin layer over this crate.
 
 pub mod bench;
+pub mod caption;
+pub mod captioning;
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod evaluate;
 pub mod generate;
+pub mod images;
 pub mod inference;
 pub mod model;
 pub mod optim;
 pub mod train;
 
+pub use caption::{evaluate_captions, expand_inputs, CaptionReport, Captioner};
 pub use config::{resolve_data_dir, Config};
 pub use error::{Error, Result};
 pub use evaluate::{evaluate, EvalReport, Split};

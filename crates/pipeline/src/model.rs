@@ -5,15 +5,35 @@ use candle_nn::VarBuilder;
 use seq2seq_data::Batch;
 use seq2seq_decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderStyle, EncoderOutput};
 use seq2seq_nn::{loss::TokenLoss, masked_cross_entropy, AttentionKind, CellKind, Ctx};
+use seq2seq_image_encoder::{BackboneKind, ImageEncoder};
 use seq2seq_text_encoder::{text_encoder, TextEncoder, TextEncoderConfig};
 
 use crate::config::{AttentionType, BridgeType, Cell, ModelConfig, Style, Task};
 use crate::Result;
 
-/// A text encoder feeding the shared decoder, or the decoder alone (a language model).
+/// What feeds the shared decoder.
+pub enum Encoder {
+    /// Nothing: a language model.
+    None,
+    Text(TextEncoder),
+    Image(ImageEncoder),
+}
+
+/// An encoder feeding the shared decoder, or the decoder alone (a language model).
 pub struct Seq2Seq {
-    pub encoder: Option<TextEncoder>,
+    pub encoder: Encoder,
     pub decoder: Decoder,
+}
+
+/// The encoder's input for one batch.
+pub enum Source {
+    /// Token ids `(B, S)` and their mask.
+    Text { ids: Tensor, mask: Tensor },
+    /// The input of the image encoder's trainable part: pixels `(B, 3, S, S)`, or the frozen
+    /// backbone's (cached) output.
+    Image(Tensor),
+    /// No encoder input (a language model).
+    None,
 }
 
 fn cell(c: Cell) -> CellKind {
@@ -25,13 +45,16 @@ fn cell(c: Cell) -> CellKind {
 }
 
 /// Builds the model of a task; parameters are named `encoder.*` and `decoder.*`. A generation
-/// model has no encoder: its decoder attends to nothing and starts from zeros.
+/// model has no encoder: its decoder attends to nothing and starts from zeros. A captioning
+/// model with the Lite0 backbone reads the backbone's frozen layers from `backbone` when given
+/// (the ImageNet checkpoint, in training) and from `encoder.backbone.*` otherwise.
 pub fn build_model(
     cfg: &ModelConfig,
     task: Task,
     src_vocab: usize,
     tgt_vocab: usize,
     vb: VarBuilder,
+    backbone: Option<VarBuilder>,
 ) -> Result<Seq2Seq> {
     let e = &cfg.encoder;
     let enc_cfg = TextEncoderConfig {
@@ -75,6 +98,27 @@ pub fn build_model(
         memory_dim: enc_cfg.output_size(),
         summary_dim: enc_cfg.output_size(),
     };
+    if task == Task::Captioning {
+        let ie = &cfg.image_encoder;
+        let encoder = match ie.backbone {
+            BackboneKind::SmallCnn => ImageEncoder::small_cnn(ie.cnn.clone(), vb.pp("encoder.cnn"))?,
+            BackboneKind::Lite0 => {
+                let trainable = vb.pp("encoder.backbone");
+                let frozen = backbone.unwrap_or_else(|| trainable.clone());
+                ImageEncoder::lite0(frozen, trainable, ie.fine_tune_blocks, ie.dropout)?
+            }
+        };
+        let c = encoder.output_channels();
+        let dec_cfg = DecoderConfig {
+            memory_dim: c,
+            summary_dim: c,
+            ..dec_cfg
+        };
+        return Ok(Seq2Seq {
+            encoder: Encoder::Image(encoder),
+            decoder: decoder(dec_cfg, vb.pp("decoder"))?,
+        });
+    }
     if task == Task::Generation {
         let dec_cfg = DecoderConfig {
             memory_dim: 0,
@@ -83,30 +127,38 @@ pub fn build_model(
             ..dec_cfg
         };
         return Ok(Seq2Seq {
-            encoder: None,
+            encoder: Encoder::None,
             decoder: decoder(dec_cfg, vb.pp("decoder"))?,
         });
     }
     Ok(Seq2Seq {
-        encoder: Some(text_encoder(enc_cfg, vb.pp("encoder"))?),
+        encoder: Encoder::Text(text_encoder(enc_cfg, vb.pp("encoder"))?),
         decoder: decoder(dec_cfg, vb.pp("decoder"))?,
     })
 }
 
 /// A batch as tensors.
 pub struct BatchTensors {
-    pub src: Tensor,
-    pub src_mask: Tensor,
+    pub src: Source,
     pub tgt_in: Tensor,
     pub tgt_out: Tensor,
     pub tgt_mask: Tensor,
 }
 
 impl BatchTensors {
+    /// A text batch (its source ids are the encoder input).
     pub fn new(b: &Batch, dev: &Device) -> Result<Self> {
+        let src = Source::Text {
+            ids: Tensor::from_slice(&b.src, (b.size, b.src_len), dev)?,
+            mask: Tensor::from_slice(&b.src_mask, (b.size, b.src_len), dev)?,
+        };
+        Self::with_source(b, src, dev)
+    }
+
+    /// A batch whose encoder input is given (images).
+    pub fn with_source(b: &Batch, src: Source, dev: &Device) -> Result<Self> {
         Ok(Self {
-            src: Tensor::from_slice(&b.src, (b.size, b.src_len), dev)?,
-            src_mask: Tensor::from_slice(&b.src_mask, (b.size, b.src_len), dev)?,
+            src,
             tgt_in: Tensor::from_slice(&b.tgt_in, (b.size, b.tgt_len), dev)?,
             tgt_out: Tensor::from_slice(&b.tgt_out, b.size * b.tgt_len, dev)?,
             tgt_mask: Tensor::from_slice(&b.tgt_mask, b.size * b.tgt_len, dev)?,
@@ -115,19 +167,25 @@ impl BatchTensors {
 }
 
 impl Seq2Seq {
-    pub fn encode(&self, src: &Tensor, src_mask: &Tensor, ctx: &mut Ctx) -> Result<EncoderOutput> {
-        match &self.encoder {
-            Some(e) => Ok(e.forward(src, src_mask, ctx)?),
-            None => Ok(EncoderOutput::empty()),
-        }
+    pub fn encode(&self, src: &Source, ctx: &mut Ctx) -> Result<EncoderOutput> {
+        Ok(match (&self.encoder, src) {
+            (Encoder::Text(e), Source::Text { ids, mask }) => e.forward(ids, mask, ctx)?,
+            (Encoder::Image(e), Source::Image(x)) => e.trainable(x, ctx)?,
+            (Encoder::None, _) => EncoderOutput::empty(),
+            _ => {
+                return Err(crate::Error::Invalid(
+                    "the encoder input does not fit the model's encoder".into(),
+                ))
+            }
+        })
     }
 
     /// Teacher-forced loss of a batch; the output projection and the loss run over all target
     /// positions in one matmul.
     pub fn loss(&self, b: &BatchTensors, label_smoothing: f64, ctx: &mut Ctx) -> Result<TokenLoss> {
-        let enc = self.encode(&b.src, &b.src_mask, ctx)?;
-        let (batch, _) = b.src.dims2()?;
-        let state = self.decoder.start(&enc, batch, b.src.device())?;
+        let enc = self.encode(&b.src, ctx)?;
+        let (batch, _) = b.tgt_in.dims2()?;
+        let state = self.decoder.start(&enc, batch, b.tgt_in.device())?;
         let mem = self.decoder.prepare(&enc)?;
         let (logits, _) = self.decoder.forward_teacher(&b.tgt_in, &state, &mem, ctx)?;
         let v = logits.dim(2)?;

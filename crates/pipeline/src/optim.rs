@@ -78,12 +78,15 @@ impl Adam {
         let c2 = 1.0 - b2.powi(self.step as i32);
         for (i, (_, p)) in self.params.iter().enumerate() {
             let Some(g) = grads.get(p) else { continue };
-            let mut g = g.clone();
+            // A parameter's gradient can still reference the forward graph it came from (candle
+            // detaches intermediate gradients, not the leaves'); the moments must not, or each
+            // step's graph would stay alive through them.
+            let mut g = g.detach();
             if self.weight_decay > 0.0 && !self.decoupled {
                 g = (g + (p.as_tensor() * self.weight_decay)?)?;
             }
-            self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
-            self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?.detach();
+            self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
             let m_hat = (&self.m[i] / c1)?;
             let v_hat = (&self.v[i] / c2)?;
             let mut delta = (m_hat / (v_hat.sqrt()? + self.eps)?)?;

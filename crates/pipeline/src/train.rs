@@ -6,7 +6,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use indicatif::{ProgressBar, ProgressStyle};
 use seq2seq_data::{bucket_batches, Batch, Example, Pair, Vocab};
 use seq2seq_nn::{Ctx, SeededVarMap};
@@ -14,8 +15,11 @@ use seq2seq_nn::{Ctx, SeededVarMap};
 use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::config::{Config, DataFormat, EarlyStopMetric, OptimizerKind, Task};
 use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
-use crate::inference::decode_ids;
-use crate::model::{build_model, BatchTensors, Seq2Seq};
+use crate::captioning::{load_captions, ImageRef};
+use crate::images::{backbone_key, ImageBank};
+use crate::inference::{decode_ids, decode_sources};
+use crate::model::{build_model, BatchTensors, Encoder, Seq2Seq, Source};
+use seq2seq_image_encoder::BackboneKind;
 use crate::optim::Adam;
 use crate::{Error, Result};
 
@@ -45,14 +49,39 @@ pub struct TrainSummary {
     pub out: PathBuf,
 }
 
+/// One held-out input decoded in validation: its source ids (for captioning: the image index),
+/// what to show for it, and its references.
+#[derive(Clone, Debug)]
+struct DecodeItem {
+    src: Vec<u32>,
+    label: String,
+    refs: Vec<String>,
+}
+
 struct Prepared {
     src_vocab: Vocab,
     tgt_vocab: Vocab,
     train: Vec<Example>,
     valid: Vec<Example>,
-    valid_pairs: Vec<Pair>,
+    valid_items: Vec<DecodeItem>,
     test: Vec<Example>,
-    test_pairs: Vec<Pair>,
+    test_items: Vec<DecodeItem>,
+    /// Captioning: every image of the corpus (examples' `src` is `[image index]`).
+    images: Option<Vec<ImageRef>>,
+    /// Captioning: which images are training images (augmented).
+    train_images: Vec<bool>,
+}
+
+fn items_of(pairs: &[Pair], ex: &[Example]) -> Vec<DecodeItem> {
+    pairs
+        .iter()
+        .zip(ex)
+        .map(|(p, e)| DecodeItem {
+            src: e.src.clone(),
+            label: p.src.clone(),
+            refs: vec![p.tgt.clone()],
+        })
+        .collect()
 }
 
 fn log(opts: &TrainOptions, msg: &str) {
@@ -63,6 +92,9 @@ fn log(opts: &TrainOptions, msg: &str) {
 
 /// Loads the corpus, builds or reloads the vocabularies and encodes every split.
 fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
+    if cfg.task == Task::Captioning {
+        return prepare_captions(cfg, opts);
+    }
     let d = &cfg.data;
     let gen = cfg.task == Task::Generation;
     let splits = load_splits(d, &opts.data_dir)?;
@@ -132,14 +164,18 @@ fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
         };
         let (valid, vk, _) = held_out(&splits.valid)?;
         let (test, tk, _) = held_out(&splits.test)?;
+        let vp: Vec<Pair> = vk.iter().map(|&i| splits.valid[i].clone()).collect();
+        let tp: Vec<Pair> = tk.iter().map(|&i| splits.test[i].clone()).collect();
         Prepared {
             src_vocab: src_vocab.clone(),
             tgt_vocab: tgt_vocab.clone(),
             train,
+            valid_items: items_of(&vp, &valid),
             valid,
-            valid_pairs: vk.iter().map(|&i| splits.valid[i].clone()).collect(),
+            test_items: items_of(&tp, &test),
             test,
-            test_pairs: tk.iter().map(|&i| splits.test[i].clone()).collect(),
+            images: None,
+            train_images: Vec::new(),
         }
     };
     let vocab = if gen {
@@ -209,12 +245,130 @@ fn text_windows(lines: &[Pair], vocab: &Vocab, d: &crate::config::DataConfig) ->
     Ok(Prepared {
         src_vocab: vocab.clone(),
         tgt_vocab: vocab.clone(),
-        valid_pairs: pairs(&valid)?,
-        test_pairs: pairs(&test)?,
+        valid_items: items_of(&pairs(&valid)?, &valid),
+        test_items: items_of(&pairs(&test)?, &test),
         train: windows,
         valid,
         test,
+        images: None,
+        train_images: Vec::new(),
     })
+}
+
+/// A caption corpus: one training example per (image, caption); held-out images are decoded
+/// once each against all their captions.
+fn prepare_captions(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
+    let d = &cfg.data;
+    let corpus = load_captions(d, &opts.data_dir)?;
+    if corpus.dropped_captions > 0 {
+        log(
+            opts,
+            &format!(
+                "data: {} captions dropped because their image file does not exist",
+                corpus.dropped_captions
+            ),
+        );
+    }
+    let vocab = if opts.resume {
+        Vocab::load(&opts.out.join(TGT_TOKENIZER))?
+    } else {
+        let caps: Vec<&str> = corpus
+            .train
+            .iter()
+            .flat_map(|r| r.captions.iter().map(|c| c.as_str()))
+            .collect();
+        let v = Vocab::train(&d.tgt_vocab.spec(d.lowercase), &caps)?;
+        checkpoint::write_atomic(&opts.out.join(TGT_TOKENIZER), v.to_json()?.as_bytes())?;
+        v
+    };
+    let mut train = Vec::new();
+    let mut dropped = 0;
+    for row in &corpus.train {
+        for c in &row.captions {
+            let t = vocab.encode(c)?;
+            if t.is_empty() || t.len() > d.max_tgt_len {
+                dropped += 1;
+                continue;
+            }
+            train.push(Example::new(vec![row.image as u32], t));
+        }
+    }
+    if train.is_empty() {
+        return Err(empty_after_filter(corpus.train.len(), d));
+    }
+    if dropped > 0 {
+        log(
+            opts,
+            &format!("data: {dropped} training captions dropped (empty or longer than data.max_tgt_len)"),
+        );
+    }
+    // Held-out captions are scored whole (loss), and each image decoded once.
+    let held_out = |rows: &[crate::captioning::CaptionRow]| -> Result<(Vec<Example>, Vec<DecodeItem>)> {
+        let mut ex = Vec::new();
+        let mut items = Vec::new();
+        for r in rows {
+            for c in &r.captions {
+                let t = vocab.encode(c)?;
+                if !t.is_empty() {
+                    ex.push(Example::new(vec![r.image as u32], t));
+                }
+            }
+            items.push(DecodeItem {
+                src: vec![r.image as u32],
+                label: corpus.images[r.image].label(),
+                refs: r.captions.clone(),
+            });
+        }
+        Ok((ex, items))
+    };
+    let (valid, valid_items) = held_out(&corpus.valid)?;
+    let (test, test_items) = held_out(&corpus.test)?;
+    let mut train_images = vec![false; corpus.images.len()];
+    for r in &corpus.train {
+        train_images[r.image] = true;
+    }
+    log(
+        opts,
+        &format!(
+            "data: {} training captions of {} images, {} valid images, {} test images; vocab {} ({:?})",
+            train.len(),
+            corpus.train.len(),
+            valid_items.len(),
+            test_items.len(),
+            vocab.len(),
+            d.tgt_vocab.level
+        ),
+    );
+    Ok(Prepared {
+        src_vocab: vocab.clone(),
+        tgt_vocab: vocab,
+        train,
+        valid,
+        valid_items,
+        test,
+        test_items,
+        images: Some(corpus.images),
+        train_images,
+    })
+}
+
+/// The tensors of a batch: text ids, or the images' encoder input from the bank.
+fn batch_tensors(
+    b: &Batch,
+    examples: &[Example],
+    bank: Option<&ImageBank>,
+    train: bool,
+    seed: u64,
+    dev: &Device,
+) -> Result<BatchTensors> {
+    match bank {
+        None => BatchTensors::new(b, dev),
+        Some(bank) => {
+            let ids: Vec<usize> = b.indices.iter().map(|&i| examples[i].src[0] as usize).collect();
+            let x = bank.batch(&ids, train, seed, dev)?;
+            BatchTensors::with_source(b, Source::Image(x), dev)
+        }
+    }
 }
 
 /// Validation figures.
@@ -226,12 +380,14 @@ struct Validation {
     hyps: Vec<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn validate(
     model: &Seq2Seq,
     p: &Prepared,
+    bank: Option<&ImageBank>,
     cfg: &Config,
     examples: &[Example],
-    pairs: &[Pair],
+    items: &[DecodeItem],
     decode_limit: usize,
     dev: &Device,
 ) -> Result<Validation> {
@@ -240,7 +396,7 @@ fn validate(
     let pad = p.tgt_vocab.pad;
     for idx in bucket_batches(examples, cfg.train.batch_size, 0, 0, false) {
         let b = Batch::new(examples, &idx, pad, p.tgt_vocab.bos, p.tgt_vocab.eos);
-        let t = BatchTensors::new(&b, dev)?;
+        let t = batch_tensors(&b, examples, bank, false, 0, dev)?;
         let l = model.loss(&t, 0.0, &mut Ctx::eval())?;
         nll += l.nll_sum;
         tokens += l.tokens;
@@ -269,45 +425,68 @@ fn validate(
         });
     }
     let n = if decode_limit == 0 {
-        examples.len()
+        items.len()
     } else {
-        decode_limit.min(examples.len())
+        decode_limit.min(items.len())
     };
-    let srcs: Vec<Vec<u32>> = examples[..n].iter().map(|e| e.src.clone()).collect();
-    let pairs = &pairs[..n];
+    let items = &items[..n];
+    let srcs: Vec<Vec<u32>> = items.iter().map(|e| e.src.clone()).collect();
     // Validation decodes greedily whatever the configured strategy: fast and comparable.
     let opts = seq2seq_decoder::DecodingOptions {
         strategy: seq2seq_decoder::Strategy::Greedy,
         ..cfg.decoding.clone()
     };
-    let hyps = decode_ids(model, &srcs, &p.tgt_vocab, p.src_vocab.pad, &opts, dev)?;
+    let hyps = match bank {
+        None => decode_ids(model, &srcs, &p.tgt_vocab, p.src_vocab.pad, &opts, dev)?,
+        Some(bank) => {
+            let order: Vec<usize> = (0..n).collect();
+            let source = |chunk: &[usize]| -> Result<Source> {
+                let ids: Vec<usize> = chunk.iter().map(|&i| srcs[i][0] as usize).collect();
+                Ok(Source::Image(bank.batch(&ids, false, 0, dev)?))
+            };
+            decode_sources(model, n, &order, source, &p.tgt_vocab, &opts, dev)?
+        }
+    };
     let hyps: Vec<String> = hyps
         .iter()
         .map(|h| p.tgt_vocab.decode(&h[0].tokens))
         .collect::<std::result::Result<_, _>>()?;
+    let captioning = cfg.task == Task::Captioning;
+    let norm = |s: &str| {
+        if captioning {
+            seq2seq_metrics::caption_tokenize(s)
+        } else if cfg.data.lowercase {
+            s.trim().to_lowercase()
+        } else {
+            s.trim().to_string()
+        }
+    };
     let exact = (!hyps.is_empty()).then(|| {
-        let norm = |s: &str| {
-            if cfg.data.lowercase {
-                s.to_lowercase()
-            } else {
-                s.to_string()
-            }
-        };
         let hits = hyps
             .iter()
-            .zip(pairs)
-            .filter(|(h, p)| norm(h.trim()) == norm(p.tgt.trim()))
+            .zip(items)
+            .filter(|(h, it)| it.refs.iter().any(|r| norm(h) == norm(r)))
             .count();
         hits as f64 / hyps.len() as f64
     });
     let bleu = (!hyps.is_empty()).then(|| {
-        let refs: Vec<Vec<&str>> = pairs.iter().map(|p| vec![p.tgt.as_str()]).collect();
-        let b = seq2seq_metrics::Bleu {
-            lowercase: cfg.data.lowercase,
-            ..Default::default()
-        };
-        b.corpus(&hyps.iter().map(|h| h.as_str()).collect::<Vec<_>>(), &refs)
-            .score
+        if captioning {
+            // BLEU-4 as the captioning papers report it (pycocoevalcap), in percent.
+            let h: Vec<String> = hyps.iter().map(|h| norm(h)).collect();
+            let r: Vec<Vec<String>> = items
+                .iter()
+                .map(|it| it.refs.iter().map(|r| norm(r)).collect())
+                .collect();
+            100.0 * seq2seq_metrics::coco_bleu(&h, &r)[3]
+        } else {
+            let refs: Vec<Vec<&str>> = items.iter().map(|it| vec![it.refs[0].as_str()]).collect();
+            let b = seq2seq_metrics::Bleu {
+                lowercase: cfg.data.lowercase,
+                ..Default::default()
+            };
+            b.corpus(&hyps.iter().map(|h| h.as_str()).collect::<Vec<_>>(), &refs)
+                .score
+        }
     });
     Ok(Validation {
         loss,
@@ -386,15 +565,43 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         cfg.train.max_steps = m;
     }
     let vm = SeededVarMap::new(cfg.seed);
+    let backbone = load_backbone(&cfg, &opts.data_dir, &dev)?;
     let model = build_model(
         &cfg.model,
         cfg.task,
         p.src_vocab.len(),
         p.tgt_vocab.len(),
         vm.var_builder(&dev),
+        backbone
+            .as_ref()
+            .map(|(_, t)| VarBuilder::from_tensors(t.clone(), DType::F32, &dev)),
     )?;
+    // A pretrained backbone: its fine-tuned layers start from the checkpoint, and its frozen
+    // layers are saved with the model so that the model directory stands alone.
+    let mut frozen_weights = HashMap::new();
+    if let Some((_, tensors)) = &backbone {
+        let vars = vm.var_map().data().lock().unwrap();
+        for (name, t) in tensors {
+            if name.starts_with("_fc.") || name.ends_with("num_batches_tracked") {
+                continue;
+            }
+            let full = format!("encoder.backbone.{name}");
+            match vars.get(&full) {
+                Some(v) => v.set(t)?,
+                None => {
+                    frozen_weights.insert(full, t.clone());
+                }
+            }
+        }
+    }
     let t = &cfg.train;
-    let vars = vm.var_map().data().lock().unwrap().clone();
+    let all_vars = vm.var_map().data().lock().unwrap().clone();
+    // Batch-norm statistics of a fine-tuned backbone stay as they are.
+    let vars: HashMap<String, candle_core::Var> = all_vars
+        .iter()
+        .filter(|(k, _)| !(k.ends_with(".running_mean") || k.ends_with(".running_var")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let n_params: usize = vars.values().map(|v| v.elem_count()).sum();
     let mut opt = Adam::new(
         &vars,
@@ -405,7 +612,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         t.optimizer == OptimizerKind::Adamw,
     )?;
     if let Some((w, moments)) = &resume {
-        for (name, var) in &vars {
+        for (name, var) in &all_vars {
             let v = w.get(name).ok_or_else(|| Error::ModelDir {
                 path: out.clone(),
                 msg: format!("{LAST} lacks {name}"),
@@ -432,9 +639,37 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         &format!("model: {n_params} parameters; output: {}", out.display()),
     );
 
-    let save_last = |state: &TrainerState, opt: &Adam| -> Result<()> {
-        checkpoint::save_resume(out, weights(&vm), opt.state(), state)
+    let all_weights = || {
+        let mut w = weights(&vm);
+        w.extend(frozen_weights.iter().map(|(k, v)| (k.clone(), v.clone())));
+        w
     };
+    let save_last = |state: &TrainerState, opt: &Adam| -> Result<()> {
+        checkpoint::save_resume(out, all_weights(), opt.state(), state)
+    };
+    let bank = match (&p.images, &model.encoder) {
+        (Some(images), Encoder::Image(enc)) => {
+            let cache = (enc.has_frozen_part() && !cfg.data.feature_cache.is_empty()).then(|| {
+                let ckpt = backbone.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+                PathBuf::from(&cfg.data.feature_cache).join(backbone_key(
+                    &ckpt,
+                    cfg.data.image_size,
+                    16 - cfg.model.image_encoder.fine_tune_blocks,
+                ))
+            });
+            Some(ImageBank::new(
+                images,
+                &p.train_images,
+                enc,
+                &cfg.data,
+                cache,
+                &dev,
+                &mut |m: &str| log(opts, m),
+            )?)
+        }
+        _ => None,
+    };
+    let bank = bank.as_ref();
 
     let batches_per_epoch = bucket_batches(&p.train, t.batch_size, cfg.seed, 0, true).len();
     let total = if t.max_steps > 0 {
@@ -476,8 +711,9 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 p.tgt_vocab.bos,
                 p.tgt_vocab.eos,
             );
-            let bt = BatchTensors::new(&b, &dev)?;
-            let mut ctx = Ctx::train(step_seed(cfg.seed, state.step));
+            let seed = step_seed(cfg.seed, state.step);
+            let bt = batch_tensors(&b, &p.train, bank, true, seed, &dev)?;
+            let mut ctx = Ctx::train(seed);
             let l = model.loss(&bt, t.label_smoothing, &mut ctx)?;
             let mut grads = l.loss.backward()?;
             opt.clip(&mut grads, t.clip_grad_norm)?;
@@ -518,9 +754,10 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 let v = validate(
                     &model,
                     &p,
+                    bank,
                     &cfg,
                     &p.valid,
-                    &p.valid_pairs,
+                    &p.valid_items,
                     t.valid_decode_size,
                     &dev,
                 )?;
@@ -531,7 +768,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     state.best_step = state.step;
                     state.bad_validations = 0;
                     state.plateau = 0;
-                    checkpoint::save_tensors(&out.join(BEST), &weights(&vm))?;
+                    checkpoint::save_tensors(&out.join(BEST), &all_weights())?;
                 } else {
                     state.bad_validations += 1;
                     state.plateau += 1;
@@ -559,7 +796,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     } else {
                         msg.push_str(&format!(
                             "\n  src: {}\n  ref: {}\n  hyp: {}",
-                            p.valid_pairs[i].src, p.valid_pairs[i].tgt, v.hyps[i]
+                            p.valid_items[i].label, p.valid_items[i].refs[0], v.hyps[i]
                         ));
                     }
                 }
@@ -605,7 +842,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     if !out.join(BEST).exists() {
         // Never validated: the final weights are the only (and so the best) checkpoint.
         state.best_step = state.step;
-        checkpoint::save_tensors(&out.join(BEST), &weights(&vm))?;
+        checkpoint::save_tensors(&out.join(BEST), &all_weights())?;
     }
     save_last(&state, &opt)?;
     log(
@@ -626,14 +863,14 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         }
     }
     let (examples, pairs, split) = if p.test.is_empty() {
-        (&p.valid, &p.valid_pairs, "valid")
+        (&p.valid, &p.valid_items, "valid")
     } else {
-        (&p.test, &p.test_pairs, "test")
+        (&p.test, &p.test_items, "test")
     };
     let (exact, held_out_loss) = if examples.is_empty() {
         (None, None)
     } else {
-        let v = validate(&model, &p, &cfg, examples, pairs, 0, &dev)?;
+        let v = validate(&model, &p, bank, &cfg, examples, pairs, 0, &dev)?;
         if !opts.quiet {
             let tail = v
                 .exact
@@ -659,6 +896,36 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         held_out_loss,
         out: out.clone(),
     })
+}
+
+/// The Lite0 checkpoint of a captioning config (path and tensors), resolved against the data
+/// directory.
+fn load_backbone(
+    cfg: &Config,
+    data_dir: &Path,
+    dev: &Device,
+) -> Result<Option<(PathBuf, HashMap<String, Tensor>)>> {
+    let ie = &cfg.model.image_encoder;
+    if cfg.task != Task::Captioning || ie.backbone != BackboneKind::Lite0 {
+        return Ok(None);
+    }
+    let p = Path::new(&ie.checkpoint);
+    let path = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        data_dir.join(p)
+    };
+    let tensors = seq2seq_image_encoder::pth::load_pth(&path, dev).map_err(|e| {
+        Error::Invalid(format!(
+            "model.image_encoder.checkpoint: cannot load {} ({e}); relative paths are resolved against the data directory",
+            path.display()
+        ))
+    })?;
+    let tensors = tensors
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+        .collect::<Result<_>>()?;
+    Ok(Some((path, tensors)))
 }
 
 /// Default output directory of a config: `runs/<name>` (or `runs/<file stem>`).

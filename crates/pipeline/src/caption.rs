@@ -1,0 +1,253 @@
+//! Captioning images with a trained model: per-file errors, batched decoding with any strategy.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use image::RgbImage;
+use seq2seq_image_encoder::preprocess::to_tensor;
+
+use crate::captioning::image_limits;
+use crate::config::{DecodingConfig, Task};
+use crate::images::preprocess;
+use crate::inference::{decode_sources, load_dir, NBest, Translator};
+use crate::model::{Encoder, Source};
+use crate::{Error, Result};
+
+/// File extensions taken from a directory argument.
+const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tiff"];
+
+/// A captioning model loaded from its directory.
+pub struct Captioner(Translator);
+
+/// Expands directory arguments into their image files (by extension, sorted); files are kept as
+/// given, in order, whatever their extension.
+pub fn expand_inputs(args: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(a)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .and_then(|e| e.to_str())
+                            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_lowercase().as_str()))
+                })
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(a.clone());
+        }
+    }
+    Ok(out)
+}
+
+impl Captioner {
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(Self(load_dir(dir, Task::Captioning)?))
+    }
+
+    pub fn config(&self) -> &crate::Config {
+        &self.0.config
+    }
+
+    /// Captions image files in order: each entry is the n-best list, or the reason the file could
+    /// not be used (unreadable, not an image, over the size limits).
+    pub fn caption_files(
+        &self,
+        paths: &[PathBuf],
+        opts: &DecodingConfig,
+    ) -> Result<Vec<std::result::Result<NBest, String>>> {
+        let limits = image_limits(&self.0.config.data);
+        let size = self.0.config.data.image_size;
+        let mut images = Vec::new();
+        let mut slots = Vec::with_capacity(paths.len());
+        for p in paths {
+            match seq2seq_image_encoder::preprocess::load_rgb(p, &limits) {
+                Ok(img) => {
+                    images.push(preprocess(&img, size));
+                    slots.push(Ok(images.len() - 1));
+                }
+                Err(e) => slots.push(Err(e.to_string())),
+            }
+        }
+        let mut captions = self.caption_images(&images, opts)?;
+        Ok(slots
+            .into_iter()
+            .map(|s| s.map(|i| std::mem::take(&mut captions[i])))
+            .collect())
+    }
+
+    fn image_encoder(&self) -> Result<&seq2seq_image_encoder::ImageEncoder> {
+        match &self.0.model.encoder {
+            Encoder::Image(e) => Ok(e),
+            _ => Err(Error::Invalid("not a captioning model".into())),
+        }
+    }
+
+    /// The output of the image encoder's frozen part for each image (the pixels themselves for
+    /// an encoder that trains whole), computed `batch` images at a time.
+    pub fn frozen_features(&self, images: &[RgbImage], batch: usize) -> Result<Vec<Tensor>> {
+        let enc = self.image_encoder()?;
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(batch.max(1)) {
+            let px = chunk
+                .iter()
+                .map(|img| to_tensor(img, enc.normalization(), &self.0.device))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let f = enc.frozen(&Tensor::stack(&px, 0)?)?;
+            for r in 0..chunk.len() {
+                out.push(f.get(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Captions images already resized and cropped to the model's `data.image_size`.
+    pub fn caption_images(&self, images: &[RgbImage], opts: &DecodingConfig) -> Result<Vec<NBest>> {
+        let feats = self.frozen_features(images, opts.batch_size)?;
+        self.caption_features(&feats, opts)
+    }
+
+    /// Captions images given as [`Self::frozen_features`].
+    pub fn caption_features(&self, feats: &[Tensor], opts: &DecodingConfig) -> Result<Vec<NBest>> {
+        let m = &self.0;
+        let order: Vec<usize> = (0..feats.len()).collect();
+        let source = |chunk: &[usize]| -> Result<Source> {
+            let rows: Vec<&Tensor> = chunk.iter().map(|&i| &feats[i]).collect();
+            Ok(Source::Image(Tensor::stack(&rows, 0)?))
+        };
+        let hyps = decode_sources(
+            &m.model,
+            feats.len(),
+            &order,
+            source,
+            &m.tgt_vocab,
+            opts,
+            &m.device,
+        )?;
+        hyps.into_iter()
+            .map(|nbest| {
+                nbest
+                    .iter()
+                    .map(|h| Ok((m.tgt_vocab.decode(&h.tokens)?, h.score)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Captioning scores of a held-out split.
+pub struct CaptionReport {
+    pub split: crate::Split,
+    pub images: usize,
+    /// BLEU-1..4 as pycocoevalcap computes them, in percent.
+    pub bleu: [f64; 4],
+    /// CIDEr-D on pycocoevalcap's scale (papers print it ×100).
+    pub cider_d: f64,
+    /// Share of images whose caption equals one of its references (after caption tokenisation).
+    pub exact_match: f64,
+    /// Loss per target token over every reference caption, and its exponent.
+    pub loss: f64,
+    pub ppl: f64,
+    /// (image, caption) in split order.
+    pub captions: Vec<(String, String)>,
+    /// Images decoded per second (decoding + the image encoder; corpus loading excluded).
+    pub images_per_s: f64,
+}
+
+/// Captions `split` of the corpus the model was trained on (resolved against `data_dir`) with
+/// `opts` and scores it against all references of each image.
+pub fn evaluate_captions(
+    c: &Captioner,
+    split: crate::Split,
+    data_dir: &Path,
+    opts: &DecodingConfig,
+) -> Result<CaptionReport> {
+    use seq2seq_data::{bucket_batches, Batch, Example};
+    use seq2seq_metrics::{caption_tokenize, cider_d, coco_bleu};
+    use seq2seq_nn::Ctx;
+
+    let m = &c.0;
+    let cfg = &m.config;
+    let corpus = crate::captioning::load_captions(&cfg.data, data_dir)?;
+    let rows = match split {
+        crate::Split::Valid => &corpus.valid,
+        crate::Split::Test => &corpus.test,
+    };
+    if rows.is_empty() {
+        return Err(Error::Invalid(
+            format!("the {split:?} split of this model's corpus is empty").to_lowercase(),
+        ));
+    }
+    let limits = image_limits(&cfg.data);
+    let size = cfg.data.image_size;
+    let images = rows
+        .iter()
+        .map(|r| {
+            corpus.images[r.image]
+                .load(&limits)
+                .map(|img| preprocess(&img, size))
+                .map_err(|e| Error::Invalid(format!("captioning corpus: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let started = std::time::Instant::now();
+    let feats = c.frozen_features(&images, opts.batch_size)?;
+    let nbest = c.caption_features(&feats, opts)?;
+    let images_per_s = images.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let hyps: Vec<String> = nbest.iter().map(|n| n[0].0.clone()).collect();
+    let h: Vec<String> = hyps.iter().map(|s| caption_tokenize(s)).collect();
+    let r: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.captions.iter().map(|c| caption_tokenize(c)).collect())
+        .collect();
+    let bleu = coco_bleu(&h, &r).map(|b| 100.0 * b);
+    let (cider, _) = cider_d(&h, &r);
+    let exact = h
+        .iter()
+        .zip(&r)
+        .filter(|(h, rs)| rs.contains(h))
+        .count() as f64
+        / h.len() as f64;
+    // Perplexity over every reference caption.
+    let mut examples = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        for cap in &row.captions {
+            let t = m.tgt_vocab.encode(cap)?;
+            if !t.is_empty() {
+                examples.push(Example::new(vec![i as u32], t));
+            }
+        }
+    }
+    let v = &m.tgt_vocab;
+    let (mut nll, mut tokens) = (0.0, 0.0);
+    for idx in bucket_batches(&examples, cfg.train.batch_size, 0, 0, false) {
+        let b = Batch::new(&examples, &idx, v.pad, v.bos, v.eos);
+        let rows: Vec<&Tensor> = idx
+            .iter()
+            .map(|&e| &feats[examples[e].src[0] as usize])
+            .collect();
+        let x = Tensor::stack(&rows, 0)?;
+        let bt = crate::model::BatchTensors::with_source(&b, Source::Image(x), &m.device)?;
+        let l = m.model.loss(&bt, 0.0, &mut Ctx::eval())?;
+        nll += l.nll_sum;
+        tokens += l.tokens;
+    }
+    let loss = nll / tokens.max(1.0);
+    Ok(CaptionReport {
+        split,
+        images: rows.len(),
+        bleu,
+        cider_d: cider,
+        exact_match: exact,
+        loss,
+        ppl: loss.exp(),
+        captions: rows
+            .iter()
+            .map(|r| corpus.images[r.image].label())
+            .zip(hyps)
+            .collect(),
+        images_per_s,
+    })
+}

@@ -1,0 +1,163 @@
+//! The captioning corpus: images (files or generated shapes) with all their reference captions,
+//! split into train/valid/test, as the configured format gives them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::RgbImage;
+use seq2seq_data::captions::{read_coco, read_flickr8k, read_karpathy, CaptionItem};
+use seq2seq_image_encoder::preprocess::{load_rgb, ImageError, ImageLimits};
+use seq2seq_image_encoder::shapes::shapes;
+
+use crate::config::{DataConfig, DataFormat};
+use crate::{Error, Result};
+
+/// Where an image's pixels come from.
+#[derive(Clone, Debug)]
+pub enum ImageRef {
+    File(PathBuf),
+    /// A generated image, with a name for messages and outputs.
+    Memory(String, Arc<RgbImage>),
+}
+
+impl ImageRef {
+    /// The path or name shown to users.
+    pub fn label(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Memory(name, _) => name.clone(),
+        }
+    }
+
+    pub fn load(&self, limits: &ImageLimits) -> std::result::Result<RgbImage, ImageError> {
+        match self {
+            Self::File(p) => load_rgb(p, limits),
+            Self::Memory(_, img) => Ok((**img).clone()),
+        }
+    }
+}
+
+/// One image of a split (an index into [`CaptionCorpus::images`]) and its references.
+#[derive(Clone, Debug)]
+pub struct CaptionRow {
+    pub image: usize,
+    pub captions: Vec<String>,
+}
+
+pub struct CaptionCorpus {
+    pub images: Vec<ImageRef>,
+    pub train: Vec<CaptionRow>,
+    pub valid: Vec<CaptionRow>,
+    pub test: Vec<CaptionRow>,
+    /// Captions dropped because their image file does not exist.
+    pub dropped_captions: usize,
+}
+
+pub fn image_limits(cfg: &DataConfig) -> ImageLimits {
+    ImageLimits {
+        max_file_bytes: cfg.max_image_bytes,
+        max_width: cfg.max_image_side,
+        max_height: cfg.max_image_side,
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Reads the caption corpus the config names, resolved against `data_dir`.
+pub fn load_captions(cfg: &DataConfig, data_dir: &Path) -> Result<CaptionCorpus> {
+    let root = resolve(data_dir, &cfg.root);
+    let images_dir = resolve(&root, &cfg.images);
+    let mut corpus = CaptionCorpus {
+        images: Vec::new(),
+        train: Vec::new(),
+        valid: Vec::new(),
+        test: Vec::new(),
+        dropped_captions: 0,
+    };
+    let add = |items: Vec<CaptionItem>, c: &mut CaptionCorpus| -> Vec<CaptionRow> {
+        items
+            .into_iter()
+            .map(|it| {
+                c.images.push(ImageRef::File(it.image));
+                CaptionRow {
+                    image: c.images.len() - 1,
+                    captions: it.captions,
+                }
+            })
+            .collect()
+    };
+    match cfg.format {
+        DataFormat::Flickr8k | DataFormat::Karpathy => {
+            let s = if cfg.format == DataFormat::Flickr8k {
+                read_flickr8k(&root, &images_dir)?
+            } else {
+                read_karpathy(&root.join(&cfg.file), &images_dir)?
+            };
+            corpus.dropped_captions = s.dropped_captions;
+            corpus.train = add(s.train, &mut corpus);
+            corpus.valid = add(s.valid, &mut corpus);
+            corpus.test = add(s.test, &mut corpus);
+        }
+        DataFormat::Coco => {
+            for (name, which) in [(&cfg.train, 0), (&cfg.valid, 1), (&cfg.test, 2)] {
+                if name.is_empty() {
+                    continue;
+                }
+                let (items, dropped) = read_coco(&root.join(name), &images_dir)?;
+                corpus.dropped_captions += dropped;
+                let rows = add(items, &mut corpus);
+                match which {
+                    0 => corpus.train = rows,
+                    1 => corpus.valid = rows,
+                    _ => corpus.test = rows,
+                }
+            }
+        }
+        DataFormat::Shapes => {
+            // Disjoint seeds per split; the jittered drawing makes every image new.
+            let size = cfg.image_size;
+            for (n, seed, which) in [
+                (cfg.train_size, cfg.split_seed, 0),
+                (cfg.valid_size, cfg.split_seed.wrapping_add(1_000_001), 1),
+                (cfg.test_size, cfg.split_seed.wrapping_add(2_000_003), 2),
+            ] {
+                let split = ["train", "valid", "test"][which];
+                let mut rows = Vec::with_capacity(n);
+                for (i, (img, cap)) in shapes(n, seed, size).into_iter().enumerate() {
+                    corpus.images.push(ImageRef::Memory(
+                        format!("shapes-{split}-{i}"),
+                        Arc::new(img),
+                    ));
+                    rows.push(CaptionRow {
+                        image: corpus.images.len() - 1,
+                        captions: vec![cap],
+                    });
+                }
+                match which {
+                    0 => corpus.train = rows,
+                    1 => corpus.valid = rows,
+                    _ => corpus.test = rows,
+                }
+            }
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "data.format `{other:?}` is not a captioning format"
+            )))
+        }
+    }
+    if corpus.train.is_empty() {
+        return Err(Error::Data(seq2seq_data::DataError::Empty {
+            what: "the captioning training split".into(),
+            hint: format!(" (images looked up in {})", images_dir.display()),
+        }));
+    }
+    Ok(corpus)
+}

@@ -1,0 +1,220 @@
+//! Images ready for the image encoder during training: decoded once and kept in memory, or —
+//! for a backbone with a frozen part — that part's output computed once per image and kept,
+//! with an on-disk cache keyed by image file and backbone so that later runs skip the CNN.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use seq2seq_image_encoder::preprocess::{crop, resize_shorter, to_tensor, Normalization};
+use seq2seq_image_encoder::ImageEncoder;
+
+use crate::captioning::{image_limits, ImageRef};
+use crate::checkpoint;
+use crate::config::DataConfig;
+use crate::{Error, Result};
+
+/// Frozen-part outputs are computed this many images at a time.
+const FEATURE_BATCH: usize = 16;
+
+enum Store {
+    /// Resized images (shorter side: the training load size, or the image size when held out).
+    Pixels(Vec<RgbImage>),
+    /// The frozen part's output per image, as f16 `(C, h, w)`.
+    Features(Vec<Tensor>),
+}
+
+pub struct ImageBank {
+    store: Store,
+    size: u32,
+    hflip: bool,
+    jitter: bool,
+    norm: Normalization,
+}
+
+/// Decodes and resizes one image as the pipeline does at inference time: shorter side to
+/// `size`, centre crop.
+pub fn preprocess(img: &RgbImage, size: u32) -> RgbImage {
+    crop(&resize_shorter(img, size), size, None, false)
+}
+
+/// The identity of a backbone's frozen part, for the feature cache: checkpoint file (name, size,
+/// modification time), input size and where the frozen part ends.
+pub fn backbone_key(checkpoint: &Path, image_size: u32, frozen_blocks: usize) -> String {
+    let mut h = DefaultHasher::new();
+    checkpoint.file_name().hash(&mut h);
+    if let Ok(m) = std::fs::metadata(checkpoint) {
+        m.len().hash(&mut h);
+        m.modified().ok().hash(&mut h);
+    }
+    format!(
+        "lite0-{:016x}-s{image_size}-b{frozen_blocks}",
+        h.finish()
+    )
+}
+
+fn file_key(path: &Path) -> Option<String> {
+    let canon = std::fs::canonicalize(path).ok()?;
+    let m = std::fs::metadata(&canon).ok()?;
+    let mut h = DefaultHasher::new();
+    canon.hash(&mut h);
+    m.len().hash(&mut h);
+    m.modified().ok().hash(&mut h);
+    let stem = canon.file_stem()?.to_string_lossy().into_owned();
+    Some(format!("{stem}-{:016x}.safetensors", h.finish()))
+}
+
+impl ImageBank {
+    /// Loads `images` for `encoder`. `train` marks the images augmented in training (they keep
+    /// a margin for crop jitter); `cache` is the feature-cache folder for this backbone, if any.
+    /// `log` receives progress lines.
+    pub fn new(
+        images: &[ImageRef],
+        train: &[bool],
+        encoder: &ImageEncoder,
+        cfg: &DataConfig,
+        cache: Option<PathBuf>,
+        dev: &Device,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        let limits = image_limits(cfg);
+        let size = cfg.image_size;
+        let load = |r: &ImageRef| -> Result<RgbImage> {
+            r.load(&limits)
+                .map_err(|e| Error::Invalid(format!("captioning corpus: {e}")))
+        };
+        let started = Instant::now();
+        if !encoder.has_frozen_part() {
+            let load_size = ((size as f64) * (1.0 + cfg.crop_jitter)).round() as u32;
+            let mut pixels = Vec::with_capacity(images.len());
+            for (i, r) in images.iter().enumerate() {
+                let s = if train[i] { load_size } else { size };
+                pixels.push(resize_shorter(&load(r)?, s));
+            }
+            log(&format!(
+                "images: {} decoded in {:.1} s",
+                images.len(),
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(Self {
+                store: Store::Pixels(pixels),
+                size,
+                hflip: cfg.hflip,
+                jitter: cfg.crop_jitter > 0.0,
+                norm: encoder.normalization(),
+            });
+        }
+        if cfg.hflip || cfg.crop_jitter > 0.0 {
+            log("images: data.hflip / data.crop_jitter are ignored: the frozen backbone's features are computed once per image");
+        }
+        if let Some(c) = &cache {
+            std::fs::create_dir_all(c).map_err(|source| Error::Write {
+                path: c.clone(),
+                source,
+            })?;
+        }
+        let mut features: Vec<Option<Tensor>> = vec![None; images.len()];
+        let mut keys: Vec<Option<PathBuf>> = vec![None; images.len()];
+        let mut todo = Vec::new();
+        let mut hits = 0;
+        for (i, r) in images.iter().enumerate() {
+            if let (Some(c), ImageRef::File(p)) = (&cache, r) {
+                if let Some(k) = file_key(p) {
+                    let path = c.join(k);
+                    if let Ok(t) = candle_core::safetensors::load(&path, dev) {
+                        if let Some(f) = t.get("features") {
+                            features[i] = Some(f.clone());
+                            hits += 1;
+                            continue;
+                        }
+                    }
+                    keys[i] = Some(path);
+                }
+            }
+            todo.push(i);
+        }
+        let norm = encoder.normalization();
+        let extract_start = Instant::now();
+        let mut done = 0;
+        for chunk in todo.chunks(FEATURE_BATCH) {
+            let batch = chunk
+                .iter()
+                .map(|&i| Ok(to_tensor(&preprocess(&load(&images[i])?, size), norm, dev)?))
+                .collect::<Result<Vec<_>>>()?;
+            let out = encoder.frozen(&Tensor::stack(&batch, 0)?)?;
+            for (r, &i) in chunk.iter().enumerate() {
+                let f = out.get(r)?.to_dtype(DType::F16)?;
+                if let Some(path) = &keys[i] {
+                    let bytes = f.to_dtype(DType::F16)?;
+                    let tmp = checkpoint::tmp_path(path);
+                    candle_core::safetensors::save(
+                        &std::collections::HashMap::from([("features".to_string(), bytes)]),
+                        &tmp,
+                    )?;
+                    std::fs::rename(&tmp, path).map_err(|source| Error::Write {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+                features[i] = Some(f);
+            }
+            done += chunk.len();
+            if done % (FEATURE_BATCH * 32) < FEATURE_BATCH || done == todo.len() {
+                log(&format!(
+                    "features: {done}/{} images through the frozen backbone, {:.1} images/s",
+                    todo.len(),
+                    done as f64 / extract_start.elapsed().as_secs_f64().max(1e-9)
+                ));
+            }
+        }
+        log(&format!(
+            "features: {} images ready ({hits} from the cache{}) in {:.1} s",
+            images.len(),
+            cache
+                .as_ref()
+                .map(|c| format!(" {}", c.display()))
+                .unwrap_or_default(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Self {
+            store: Store::Features(features.into_iter().map(|f| f.unwrap()).collect()),
+            size,
+            hflip: false,
+            jitter: false,
+            norm,
+        })
+    }
+
+    /// The input of the encoder's trainable part for images `ids`; augmented (when configured)
+    /// with a generator seeded by `seed` when `train`.
+    pub fn batch(&self, ids: &[usize], train: bool, seed: u64, dev: &Device) -> Result<Tensor> {
+        match &self.store {
+            Store::Features(f) => {
+                let rows: Vec<&Tensor> = ids.iter().map(|&i| &f[i]).collect();
+                Ok(Tensor::stack(&rows, 0)?.to_dtype(DType::F32)?)
+            }
+            Store::Pixels(p) => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let augment = train && (self.hflip || self.jitter);
+                let rows = ids
+                    .iter()
+                    .map(|&i| {
+                        let img = crop(
+                            &p[i],
+                            self.size,
+                            augment.then_some(&mut rng),
+                            self.hflip,
+                        );
+                        to_tensor(&img, self.norm, dev)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Ok(Tensor::stack(&rows, 0)?)
+            }
+        }
+    }
+}
