@@ -857,7 +857,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     );
     // Final figure on held-out data with the best weights.
     let best = checkpoint::load_tensors(out, BEST, &dev)?;
-    for (name, var) in &vars {
+    for (name, var) in &all_vars {
         if let Some(v) = best.get(name) {
             var.set(v)?;
         }
