@@ -371,7 +371,10 @@ fn caption(
     let c = seq2seq_pipeline::Captioner::load(model)?;
     let opts = decoding.apply(&c.config().decoding)?;
     let files = seq2seq_pipeline::expand_inputs(images).context("cannot list an image folder")?;
-    anyhow::ensure!(!files.is_empty(), "no image files found in the given folders");
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no image files found in the given folders"
+    );
     let results = c.caption_files(&files, &opts)?;
     let mut failed = 0;
     let mut stdout = std::io::stdout().lock();

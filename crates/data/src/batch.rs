@@ -132,6 +132,40 @@ pub fn bucket_batches(
     batches
 }
 
+/// Batches of examples that share their source (the captions of one image), so that each
+/// source is encoded once per batch. Groups of identical sources are shuffled with a generator
+/// seeded by `(seed, epoch)` and packed whole into batches of at most `batch_size` rows (a
+/// larger group is split).
+pub fn grouped_batches(
+    examples: &[Example],
+    batch_size: usize,
+    seed: u64,
+    epoch: u64,
+) -> Vec<Vec<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut groups: std::collections::BTreeMap<&[u32], Vec<usize>> = Default::default();
+    for (i, e) in examples.iter().enumerate() {
+        groups.entry(e.src.as_slice()).or_default().push(i);
+    }
+    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch));
+    groups.shuffle(&mut rng);
+    let mut batches = Vec::new();
+    let mut cur: Vec<usize> = Vec::with_capacity(batch_size);
+    for g in groups {
+        for part in g.chunks(batch_size) {
+            if cur.len() + part.len() > batch_size {
+                batches.push(std::mem::take(&mut cur));
+            }
+            cur.extend_from_slice(part);
+        }
+    }
+    if !cur.is_empty() {
+        batches.push(cur);
+    }
+    batches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +191,32 @@ mod tests {
         let b = Batch::new(&open, &[0], 0, 2, 3);
         assert_eq!(b.tgt_in, vec![2, 7, 8]);
         assert_eq!(b.tgt_mask, vec![1., 1., 0.]);
+    }
+
+    #[test]
+    fn grouped_batches_keep_a_source_together() {
+        // 100 images with 3..=5 captions each.
+        let ex: Vec<Example> = (0..100u32)
+            .flat_map(|img| (0..3 + img % 3).map(move |c| Example::new(vec![img], vec![c + 1])))
+            .collect();
+        let a = grouped_batches(&ex, 16, 5, 0);
+        assert_eq!(a, grouped_batches(&ex, 16, 5, 0));
+        assert_ne!(a, grouped_batches(&ex, 16, 5, 1));
+        let mut all: Vec<usize> = a.iter().flatten().copied().collect();
+        all.sort();
+        assert_eq!(all, (0..ex.len()).collect::<Vec<_>>());
+        for b in &a {
+            assert!(b.len() <= 16);
+            for &i in b {
+                // every caption of this image is in the same batch
+                let img = ex[i].src[0];
+                assert_eq!(
+                    b.iter().filter(|&&j| ex[j].src[0] == img).count(),
+                    ex.iter().filter(|e| e.src[0] == img).count()
+                );
+            }
+        }
+        assert!(a.len() <= ex.len() / 12, "{} batches", a.len());
     }
 
     #[test]

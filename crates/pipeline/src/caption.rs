@@ -116,7 +116,7 @@ impl Captioner {
         let order: Vec<usize> = (0..feats.len()).collect();
         let source = |chunk: &[usize]| -> Result<Source> {
             let rows: Vec<&Tensor> = chunk.iter().map(|&i| &feats[i]).collect();
-            Ok(Source::Image(Tensor::stack(&rows, 0)?))
+            Ok(Source::image(Tensor::stack(&rows, 0)?))
         };
         let hyps = decode_sources(
             &m.model,
@@ -204,12 +204,7 @@ pub fn evaluate_captions(
         .collect();
     let bleu = coco_bleu(&h, &r).map(|b| 100.0 * b);
     let (cider, _) = cider_d(&h, &r);
-    let exact = h
-        .iter()
-        .zip(&r)
-        .filter(|(h, rs)| rs.contains(h))
-        .count() as f64
-        / h.len() as f64;
+    let exact = h.iter().zip(&r).filter(|(h, rs)| rs.contains(h)).count() as f64 / h.len() as f64;
     // Perplexity over every reference caption.
     let mut examples = Vec::new();
     for (i, row) in rows.iter().enumerate() {
@@ -229,7 +224,7 @@ pub fn evaluate_captions(
             .map(|&e| &feats[examples[e].src[0] as usize])
             .collect();
         let x = Tensor::stack(&rows, 0)?;
-        let bt = crate::model::BatchTensors::with_source(&b, Source::Image(x), &m.device)?;
+        let bt = crate::model::BatchTensors::with_source(&b, Source::image(x), &m.device)?;
         let l = m.model.loss(&bt, 0.0, &mut Ctx::eval())?;
         nll += l.nll_sum;
         tokens += l.tokens;

@@ -509,7 +509,9 @@ impl Config {
         }
         let enc_out = if self.task == Task::Captioning {
             match self.model.image_encoder.backbone {
-                BackboneKind::SmallCnn => *self.model.image_encoder.cnn.channels.last().unwrap_or(&0),
+                BackboneKind::SmallCnn => {
+                    *self.model.image_encoder.cnn.channels.last().unwrap_or(&0)
+                }
                 BackboneKind::Lite0 => seq2seq_image_encoder::lite0::FEATURES,
             }
         } else {

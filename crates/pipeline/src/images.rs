@@ -52,10 +52,7 @@ pub fn backbone_key(checkpoint: &Path, image_size: u32, frozen_blocks: usize) ->
         m.len().hash(&mut h);
         m.modified().ok().hash(&mut h);
     }
-    format!(
-        "lite0-{:016x}-s{image_size}-b{frozen_blocks}",
-        h.finish()
-    )
+    format!("lite0-{:016x}-s{image_size}-b{frozen_blocks}", h.finish())
 }
 
 fn file_key(path: &Path) -> Option<String> {
@@ -204,12 +201,7 @@ impl ImageBank {
                 let rows = ids
                     .iter()
                     .map(|&i| {
-                        let img = crop(
-                            &p[i],
-                            self.size,
-                            augment.then_some(&mut rng),
-                            self.hflip,
-                        );
+                        let img = crop(&p[i], self.size, augment.then_some(&mut rng), self.hflip);
                         to_tensor(&img, self.norm, dev)
                     })
                     .collect::<candle_core::Result<Vec<_>>>()?;

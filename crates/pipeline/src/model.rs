@@ -4,8 +4,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use seq2seq_data::Batch;
 use seq2seq_decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderStyle, EncoderOutput};
-use seq2seq_nn::{loss::TokenLoss, masked_cross_entropy, AttentionKind, CellKind, Ctx};
 use seq2seq_image_encoder::{BackboneKind, ImageEncoder};
+use seq2seq_nn::{loss::TokenLoss, masked_cross_entropy, AttentionKind, CellKind, Ctx};
 use seq2seq_text_encoder::{text_encoder, TextEncoder, TextEncoderConfig};
 
 use crate::config::{AttentionType, BridgeType, Cell, ModelConfig, Style, Task};
@@ -29,9 +29,10 @@ pub struct Seq2Seq {
 pub enum Source {
     /// Token ids `(B, S)` and their mask.
     Text { ids: Tensor, mask: Tensor },
-    /// The input of the image encoder's trainable part: pixels `(B, 3, S, S)`, or the frozen
-    /// backbone's (cached) output.
-    Image(Tensor),
+    /// The input of the image encoder's trainable part for each distinct image: pixels
+    /// `(N, 3, S, S)`, or the frozen backbone's (cached) output. With `rows`, batch row `i` is
+    /// image `rows[i]` (the captions of one image share one pass through the CNN).
+    Image { input: Tensor, rows: Option<Tensor> },
     /// No encoder input (a language model).
     None,
 }
@@ -101,7 +102,9 @@ pub fn build_model(
     if task == Task::Captioning {
         let ie = &cfg.image_encoder;
         let encoder = match ie.backbone {
-            BackboneKind::SmallCnn => ImageEncoder::small_cnn(ie.cnn.clone(), vb.pp("encoder.cnn"))?,
+            BackboneKind::SmallCnn => {
+                ImageEncoder::small_cnn(ie.cnn.clone(), vb.pp("encoder.cnn"))?
+            }
             BackboneKind::Lite0 => {
                 let trainable = vb.pp("encoder.backbone");
                 let frozen = backbone.unwrap_or_else(|| trainable.clone());
@@ -166,11 +169,24 @@ impl BatchTensors {
     }
 }
 
+impl Source {
+    /// Images, one per batch row.
+    pub fn image(input: Tensor) -> Self {
+        Self::Image { input, rows: None }
+    }
+}
+
 impl Seq2Seq {
     pub fn encode(&self, src: &Source, ctx: &mut Ctx) -> Result<EncoderOutput> {
         Ok(match (&self.encoder, src) {
             (Encoder::Text(e), Source::Text { ids, mask }) => e.forward(ids, mask, ctx)?,
-            (Encoder::Image(e), Source::Image(x)) => e.trainable(x, ctx)?,
+            (Encoder::Image(e), Source::Image { input, rows }) => {
+                let out = e.trainable(input, ctx)?;
+                match rows {
+                    Some(r) => out.index_select(r)?,
+                    None => out,
+                }
+            }
             (Encoder::None, _) => EncoderOutput::empty(),
             _ => {
                 return Err(crate::Error::Invalid(

@@ -9,19 +9,19 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use indicatif::{ProgressBar, ProgressStyle};
-use seq2seq_data::{bucket_batches, Batch, Example, Pair, Vocab};
+use seq2seq_data::{bucket_batches, grouped_batches, Batch, Example, Pair, Vocab};
 use seq2seq_nn::{Ctx, SeededVarMap};
 
+use crate::captioning::{load_captions, ImageRef};
 use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::config::{Config, DataFormat, EarlyStopMetric, OptimizerKind, Task};
 use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
-use crate::captioning::{load_captions, ImageRef};
 use crate::images::{backbone_key, ImageBank};
 use crate::inference::{decode_ids, decode_sources};
 use crate::model::{build_model, BatchTensors, Encoder, Seq2Seq, Source};
-use seq2seq_image_encoder::BackboneKind;
 use crate::optim::Adam;
 use crate::{Error, Result};
+use seq2seq_image_encoder::BackboneKind;
 
 /// Options of one `train` invocation (the CLI flags).
 #[derive(Clone, Debug, Default)]
@@ -299,28 +299,31 @@ fn prepare_captions(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
     if dropped > 0 {
         log(
             opts,
-            &format!("data: {dropped} training captions dropped (empty or longer than data.max_tgt_len)"),
+            &format!(
+                "data: {dropped} training captions dropped (empty or longer than data.max_tgt_len)"
+            ),
         );
     }
     // Held-out captions are scored whole (loss), and each image decoded once.
-    let held_out = |rows: &[crate::captioning::CaptionRow]| -> Result<(Vec<Example>, Vec<DecodeItem>)> {
-        let mut ex = Vec::new();
-        let mut items = Vec::new();
-        for r in rows {
-            for c in &r.captions {
-                let t = vocab.encode(c)?;
-                if !t.is_empty() {
-                    ex.push(Example::new(vec![r.image as u32], t));
+    let held_out =
+        |rows: &[crate::captioning::CaptionRow]| -> Result<(Vec<Example>, Vec<DecodeItem>)> {
+            let mut ex = Vec::new();
+            let mut items = Vec::new();
+            for r in rows {
+                for c in &r.captions {
+                    let t = vocab.encode(c)?;
+                    if !t.is_empty() {
+                        ex.push(Example::new(vec![r.image as u32], t));
+                    }
                 }
+                items.push(DecodeItem {
+                    src: vec![r.image as u32],
+                    label: corpus.images[r.image].label(),
+                    refs: r.captions.clone(),
+                });
             }
-            items.push(DecodeItem {
-                src: vec![r.image as u32],
-                label: corpus.images[r.image].label(),
-                refs: r.captions.clone(),
-            });
-        }
-        Ok((ex, items))
-    };
+            Ok((ex, items))
+        };
     let (valid, valid_items) = held_out(&corpus.valid)?;
     let (test, test_items) = held_out(&corpus.test)?;
     let mut train_images = vec![false; corpus.images.len()];
@@ -364,9 +367,25 @@ fn batch_tensors(
     match bank {
         None => BatchTensors::new(b, dev),
         Some(bank) => {
-            let ids: Vec<usize> = b.indices.iter().map(|&i| examples[i].src[0] as usize).collect();
-            let x = bank.batch(&ids, train, seed, dev)?;
-            BatchTensors::with_source(b, Source::Image(x), dev)
+            // Each distinct image goes through the encoder once; its rows share the output.
+            let mut distinct: Vec<usize> = Vec::new();
+            let mut slot = HashMap::new();
+            let rows: Vec<u32> = b
+                .indices
+                .iter()
+                .map(|&i| {
+                    let img = examples[i].src[0] as usize;
+                    *slot.entry(img).or_insert_with(|| {
+                        distinct.push(img);
+                        distinct.len() as u32 - 1
+                    })
+                })
+                .collect();
+            let input = bank.batch(&distinct, train, seed, dev)?;
+            let rows = (distinct.len() < rows.len())
+                .then(|| Tensor::new(rows.as_slice(), dev))
+                .transpose()?;
+            BatchTensors::with_source(b, Source::Image { input, rows }, dev)
         }
     }
 }
@@ -442,7 +461,7 @@ fn validate(
             let order: Vec<usize> = (0..n).collect();
             let source = |chunk: &[usize]| -> Result<Source> {
                 let ids: Vec<usize> = chunk.iter().map(|&i| srcs[i][0] as usize).collect();
-                Ok(Source::Image(bank.batch(&ids, false, 0, dev)?))
+                Ok(Source::image(bank.batch(&ids, false, 0, dev)?))
             };
             decode_sources(model, n, &order, source, &p.tgt_vocab, &opts, dev)?
         }
@@ -650,7 +669,10 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let bank = match (&p.images, &model.encoder) {
         (Some(images), Encoder::Image(enc)) => {
             let cache = (enc.has_frozen_part() && !cfg.data.feature_cache.is_empty()).then(|| {
-                let ckpt = backbone.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+                let ckpt = backbone
+                    .as_ref()
+                    .map(|(p, _)| p.clone())
+                    .unwrap_or_default();
                 PathBuf::from(&cfg.data.feature_cache).join(backbone_key(
                     &ckpt,
                     cfg.data.image_size,
@@ -671,7 +693,15 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     };
     let bank = bank.as_ref();
 
-    let batches_per_epoch = bucket_batches(&p.train, t.batch_size, cfg.seed, 0, true).len();
+    // Captions are batched with the other captions of their image (one encoder pass per image).
+    let epoch_batches = |epoch: u64| {
+        if cfg.task == Task::Captioning {
+            grouped_batches(&p.train, t.batch_size, cfg.seed, epoch)
+        } else {
+            bucket_batches(&p.train, t.batch_size, cfg.seed, epoch, true)
+        }
+    };
+    let batches_per_epoch = epoch_batches(0).len();
     let total = if t.max_steps > 0 {
         t.max_steps
     } else {
@@ -698,7 +728,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
             stop_reason = Some(format!("reached train.max_epochs = {}", t.max_epochs));
             break;
         }
-        let batches = bucket_batches(&p.train, t.batch_size, cfg.seed, state.epoch as u64, true);
+        let batches = epoch_batches(state.epoch as u64);
         while state.batch_in_epoch < batches.len() {
             if t.max_steps > 0 && state.step >= t.max_steps {
                 stop_reason = Some(format!("reached max_steps = {}", t.max_steps));
