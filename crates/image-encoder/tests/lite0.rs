@@ -109,3 +109,45 @@ fn flickr8k_dogs_get_a_dog_breed_in_the_top5() {
         "only {hits} of 12 dog photos have a dog breed in their top 5"
     );
 }
+
+#[test]
+fn fine_tuned_blocks_are_variables_and_the_split_changes_nothing() {
+    use seq2seq_image_encoder::ImageEncoder;
+    use seq2seq_nn::{Ctx, SeededVarMap};
+    let Some(ckpt) = checkpoint() else { return };
+    let tensors = load_pth(&ckpt, &Device::Cpu).unwrap();
+    let frozen = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    let vm = SeededVarMap::new(1);
+    let enc = ImageEncoder::lite0(frozen.clone(), vm.var_builder(&Device::Cpu), 2, 0.0).unwrap();
+    // The last two blocks and the head are variables; nothing else (not the classifier).
+    let vars = vm.var_map().data().lock().unwrap().clone();
+    let expected: Vec<&String> = tensors
+        .keys()
+        .filter(|k| {
+            (k.starts_with("_blocks.14.")
+                || k.starts_with("_blocks.15.")
+                || k.starts_with("_conv_head")
+                || k.starts_with("_bn1."))
+                && !k.ends_with("num_batches_tracked")
+        })
+        .collect();
+    assert_eq!(vars.len(), expected.len(), "{:?}", vars.keys());
+    for k in expected {
+        vars[k].set(&tensors[k]).unwrap();
+    }
+    // Frozen part then trainable part == the whole network.
+    let x = Tensor::randn(0f32, 1., (1, 3, 96, 96), &Device::Cpu).unwrap();
+    let mid = enc.frozen(&x).unwrap();
+    assert_eq!(mid.dims(), &[1, 192, 3, 3]);
+    let out = enc.trainable(&mid, &mut Ctx::eval()).unwrap();
+    let whole = efficientnet_lite0(frozen).unwrap().features(&x).unwrap();
+    let diff = (out.memory.unwrap() - whole.flatten_from(2).unwrap().transpose(1, 2).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-4, "{diff}");
+}
