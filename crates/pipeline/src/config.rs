@@ -562,7 +562,7 @@ impl Config {
                             1u64 << blocks
                         ));
                     }
-                    if ie.cnn.kernel == 0 || ie.cnn.kernel % 2 == 0 {
+                    if ie.cnn.kernel.is_multiple_of(2) {
                         errs.push(format!(
                             "model.image_encoder.cnn.kernel: must be odd, got {}",
                             ie.cnn.kernel

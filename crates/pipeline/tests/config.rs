@@ -21,6 +21,10 @@ fn shipped_configs_parse_and_validate() {
         "tatoeba-eng-fra",
         "agnews-char",
         "alice-word",
+        "multi30k-en-de-bahdanau",
+        "quickstart-caption",
+        "flickr8k",
+        "flickr8k-lite0",
     ] {
         let p = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"))
             .join(format!("{name}.yaml"));
@@ -147,5 +151,59 @@ fn multi30k_config_reads_the_real_corpus_when_present() {
         s.train[0].src.starts_with("Two young, White males"),
         "{:?}",
         s.train[0]
+    );
+}
+
+#[test]
+fn captioning_keys_are_checked() {
+    let e = err("task: captioning\ndata: {root: x}\n");
+    assert!(
+        e.contains("data.format: `parallel` does not fit task `captioning`"),
+        "{e}"
+    );
+    let e = err(
+        "task: captioning\ndata: {format: shapes}\nmodel: {image_encoder: {backbone: lite0}}\n",
+    );
+    assert!(
+        e.contains("model.image_encoder.checkpoint: required for backbone `lite0`"),
+        "{e}"
+    );
+    let e = err("task: captioning\ndata: {format: shapes}\nmodel: {image_encoder: {backbone: lite0, checkpoint: a.pth, fine_tune_blocks: 17}}\n");
+    assert!(
+        e.contains(
+            "model.image_encoder.fine_tune_blocks: EfficientNet-Lite0 has 16 blocks, got 17"
+        ),
+        "{e}"
+    );
+    let e = err("task: captioning\ndata: {format: shapes, image_size: 8}\nmodel: {image_encoder: {cnn: {kernel: 4}}}\n");
+    assert!(
+        e.contains("model.image_encoder.cnn.kernel: must be odd, got 4"),
+        "{e}"
+    );
+    assert!(
+        e.contains("data.image_size: 8 pixels cannot be halved by 4 CNN blocks; use at least 16"),
+        "{e}"
+    );
+    let e = err("task: captioning\ndata: {format: shapes, crop_jitter: 2}\n");
+    assert!(
+        e.contains("data.crop_jitter: must be in [0, 1], got 2"),
+        "{e}"
+    );
+    let e = err("task: captioning\ndata: {format: karpathy}\n");
+    assert!(
+        e.contains("data.file: required for data.format `karpathy`"),
+        "{e}"
+    );
+    let e = err("task: captioning\ndata: {format: shapes}\nmodel:\n  image_encoder:\n    cnn:\n      chanels: [8]\n");
+    assert!(e.contains("line 6 column 7: unknown key `model.image_encoder.cnn.chanels` (did you mean `channels`?)"), "{e}");
+    let e = err(
+        "task: captioning\ndata: {format: shapes}\nmodel: {image_encoder: {backbone: resnet}}\n",
+    );
+    assert!(e.contains("small_cnn") && e.contains("lite0"), "{e}");
+    // A decoder bridge `last` must match the image features.
+    let e = err("task: captioning\ndata: {format: shapes}\nmodel: {decoder: {bridge: last}}\n");
+    assert!(
+        e.contains("needs the encoder output size (256) == decoder hidden_size (512)"),
+        "{e}"
     );
 }
