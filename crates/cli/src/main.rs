@@ -162,7 +162,8 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Measure training and decoding speed, memory and cold start for a translation config.
+    /// Measure training and decoding speed, memory and cold start for a translation config, or
+    /// image and caption throughput of a trained captioning model.
     Bench {
         /// The config (the benchmark is configs/multi30k-en-de.yaml).
         config: PathBuf,
@@ -174,7 +175,7 @@ enum Command {
         /// Timed training steps (after 5 warm-up steps).
         #[arg(long, default_value_t = 60)]
         train_steps: usize,
-        /// Test sentences decoded (0 = all).
+        /// Test sentences (captioning: test images) decoded (0 = all).
         #[arg(long, default_value_t = 0)]
         decode_sentences: usize,
         #[arg(long)]
@@ -488,6 +489,50 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let cfg = Config::from_file(&config)?;
             let model = model.or_else(|| seq2seq_pipeline::bench::default_model(&cfg, &config));
+            if cfg.task == seq2seq_pipeline::config::Task::Captioning {
+                let model = model.ok_or_else(|| {
+                    anyhow::anyhow!("a captioning bench needs a trained model: pass --model DIR")
+                })?;
+                let r = seq2seq_pipeline::bench_caption::bench_captioning(
+                    &model,
+                    &resolve_data_dir(data_dir.as_deref()),
+                    decode_sentences,
+                )?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "threads": r.threads, "images": r.images,
+                            "decode_images_per_s": r.decode_images_per_s,
+                            "encoder_images_per_s": r.encoder_images_per_s,
+                            "greedy_captions_per_s": r.greedy_captions_per_s,
+                            "beam3_captions_per_s": r.beam3_captions_per_s,
+                            "peak_rss_mb": r.peak_rss_mb,
+                        })
+                    );
+                } else {
+                    println!("threads                       {}", r.threads);
+                    println!("test images                   {}", r.images);
+                    println!(
+                        "image decode + resize         {:.1} images/s",
+                        r.decode_images_per_s
+                    );
+                    println!(
+                        "image encoder (inference)     {:.1} images/s (batch 32)",
+                        r.encoder_images_per_s
+                    );
+                    println!(
+                        "greedy captioning             {:.1} images/s (encoder + search)",
+                        r.greedy_captions_per_s
+                    );
+                    println!(
+                        "beam-3 captioning             {:.1} images/s",
+                        r.beam3_captions_per_s
+                    );
+                    println!("peak resident memory          {:.0} MiB", r.peak_rss_mb);
+                }
+                return Ok(());
+            }
             let o = seq2seq_pipeline::bench::BenchOptions {
                 config: cfg,
                 data_dir: resolve_data_dir(data_dir.as_deref()),

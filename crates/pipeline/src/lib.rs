@@ -2,6 +2,7 @@
 //! checkpoints and resume, and inference. The CLI is a thin layer over this crate.
 
 pub mod bench;
+pub mod bench_caption;
 pub mod caption;
 pub mod captioning;
 pub mod checkpoint;
