@@ -692,6 +692,12 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         _ => None,
     };
     let bank = bank.as_ref();
+    // Captioning reports the captioning papers' BLEU-4 (pycocoevalcap), translation sacreBLEU.
+    let bleu_name = if cfg.task == Task::Captioning {
+        "BLEU-4"
+    } else {
+        "BLEU"
+    };
 
     // Captions are batched with the other captions of their image (one encoder pass per image).
     let epoch_batches = |epoch: u64| {
@@ -816,7 +822,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                         .map(|e| format!(" | exact match {:.1}%", 100.0 * e))
                         .unwrap_or_default()
                         + &v.bleu
-                            .map(|b| format!(" | BLEU {b:.2}"))
+                            .map(|b| format!(" | {bleu_name} {b:.2}"))
                             .unwrap_or_default(),
                     if improved { " | new best, saved" } else { "" }
                 );
@@ -907,7 +913,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 .map(|e| format!(" | exact match: {:.1}%", 100.0 * e))
                 .unwrap_or_default()
                 + &v.bleu
-                    .map(|b| format!(" | BLEU {b:.2}"))
+                    .map(|b| format!(" | {bleu_name} {b:.2}"))
                     .unwrap_or_default();
             println!(
                 "{split} ({} items, checkpoint of step {}): loss {:.4} nats/token | ppl {:.2}{tail}",

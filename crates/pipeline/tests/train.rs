@@ -265,3 +265,42 @@ decoding: {max_length: 40}
     assert!(e.contains("seq2seq generate"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn captioning_resume_replays_augmentation_and_batch_norm() {
+    let dir = tmp("caption-resume");
+    // Flips, crop jitter, batch norm (running statistics are state too) and dropout.
+    let cfg = || {
+        let mut c = Config::from_yaml(
+            "seed: 4
+task: captioning
+data: {format: shapes, train_size: 60, valid_size: 8, test_size: 8, image_size: 24, hflip: true, crop_jitter: 0.2}
+model:
+  image_encoder: {cnn: {channels: [4, 8], dropout: 0.1}}
+  decoder: {embedding_dim: 8, hidden_size: 16, attention_dim: 8, hidden_dropout: 0.2}
+train: {batch_size: 16, valid_every: 3, lr_patience: 1, max_steps: 10, log_every: 1000, patience: 0}
+decoding: {max_length: 12}
+",
+        )
+        .unwrap();
+        c.train.learning_rate = 0.01;
+        c
+    };
+    let full = dir.join("full");
+    train(cfg(), &opts(&full, &dir)).unwrap();
+    let half = dir.join("half");
+    let mut o = opts(&half, &dir);
+    o.max_steps = Some(5);
+    train(cfg(), &o).unwrap();
+    let mut o = opts(&half, &dir);
+    o.resume = true;
+    assert_eq!(train(cfg(), &o).unwrap().steps, 10);
+    let (a, b) = (weights(&full), weights(&half));
+    assert!(a.iter().any(|(k, _)| k.ends_with("bn.running_mean")));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert_eq!(va, vb, "{na} differs after resume");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
