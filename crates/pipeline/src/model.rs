@@ -178,16 +178,26 @@ impl Source {
 
 impl Seq2Seq {
     pub fn encode(&self, src: &Source, ctx: &mut Ctx) -> Result<EncoderOutput> {
+        let (out, rows) = self.encode_distinct(src, ctx)?;
+        Ok(match rows {
+            Some(r) => out.index_select(r)?,
+            None => out,
+        })
+    }
+
+    /// The encoder output per distinct input, and which one each batch row uses (images whose
+    /// captions share a batch are encoded once).
+    fn encode_distinct<'a>(
+        &self,
+        src: &'a Source,
+        ctx: &mut Ctx,
+    ) -> Result<(EncoderOutput, Option<&'a Tensor>)> {
         Ok(match (&self.encoder, src) {
-            (Encoder::Text(e), Source::Text { ids, mask }) => e.forward(ids, mask, ctx)?,
+            (Encoder::Text(e), Source::Text { ids, mask }) => (e.forward(ids, mask, ctx)?, None),
             (Encoder::Image(e), Source::Image { input, rows }) => {
-                let out = e.trainable(input, ctx)?;
-                match rows {
-                    Some(r) => out.index_select(r)?,
-                    None => out,
-                }
+                (e.trainable(input, ctx)?, rows.as_ref())
             }
-            (Encoder::None, _) => EncoderOutput::empty(),
+            (Encoder::None, _) => (EncoderOutput::empty(), None),
             _ => {
                 return Err(crate::Error::Invalid(
                     "the encoder input does not fit the model's encoder".into(),
@@ -199,10 +209,20 @@ impl Seq2Seq {
     /// Teacher-forced loss of a batch; the output projection and the loss run over all target
     /// positions in one matmul.
     pub fn loss(&self, b: &BatchTensors, label_smoothing: f64, ctx: &mut Ctx) -> Result<TokenLoss> {
-        let enc = self.encode(&b.src, ctx)?;
+        let (enc, rows) = self.encode_distinct(&b.src, ctx)?;
         let (batch, _) = b.tgt_in.dims2()?;
-        let state = self.decoder.start(&enc, batch, b.tgt_in.device())?;
-        let mem = self.decoder.prepare(&enc)?;
+        // Attention keys are computed once per distinct input, then shared by its rows.
+        let (state, mem) = match rows {
+            Some(r) => (
+                self.decoder
+                    .start(&enc.index_select(r)?, batch, b.tgt_in.device())?,
+                self.decoder.prepare(&enc)?.index_select(r)?,
+            ),
+            None => (
+                self.decoder.start(&enc, batch, b.tgt_in.device())?,
+                self.decoder.prepare(&enc)?,
+            ),
+        };
         let (logits, _) = self.decoder.forward_teacher(&b.tgt_in, &state, &mem, ctx)?;
         let v = logits.dim(2)?;
         let logits = logits.reshape(((), v))?;
