@@ -57,9 +57,9 @@ pub fn bench_captioning(model: &Path, data_dir: &Path, n: usize) -> Result<Capti
         .collect::<Result<Vec<_>>>()?;
     let decode = n as f64 / t.elapsed().as_secs_f64();
     let batch = 32;
-    let _ = c.frozen_features(&images[..batch.min(n)], batch)?; // warm-up
+    c.run_encoder(&images[..batch.min(n)], batch)?; // warm-up
     let t = Instant::now();
-    let feats = c.frozen_features(&images, batch)?;
+    c.run_encoder(&images, batch)?;
     let encoder = n as f64 / t.elapsed().as_secs_f64();
     let captions = |strategy: Strategy, beam: usize| -> Result<f64> {
         let opts = DecodingOptions {
@@ -72,7 +72,6 @@ pub fn bench_captioning(model: &Path, data_dir: &Path, n: usize) -> Result<Capti
         c.caption_images(&images, &opts)?;
         Ok(n as f64 / t.elapsed().as_secs_f64())
     };
-    drop(feats);
     Ok(CaptionBenchReport {
         threads: candle_core::utils::get_num_threads(),
         images: n,

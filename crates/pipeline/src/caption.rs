@@ -104,6 +104,18 @@ impl Captioner {
         Ok(out)
     }
 
+    /// Runs the whole image encoder (frozen and trainable parts, inference) over the images,
+    /// `batch` at a time, and discards the output: the encoder's throughput for `bench`.
+    pub fn run_encoder(&self, images: &[RgbImage], batch: usize) -> Result<()> {
+        let enc = self.image_encoder()?;
+        for f in self.frozen_features(images, batch)?.chunks(batch.max(1)) {
+            let rows: Vec<&Tensor> = f.iter().collect();
+            let out = enc.trainable(&Tensor::stack(&rows, 0)?, &mut seq2seq_nn::Ctx::eval())?;
+            drop(out);
+        }
+        Ok(())
+    }
+
     /// Captions images already resized and cropped to the model's `data.image_size`.
     pub fn caption_images(&self, images: &[RgbImage], opts: &DecodingConfig) -> Result<Vec<NBest>> {
         let feats = self.frozen_features(images, opts.batch_size)?;
