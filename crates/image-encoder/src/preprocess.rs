@@ -87,25 +87,7 @@ pub fn load_rgb(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageErro
 /// Resizes the shorter side to `size` (keeping the aspect ratio) and crops a `size`×`size`
 /// square: centred, or at a random offset with a random horizontal flip when `augment` is given.
 pub fn resize_crop(img: &RgbImage, size: u32, augment: Option<&mut ChaCha8Rng>) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let scale = size as f64 / w.min(h) as f64;
-    let (nw, nh) = (
-        ((w as f64 * scale).round() as u32).max(size),
-        ((h as f64 * scale).round() as u32).max(size),
-    );
-    let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
-    let (mut x, mut y) = ((nw - size) / 2, (nh - size) / 2);
-    let mut flip = false;
-    if let Some(rng) = augment {
-        x = rng.random_range(0..=nw - size);
-        y = rng.random_range(0..=nh - size);
-        flip = rng.random_bool(0.5);
-    }
-    let mut out = image::imageops::crop_imm(&resized, x, y, size, size).to_image();
-    if flip {
-        image::imageops::flip_horizontal_in_place(&mut out);
-    }
-    out
+    crop(&resize_shorter(img, size), size, augment, true)
 }
 
 /// Resizes the shorter side to `side`, keeping the aspect ratio.

@@ -147,10 +147,9 @@ impl ImageBank {
             for (r, &i) in chunk.iter().enumerate() {
                 let f = out.get(r)?.to_dtype(DType::F16)?;
                 if let Some(path) = &keys[i] {
-                    let bytes = f.to_dtype(DType::F16)?;
                     let tmp = checkpoint::tmp_path(path);
                     candle_core::safetensors::save(
-                        &std::collections::HashMap::from([("features".to_string(), bytes)]),
+                        &std::collections::HashMap::from([("features".to_string(), f.clone())]),
                         &tmp,
                     )?;
                     std::fs::rename(&tmp, path).map_err(|source| Error::Write {
