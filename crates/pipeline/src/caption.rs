@@ -10,7 +10,7 @@ use crate::captioning::image_limits;
 use crate::config::{DecodingConfig, Task};
 use crate::images::preprocess;
 use crate::inference::{decode_sources, load_dir, NBest, Translator};
-use crate::model::{Encoder, Source};
+use crate::model::{held_out_loss, BatchTensors, Encoder, Source};
 use crate::{Error, Result};
 
 /// File extensions taken from a directory argument.
@@ -177,9 +177,8 @@ pub fn evaluate_captions(
     data_dir: &Path,
     opts: &DecodingConfig,
 ) -> Result<CaptionReport> {
-    use seq2seq_data::{bucket_batches, Batch, Example};
+    use seq2seq_data::Example;
     use seq2seq_metrics::{caption_tokenize, cider_d, coco_bleu};
-    use seq2seq_nn::Ctx;
 
     let m = &c.0;
     let cfg = &m.config;
@@ -227,21 +226,25 @@ pub fn evaluate_captions(
             }
         }
     }
-    let v = &m.tgt_vocab;
-    let (mut nll, mut tokens) = (0.0, 0.0);
-    for idx in bucket_batches(&examples, cfg.train.batch_size, 0, 0, false) {
-        let b = Batch::new(&examples, &idx, v.pad, v.bos, v.eos);
-        let rows: Vec<&Tensor> = idx
-            .iter()
-            .map(|&e| &feats[examples[e].src[0] as usize])
-            .collect();
-        let x = Tensor::stack(&rows, 0)?;
-        let bt = crate::model::BatchTensors::with_source(&b, Source::image(x), &m.device)?;
-        let l = m.model.loss(&bt, 0.0, &mut Ctx::eval())?;
-        nll += l.nll_sum;
-        tokens += l.tokens;
-    }
-    let loss = nll / tokens.max(1.0);
+    let loss = held_out_loss(
+        &m.model,
+        &examples,
+        cfg.train.batch_size,
+        &m.tgt_vocab,
+        |b| {
+            let images: Vec<usize> = b
+                .indices
+                .iter()
+                .map(|&e| examples[e].src[0] as usize)
+                .collect();
+            let fetch = |ids: &[usize]| -> Result<Tensor> {
+                let rows: Vec<&Tensor> = ids.iter().map(|&i| &feats[i]).collect();
+                Ok(Tensor::stack(&rows, 0)?)
+            };
+            let src = Source::images(&images, fetch, &m.device)?;
+            BatchTensors::with_source(b, src, &m.device)
+        },
+    )?;
     Ok(CaptionReport {
         split,
         images: rows.len(),

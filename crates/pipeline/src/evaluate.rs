@@ -3,13 +3,11 @@
 
 use std::path::Path;
 
-use seq2seq_data::{bucket_batches, Batch};
 use seq2seq_metrics::{Bleu, BleuScore, Chrf, ChrfScore};
-use seq2seq_nn::Ctx;
 
 use crate::config::DecodingConfig;
 use crate::dataset::{encode_pairs, load_splits};
-use crate::model::BatchTensors;
+use crate::model::{held_out_loss, BatchTensors};
 use crate::{Error, Result, Translator};
 
 /// Which held-out split to evaluate.
@@ -94,22 +92,13 @@ pub fn evaluate(
         false,
         false,
     )?;
-    let (mut nll, mut tokens) = (0.0, 0.0);
-    for idx in bucket_batches(&examples, cfg.train.batch_size, 0, 0, false) {
-        let b = Batch::new(
-            &examples,
-            &idx,
-            t.tgt_vocab.pad,
-            t.tgt_vocab.bos,
-            t.tgt_vocab.eos,
-        );
-        let l = t
-            .model
-            .loss(&BatchTensors::new(&b, &t.device)?, 0.0, &mut Ctx::eval())?;
-        nll += l.nll_sum;
-        tokens += l.tokens;
-    }
-    let loss = nll / tokens.max(1.0);
+    let loss = held_out_loss(
+        &t.model,
+        &examples,
+        cfg.train.batch_size,
+        &t.tgt_vocab,
+        |b| BatchTensors::new(b, &t.device),
+    )?;
     Ok(EvalReport {
         split,
         items: pairs.len(),

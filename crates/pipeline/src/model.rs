@@ -174,6 +174,50 @@ impl Source {
     pub fn image(input: Tensor) -> Self {
         Self::Image { input, rows: None }
     }
+
+    /// The images of batch rows `images` (an image index per row): `fetch` gets each distinct
+    /// image once, and rows of the same image share its encoder pass.
+    pub fn images(
+        images: &[usize],
+        fetch: impl FnOnce(&[usize]) -> Result<Tensor>,
+        dev: &Device,
+    ) -> Result<Self> {
+        let mut distinct: Vec<usize> = Vec::new();
+        let mut slot = std::collections::HashMap::new();
+        let rows: Vec<u32> = images
+            .iter()
+            .map(|&img| {
+                *slot.entry(img).or_insert_with(|| {
+                    distinct.push(img);
+                    distinct.len() as u32 - 1
+                })
+            })
+            .collect();
+        let input = fetch(&distinct)?;
+        let rows = (distinct.len() < rows.len())
+            .then(|| Tensor::new(rows.as_slice(), dev))
+            .transpose()?;
+        Ok(Self::Image { input, rows })
+    }
+}
+
+/// Loss per target token over `examples` (teacher-forced, eval mode, no smoothing), in
+/// length-bucketed batches whose tensors `tensors` builds.
+pub fn held_out_loss(
+    model: &Seq2Seq,
+    examples: &[seq2seq_data::Example],
+    batch_size: usize,
+    vocab: &seq2seq_data::Vocab,
+    mut tensors: impl FnMut(&Batch) -> Result<BatchTensors>,
+) -> Result<f64> {
+    let (mut nll, mut tokens) = (0.0, 0.0);
+    for idx in seq2seq_data::bucket_batches(examples, batch_size, 0, 0, false) {
+        let b = Batch::new(examples, &idx, vocab.pad, vocab.bos, vocab.eos);
+        let l = model.loss(&tensors(&b)?, 0.0, &mut Ctx::eval())?;
+        nll += l.nll_sum;
+        tokens += l.tokens;
+    }
+    Ok(nll / tokens.max(1.0))
 }
 
 impl Seq2Seq {

@@ -18,7 +18,7 @@ use crate::config::{Config, DataFormat, EarlyStopMetric, OptimizerKind, Task};
 use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
 use crate::images::{backbone_key, ImageBank};
 use crate::inference::{decode_ids, decode_sources};
-use crate::model::{build_model, BatchTensors, Encoder, Seq2Seq, Source};
+use crate::model::{build_model, held_out_loss, BatchTensors, Encoder, Seq2Seq, Source};
 use crate::optim::Adam;
 use crate::{Error, Result};
 use seq2seq_image_encoder::BackboneKind;
@@ -367,25 +367,13 @@ fn batch_tensors(
     match bank {
         None => BatchTensors::new(b, dev),
         Some(bank) => {
-            // Each distinct image goes through the encoder once; its rows share the output.
-            let mut distinct: Vec<usize> = Vec::new();
-            let mut slot = HashMap::new();
-            let rows: Vec<u32> = b
+            let images: Vec<usize> = b
                 .indices
                 .iter()
-                .map(|&i| {
-                    let img = examples[i].src[0] as usize;
-                    *slot.entry(img).or_insert_with(|| {
-                        distinct.push(img);
-                        distinct.len() as u32 - 1
-                    })
-                })
+                .map(|&i| examples[i].src[0] as usize)
                 .collect();
-            let input = bank.batch(&distinct, train, seed, dev)?;
-            let rows = (distinct.len() < rows.len())
-                .then(|| Tensor::new(rows.as_slice(), dev))
-                .transpose()?;
-            BatchTensors::with_source(b, Source::Image { input, rows }, dev)
+            let src = Source::images(&images, |ids| bank.batch(ids, train, seed, dev), dev)?;
+            BatchTensors::with_source(b, src, dev)
         }
     }
 }
@@ -410,17 +398,9 @@ fn validate(
     decode_limit: usize,
     dev: &Device,
 ) -> Result<Validation> {
-    let mut nll = 0.0;
-    let mut tokens = 0.0;
-    let pad = p.tgt_vocab.pad;
-    for idx in bucket_batches(examples, cfg.train.batch_size, 0, 0, false) {
-        let b = Batch::new(examples, &idx, pad, p.tgt_vocab.bos, p.tgt_vocab.eos);
-        let t = batch_tensors(&b, examples, bank, false, 0, dev)?;
-        let l = model.loss(&t, 0.0, &mut Ctx::eval())?;
-        nll += l.nll_sum;
-        tokens += l.tokens;
-    }
-    let loss = nll / tokens.max(1.0);
+    let loss = held_out_loss(model, examples, cfg.train.batch_size, &p.tgt_vocab, |b| {
+        batch_tensors(b, examples, bank, false, 0, dev)
+    })?;
     if cfg.task == Task::Generation {
         // A language model has no reference output: show greedy continuations of the first
         // tokens of a few held-out items instead of an exact-match rate.
