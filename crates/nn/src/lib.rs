@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod ctx;
+pub mod fused;
 pub mod init;
 pub mod loss;
 pub mod rnn;

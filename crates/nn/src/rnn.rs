@@ -10,7 +10,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::ops::sigmoid;
 use candle_nn::{Init, VarBuilder};
 
-use crate::Ctx;
+use crate::{fused, Ctx};
 
 /// Which recurrence a cell computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,9 +75,9 @@ pub struct Cell {
     kind: CellKind,
     hidden: usize,
     w_ih: Tensor,
-    w_hh: Tensor,
+    pub(crate) w_hh: Tensor,
     b_ih: Tensor,
-    b_hh: Tensor,
+    pub(crate) b_hh: Tensor,
 }
 
 /// Builds a cell whose parameters are named `weight_ih_{suffix}` etc. (suffix `l0`, `l1_reverse`).
@@ -128,6 +128,16 @@ impl Cell {
 
     /// One step from a precomputed input projection `gi` (B, G·H).
     pub fn step(&self, gi: &Tensor, state: &CellState) -> Result<CellState> {
+        if fused::supported(self.kind, gi) {
+            let gh = state.h.matmul(&self.w_hh.t()?)?.broadcast_add(&self.b_hh)?;
+            return fused::step(self.kind, gi, &gh, state);
+        }
+        self.step_ops(gi, state)
+    }
+
+    /// [`Cell::step`] op by op: the path for devices and cells the fused op does not cover, and
+    /// the reference the fused op is tested against.
+    pub(crate) fn step_ops(&self, gi: &Tensor, state: &CellState) -> Result<CellState> {
         let h = &state.h;
         let gh = h.matmul(&self.w_hh.t()?)?.broadcast_add(&self.b_hh)?;
         let n = self.hidden;
@@ -246,15 +256,16 @@ impl Rnn {
         let dev = x.device();
         // Time-major so that each step's slice of the input projection is contiguous.
         let mut layer_in = x.transpose(0, 1)?.contiguous()?;
-        let masks: Option<Vec<Tensor>> = match mask {
-            Some(m) => {
-                let m = m.to_dtype(DType::F32)?.t()?.contiguous()?; // (T, B)
-                Some(
-                    (0..t)
-                        .map(|i| m.get(i)?.unsqueeze(1))
-                        .collect::<Result<_>>()?,
-                )
-            }
+        let mask_tb = match mask {
+            Some(m) => Some(m.to_dtype(DType::F32)?.t()?.contiguous()?), // (T, B)
+            None => None,
+        };
+        let masks: Option<Vec<Tensor>> = match &mask_tb {
+            Some(m) => Some(
+                (0..t)
+                    .map(|i| m.get(i)?.unsqueeze(1))
+                    .collect::<Result<_>>()?,
+            ),
             None => None,
         };
         let dirs = self.cfg.directions();
@@ -268,6 +279,20 @@ impl Rnn {
                     Some(s) => s[l * dirs + d].clone(),
                     None => CellState::zeros(cell.kind, b, cell.hidden, dev)?,
                 };
+                if fused::supported(cell.kind, &gi) {
+                    let (out, fin) = fused::sequence(
+                        cell.kind,
+                        &cell.w_hh,
+                        &cell.b_hh,
+                        &gi,
+                        &state,
+                        mask_tb.as_ref(),
+                        d == 1,
+                    )?;
+                    dir_outputs.push(out);
+                    finals.push(fin);
+                    continue;
+                }
                 let mut outs: Vec<Option<Tensor>> = vec![None; t];
                 let order: Box<dyn Iterator<Item = usize>> = if d == 0 {
                     Box::new(0..t)
