@@ -612,13 +612,16 @@ impl CustomOp3 for FusedStep {
 /// `SEQ2SEQ_FUSED=0` in the environment turns the fused ops off, so that a benchmark can measure
 /// both paths in one binary.
 pub fn supported(kind: CellKind, gi: &Tensor) -> bool {
+    kind != CellKind::Rnn && on_cpu_f32(gi)
+}
+
+/// Whether the fused CPU kernels may run on `t`: f32 on the CPU, and not turned off by
+/// `SEQ2SEQ_FUSED=0`.
+pub(crate) fn on_cpu_f32(t: &Tensor) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled =
         *ENABLED.get_or_init(|| std::env::var("SEQ2SEQ_FUSED").map_or(true, |v| v != "0"));
-    enabled
-        && kind != CellKind::Rnn
-        && gi.dtype() == DType::F32
-        && matches!(gi.device(), candle_core::Device::Cpu)
+    enabled && t.dtype() == DType::F32 && matches!(t.device(), candle_core::Device::Cpu)
 }
 
 /// Runs one cell over a whole sequence.

@@ -1,6 +1,15 @@
 //! Token-level cross-entropy with a padding mask and optional label smoothing.
+//!
+//! On the CPU the loss is one custom op: log-softmax, target gather, smoothing and masking per
+//! row in one pass, and a backward pass that writes `softmax − q` straight into the logits'
+//! gradient. Op by op, the same loss keeps four or five `(N, V)` tensors alive for the backward
+//! pass and runs a dozen passes over them; `(N, V)` is the largest tensor of a training step
+//! (N = batch × target length, V = vocabulary).
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
+use rayon::prelude::*;
+
+use crate::fused::on_cpu_f32;
 
 /// The training loss of one batch.
 pub struct TokenLoss {
@@ -23,6 +32,19 @@ pub fn masked_cross_entropy(
     mask: &Tensor,
     label_smoothing: f64,
 ) -> Result<TokenLoss> {
+    if on_cpu_f32(logits) && logits.rank() == 2 {
+        return fused_cross_entropy(logits, targets, mask, label_smoothing);
+    }
+    cross_entropy_ops(logits, targets, mask, label_smoothing)
+}
+
+/// The op-by-op loss: other devices, and the reference of the fused op's tests.
+fn cross_entropy_ops(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    label_smoothing: f64,
+) -> Result<TokenLoss> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let nll = logp
         .gather(&targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?
@@ -39,6 +61,121 @@ pub fn masked_cross_entropy(
         nll
     };
     let loss = ((per_token * &mask)?.sum_all()? / tokens.max(1.0))?;
+    Ok(TokenLoss {
+        loss,
+        nll_sum,
+        tokens,
+    })
+}
+
+/// The fused loss over `(N, V)` logits. Returns `(N, 2)` per row: the smoothed loss and the plain
+/// negative log-likelihood, both times the row's mask. Only column 0 is differentiable.
+struct FusedCrossEntropy {
+    targets: Vec<u32>,
+    mask: Vec<f32>,
+    eps: f32,
+}
+
+/// `logsumexp` of a row.
+fn lse(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("fused cross-entropy: logits must be contiguous f32"),
+    }
+}
+
+impl CustomOp1 for FusedCrossEntropy {
+    fn name(&self) -> &'static str {
+        "fused-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, v) = l.shape().dims2()?;
+        if self.targets.len() != n || self.mask.len() != n {
+            candle_core::bail!(
+                "fused cross-entropy: {n} rows, {} targets",
+                self.targets.len()
+            );
+        }
+        let x = f32_slice(s, l)?;
+        let mut out = vec![0f32; n * 2];
+        out.par_chunks_mut(2)
+            .zip(x.par_chunks(v))
+            .enumerate()
+            .for_each(|(i, (o, row))| {
+                let m = self.mask[i];
+                if m == 0.0 {
+                    return;
+                }
+                let lse = lse(row);
+                let nll = lse - row[self.targets[i] as usize];
+                // mean over the vocabulary of -log p = lse - mean(x)
+                let smooth = lse - row.iter().sum::<f32>() / v as f32;
+                o[0] = m * ((1.0 - self.eps) * nll + self.eps * smooth);
+                o[1] = m * nll;
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, 2))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let (n, v) = arg.dims2()?;
+        let g = grad_res.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let (st, l) = arg.storage_and_layout();
+        let x = match &*st {
+            Storage::Cpu(cs) => f32_slice(cs, l)?,
+            _ => candle_core::bail!("fused cross-entropy: CPU only"),
+        };
+        let uniform = self.eps / v as f32;
+        let mut d = vec![0f32; n * v];
+        d.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .enumerate()
+            .for_each(|(i, (drow, row))| {
+                let scale = g[i] * self.mask[i];
+                if scale == 0.0 {
+                    return;
+                }
+                // d/dx_j [(1-ε)(-log p_y) + ε mean(-log p)] = p_j - (1-ε)[j = y] - ε/V
+                let lse = lse(row);
+                for (dj, &xj) in drow.iter_mut().zip(row) {
+                    *dj = scale * ((xj - lse).exp() - uniform);
+                }
+                drow[self.targets[i] as usize] -= scale * (1.0 - self.eps);
+            });
+        drop(st);
+        Ok(Some(Tensor::from_vec(d, (n, v), arg.device())?))
+    }
+}
+
+fn fused_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    label_smoothing: f64,
+) -> Result<TokenLoss> {
+    let v = logits.dim(1)?;
+    let targets = targets
+        .to_dtype(DType::U32)?
+        .flatten_all()?
+        .to_vec1::<u32>()?;
+    let mask = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
+        candle_core::bail!("cross-entropy: target id {bad} outside the vocabulary of {v}");
+    }
+    let tokens: f64 = mask.iter().map(|&m| m as f64).sum();
+    let op = FusedCrossEntropy {
+        targets,
+        mask,
+        eps: label_smoothing as f32,
+    };
+    let rows = logits.contiguous()?.apply_op1(op)?;
+    let nll_sum = rows.narrow(1, 1, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
+    let loss = (rows.narrow(1, 0, 1)?.sum_all()? / tokens.max(1.0))?;
     Ok(TokenLoss {
         loss,
         nll_sum,
@@ -68,6 +205,37 @@ mod tests {
         let s = masked_cross_entropy(&logits, &targets, &mask, 0.1)?;
         let v = s.loss.to_scalar::<f32>()?;
         assert!((v - 0.589_201_6).abs() < 1e-5, "{v}");
+        // The op-by-op path gives the same values.
+        let o = cross_entropy_ops(&logits, &targets, &mask, 0.1)?;
+        assert!((o.loss.to_scalar::<f32>()? - v).abs() < 1e-6);
+        assert!((o.nll_sum - s.nll_sum).abs() < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn fused_gradient_equals_the_op_by_op_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, v) = (7, 11);
+        let logits = candle_core::Var::from_tensor(&(Tensor::randn(0f32, 3.0, (n, v), &dev)?))?;
+        let targets = Tensor::new(&[3u32, 0, 10, 5, 5, 1, 2], &dev)?;
+        let mask = Tensor::new(&[1f32, 1., 1., 1., 0., 1., 0.], &dev)?;
+        for eps in [0.0, 0.1] {
+            let f = fused_cross_entropy(logits.as_tensor(), &targets, &mask, eps)?;
+            let o = cross_entropy_ops(logits.as_tensor(), &targets, &mask, eps)?;
+            let (fv, ov) = (f.loss.to_scalar::<f32>()?, o.loss.to_scalar::<f32>()?);
+            assert!((fv - ov).abs() < 1e-5, "eps {eps}: {fv} vs {ov}");
+            assert!((f.nll_sum - o.nll_sum).abs() < 1e-4);
+            assert_eq!(f.tokens, 5.0);
+            // A scaled loss, so that the incoming gradient is not 1.
+            let fg = (f.loss * 3.0)?.backward()?;
+            let og = (o.loss * 3.0)?.backward()?;
+            let d = (fg.get(logits.as_tensor()).unwrap() - og.get(logits.as_tensor()).unwrap())?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert!(d < 1e-5, "eps {eps}: gradient differs by {d}");
+        }
         Ok(())
     }
 }
