@@ -4,6 +4,9 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{linear_no_bias, Linear, Module, VarBuilder};
 
+use crate::additive::additive_score;
+use crate::fused::on_cpu_f32;
+
 /// Which score function compares a decoder query with the memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionKind {
@@ -118,15 +121,16 @@ impl Attention {
         let scores = match self.kind {
             AttentionKind::Bahdanau => {
                 let q = self.query_layer.as_ref().unwrap().forward(query)?; // (B, Tq, A)
-                let e = q
-                    .unsqueeze(2)?
-                    .broadcast_add(&k.keys.unsqueeze(1)?)?
-                    .tanh()?; // (B,Tq,S,A)
-                self.energy_layer
-                    .as_ref()
-                    .unwrap()
-                    .forward(&e)?
-                    .squeeze(D::Minus1)?
+                let energy = self.energy_layer.as_ref().unwrap();
+                if on_cpu_f32(&q) {
+                    additive_score(&q, &k.keys, energy.weight())?
+                } else {
+                    let e = q
+                        .unsqueeze(2)?
+                        .broadcast_add(&k.keys.unsqueeze(1)?)?
+                        .tanh()?; // (B,Tq,S,A)
+                    energy.forward(&e)?.squeeze(D::Minus1)?
+                }
             }
             AttentionKind::Luong | AttentionKind::Dot => query
                 .contiguous()?
