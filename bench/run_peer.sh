@@ -4,6 +4,14 @@
 #
 #   bench/run_peer.sh [DATA_DIR] [MINUTES]
 #
+# 1. The peer trains the benchmark architecture for MINUTES, then decodes test2016 greedily.
+# 2. We train the same architecture (configs/multi30k-en-de-bahdanau.yaml) for as many steps as the
+#    peer managed, so that both decode with equally trained models (output lengths, and so decoding
+#    speed, depend on how far a model got).
+# 3. `seq2seq bench` on that model: training speed, memory, decoding; then the same with the fused
+#    CPU ops turned off (SEQ2SEQ_FUSED=0), for the before/after ratio in one run.
+# 4. `seq2seq bench` on the shipped quality config with its trained model, if runs/multi30k-en-de exists.
+#
 # The peer needs torch and sacrebleu: they go into a throwaway virtual environment under
 # /tmp/seq2seq-peer-venv (not part of CI). Our figures come from a release build.
 set -euo pipefail
@@ -16,9 +24,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q torch sacrebleu
 fi
 cargo build --release -p seq2seq-cli
+S=./target/release/seq2seq
 echo "== PyTorch peer (2 threads, $MINUTES min of training, greedy test2016)"
-OMP_NUM_THREADS=2 "$VENV/bin/python" ../shared/bench/torch_mt.py "$DATA/multi30k" en de --minutes "$MINUTES" --threads 2 --bleu | grep RESULT
-for cfg in configs/multi30k-en-de-bahdanau.yaml configs/multi30k-en-de.yaml; do
-  echo "== seq2seq bench $cfg (RAYON_NUM_THREADS=2)"
-  RAYON_NUM_THREADS=2 ./target/release/seq2seq bench "$cfg" --data-dir "$DATA" --train-steps 100
+PEER=$(OMP_NUM_THREADS=2 "$VENV/bin/python" ../shared/bench/torch_mt.py "$DATA/multi30k" en de --minutes "$MINUTES" --threads 2 --bleu | grep RESULT)
+echo "$PEER"
+STEPS=$(echo "$PEER" | sed -n 's/.* steps \([0-9]*\) .*/\1/p' | head -1)
+echo "== ours: the same architecture trained for the peer's $STEPS steps"
+RAYON_NUM_THREADS=2 $S train configs/multi30k-en-de-bahdanau.yaml --data-dir "$DATA" --out runs/bench-bahdanau --max-steps "$STEPS" 2>&1 | grep -E "^(stopped|test)" || true
+for fused in 1 0; do
+  echo "== seq2seq bench configs/multi30k-en-de-bahdanau.yaml (RAYON_NUM_THREADS=2, SEQ2SEQ_FUSED=$fused)"
+  SEQ2SEQ_FUSED=$fused RAYON_NUM_THREADS=2 $S bench configs/multi30k-en-de-bahdanau.yaml --data-dir "$DATA" --model runs/bench-bahdanau --train-steps 100
 done
+if [ -d runs/multi30k-en-de ]; then
+  echo "== seq2seq bench configs/multi30k-en-de.yaml (the shipped quality config, its trained model)"
+  RAYON_NUM_THREADS=2 $S bench configs/multi30k-en-de.yaml --data-dir "$DATA" --model runs/multi30k-en-de --train-steps 100
+fi
