@@ -400,7 +400,7 @@ impl Decoder {
 
     /// Output projection of attentional vectors of any leading shape.
     pub fn logits(&self, att: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let att = ctx.dropout(att, self.cfg.hidden_dropout)?;
+        let att = self.readout(att, ctx)?;
         let dims = att.dims().to_vec();
         let rows = att.elem_count() / self.out_dim;
         let y = self
@@ -411,12 +411,48 @@ impl Decoder {
         y.reshape(out)
     }
 
+    /// The output layer's input: the attentional vectors after the hidden dropout.
+    fn readout(&self, att: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        ctx.dropout(att, self.cfg.hidden_dropout)
+    }
+
+    /// The output layer's weight (V, D) and bias: with [`Decoder::forward_teacher_readout`], a
+    /// training loop can fuse the projection with its loss (`nn::projection_cross_entropy`).
+    pub fn output_projection(&self) -> (&Tensor, Option<&Tensor>) {
+        (self.output_layer.weight(), self.output_layer.bias())
+    }
+
+    /// [`Decoder::forward_teacher`] up to the output layer's input (B, T, D), dropout applied:
+    /// projecting it with [`Decoder::output_projection`] gives the same logits.
+    pub fn forward_teacher_readout(
+        &self,
+        tgt_in: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, DecoderState)> {
+        let (att, last) = self.teacher_att(tgt_in, state, mem, ctx)?;
+        Ok((self.readout(&att, ctx)?, last))
+    }
+
     /// Teacher-forced pass over a whole target prefix `tgt_in` (B, T): logits (B, T, V).
     ///
     /// Without input feeding the recurrent stack runs over the whole sequence and attention is
     /// batched over all T queries at once; with it the steps are sequential. Either way the output
     /// projection is one matmul over all steps.
     pub fn forward_teacher(
+        &self,
+        tgt_in: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, DecoderState)> {
+        let (att, last) = self.teacher_att(tgt_in, state, mem, ctx)?;
+        Ok((self.logits(&att, ctx)?, last))
+    }
+
+    /// The attentional vectors (B, T, D) of a teacher-forced pass and the final state.
+    fn teacher_att(
         &self,
         tgt_in: &Tensor,
         state: &DecoderState,
@@ -446,6 +482,6 @@ impl Decoder {
             }
             (Tensor::stack(&atts, 1)?, state)
         };
-        Ok((self.logits(&att, ctx)?, last))
+        Ok((att, last))
     }
 }

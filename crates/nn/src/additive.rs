@@ -5,28 +5,14 @@
 //! attentive decoder after the logits. The fused op keeps nothing but its inputs and recomputes
 //! the tanh in the backward pass, so the memory of the score is that of its `(B, Tq, S)` output.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::fused::{cpu_slice as f32_slice, with_data};
 
 /// Scores `(B, Tq, S)` from projected queries `q` `(B, Tq, A)`, projected keys `k` `(B, S, A)`
 /// and the energy weights `v` `(1, A)`.
 struct AdditiveScore;
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("additive attention: {what} must be contiguous f32"),
-    }
-}
-
-/// The f32 data of a contiguous CPU tensor, read in place.
-fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (st, l) = t.storage_and_layout();
-    match &*st {
-        Storage::Cpu(cs) => f(f32_slice(cs, l, what)?),
-        _ => candle_core::bail!("additive attention: {what} must be on the CPU"),
-    }
-}
 
 impl CustomOp3 for AdditiveScore {
     fn name(&self) -> &'static str {

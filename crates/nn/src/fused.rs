@@ -81,14 +81,14 @@ fn parallelism() -> Parallelism {
 
 /// A row-major matrix view for [`matmul`]: element (i, j) is at `i * rs + j * cs`.
 #[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
 }
 
 /// `dst (m, n) = [dst +] lhs (m, k) × rhs (k, n)`; `dst` is row-major with row stride `dst_rs`.
-fn matmul(
+pub(crate) fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,
@@ -135,15 +135,28 @@ fn matmul(
     }
 }
 
+/// The f32 data of a contiguous tensor on the CPU, read in place.
+pub(crate) fn with_data<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> Result<R>,
+) -> Result<R> {
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        candle_core::Storage::Cpu(cs) => f(cpu_slice(cs, l, what)?),
+        _ => candle_core::bail!("{what} must be on the CPU"),
+    }
+}
+
 /// The f32 data of a contiguous CPU storage, from its layout's offset.
-fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("fused recurrence: {what} must be f32, got {:?}", s.dtype()),
+        _ => candle_core::bail!("{what} must be f32, got {:?}", s.dtype()),
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fused recurrence: {what} must be contiguous"),
+        None => candle_core::bail!("{what} must be contiguous"),
     }
 }
 

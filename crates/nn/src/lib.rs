@@ -13,10 +13,12 @@ pub mod ctx;
 pub mod fused;
 pub mod init;
 pub mod loss;
+pub mod projection_loss;
 pub mod rnn;
 
 pub use attention::{attention, Attention, AttentionKeys, AttentionKind};
 pub use ctx::Ctx;
 pub use init::SeededVarMap;
 pub use loss::masked_cross_entropy;
+pub use projection_loss::projection_cross_entropy;
 pub use rnn::{cell, rnn, Cell, CellKind, CellState, Rnn, RnnConfig};

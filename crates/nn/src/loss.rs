@@ -6,10 +6,10 @@
 //! pass and runs a dozen passes over them; `(N, V)` is the largest tensor of a training step
 //! (N = batch × target length, V = vocabulary).
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use crate::fused::on_cpu_f32;
+use crate::fused::{cpu_slice, on_cpu_f32, with_data};
 
 /// The training loss of one batch.
 pub struct TokenLoss {
@@ -77,16 +77,24 @@ struct FusedCrossEntropy {
 }
 
 /// `logsumexp` of a row.
-fn lse(row: &[f32]) -> f32 {
+pub(crate) fn lse(row: &[f32]) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("fused cross-entropy: logits must be contiguous f32"),
+/// The gradient of one row's smoothed loss times `scale`, computed in place over the row's
+/// logits: d/dx_j [(1-ε)(-log p_y) + ε mean(-log p)] = p_j - (1-ε)[j = y] - ε/V.
+pub(crate) fn softmax_minus_q(row: &mut [f32], scale: f32, target: u32, eps: f32) {
+    if scale == 0.0 {
+        row.fill(0.0);
+        return;
     }
+    let lse = lse(row);
+    let uniform = eps / row.len() as f32;
+    for x in row.iter_mut() {
+        *x = scale * ((*x - lse).exp() - uniform);
+    }
+    row[target as usize] -= scale * (1.0 - eps);
 }
 
 impl CustomOp1 for FusedCrossEntropy {
@@ -102,7 +110,7 @@ impl CustomOp1 for FusedCrossEntropy {
                 self.targets.len()
             );
         }
-        let x = f32_slice(s, l)?;
+        let x = cpu_slice(s, l, "logits")?;
         let mut out = vec![0f32; n * 2];
         out.par_chunks_mut(2)
             .zip(x.par_chunks(v))
@@ -125,29 +133,17 @@ impl CustomOp1 for FusedCrossEntropy {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let (n, v) = arg.dims2()?;
         let g = grad_res.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
-        let (st, l) = arg.storage_and_layout();
-        let x = match &*st {
-            Storage::Cpu(cs) => f32_slice(cs, l)?,
-            _ => candle_core::bail!("fused cross-entropy: CPU only"),
-        };
-        let uniform = self.eps / v as f32;
         let mut d = vec![0f32; n * v];
-        d.par_chunks_mut(v)
-            .zip(x.par_chunks(v))
-            .enumerate()
-            .for_each(|(i, (drow, row))| {
-                let scale = g[i] * self.mask[i];
-                if scale == 0.0 {
-                    return;
-                }
-                // d/dx_j [(1-ε)(-log p_y) + ε mean(-log p)] = p_j - (1-ε)[j = y] - ε/V
-                let lse = lse(row);
-                for (dj, &xj) in drow.iter_mut().zip(row) {
-                    *dj = scale * ((xj - lse).exp() - uniform);
-                }
-                drow[self.targets[i] as usize] -= scale * (1.0 - self.eps);
-            });
-        drop(st);
+        with_data(arg, "logits", |x| {
+            d.par_chunks_mut(v)
+                .zip(x.par_chunks(v))
+                .enumerate()
+                .for_each(|(i, (drow, row))| {
+                    drow.copy_from_slice(row);
+                    softmax_minus_q(drow, g[i] * self.mask[i], self.targets[i], self.eps);
+                });
+            Ok(())
+        })?;
         Ok(Some(Tensor::from_vec(d, (n, v), arg.device())?))
     }
 }

@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 use seq2seq_data::Batch;
 use seq2seq_decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderStyle, EncoderOutput};
 use seq2seq_image_encoder::{BackboneKind, ImageEncoder};
-use seq2seq_nn::{loss::TokenLoss, masked_cross_entropy, AttentionKind, CellKind, Ctx};
+use seq2seq_nn::{loss::TokenLoss, projection_cross_entropy, AttentionKind, CellKind, Ctx};
 use seq2seq_text_encoder::{text_encoder, TextEncoder, TextEncoderConfig};
 
 use crate::config::{AttentionType, BridgeType, Cell, ModelConfig, Style, Task};
@@ -251,7 +251,7 @@ impl Seq2Seq {
     }
 
     /// Teacher-forced loss of a batch; the output projection and the loss run over all target
-    /// positions in one matmul.
+    /// positions at once, as one fused op on the CPU (`nn::projection_cross_entropy`).
     pub fn loss(&self, b: &BatchTensors, label_smoothing: f64, ctx: &mut Ctx) -> Result<TokenLoss> {
         let (enc, rows) = self.encode_distinct(&b.src, ctx)?;
         let (batch, _) = b.tgt_in.dims2()?;
@@ -267,11 +267,15 @@ impl Seq2Seq {
                 self.decoder.prepare(&enc)?,
             ),
         };
-        let (logits, _) = self.decoder.forward_teacher(&b.tgt_in, &state, &mem, ctx)?;
-        let v = logits.dim(2)?;
-        let logits = logits.reshape(((), v))?;
-        Ok(masked_cross_entropy(
-            &logits,
+        let (x, _) = self
+            .decoder
+            .forward_teacher_readout(&b.tgt_in, &state, &mem, ctx)?;
+        let d = x.dim(2)?;
+        let (weight, bias) = self.decoder.output_projection();
+        Ok(projection_cross_entropy(
+            &x.reshape(((), d))?,
+            weight,
+            bias,
             &b.tgt_out,
             &b.tgt_mask,
             label_smoothing,
