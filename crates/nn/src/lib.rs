@@ -7,6 +7,7 @@
 //! Randomness (initialisation, dropout) is seeded and owned by the caller: candle's CPU backend
 //! cannot be seeded, so [`init::SeededVarMap`] and [`Ctx`] provide reproducible replacements.
 
+pub mod adam;
 pub mod additive;
 pub mod attention;
 pub mod ctx;

@@ -202,6 +202,21 @@ pub fn projection_cross_entropy(
         candle_core::bail!("cross-entropy: target id {bad} outside the vocabulary of {v}");
     }
     let tokens: f64 = mask.iter().map(|&m| m as f64).sum();
+    // Padding rows contribute nothing: project only the real ones (bucketing leaves a few
+    // percent of padding, and the projection is most of a training step's FLOPs).
+    let keep: Vec<u32> = (0..mask.len() as u32)
+        .filter(|&i| mask[i as usize] != 0.0)
+        .collect();
+    let (x, targets, mask) = if keep.len() < mask.len() {
+        let rows = Tensor::new(keep.as_slice(), x.device())?;
+        (
+            x.index_select(&rows, 0)?,
+            keep.iter().map(|&i| targets[i as usize]).collect(),
+            keep.iter().map(|&i| mask[i as usize]).collect(),
+        )
+    } else {
+        (x.clone(), targets, mask)
+    };
     let bias = match bias {
         Some(b) => b.clone(),
         None => Tensor::zeros(v, DType::F32, x.device())?,

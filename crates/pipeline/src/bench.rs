@@ -178,10 +178,13 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         let b = Batch::new(&train, idx, tv.pad, tv.bos, tv.eos);
         let start = Instant::now();
         let bt = BatchTensors::new(&b, &dev)?;
-        let l = model.loss(&bt, t.label_smoothing, &mut Ctx::train(i as u64))?;
-        let mut grads = l.loss.backward()?;
-        opt.clip(&mut grads, t.clip_grad_norm)?;
+        let grads = model
+            .loss(&bt, t.label_smoothing, &mut Ctx::train(i as u64))?
+            .loss
+            .backward()?;
+        opt.clip(&grads, t.clip_grad_norm)?;
         opt.update(&grads)?;
+        drop(grads);
         if i >= o.warmup_steps {
             timed += start.elapsed().as_secs_f64();
             tokens += b.target_tokens();

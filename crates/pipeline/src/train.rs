@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use indicatif::{ProgressBar, ProgressStyle};
 use seq2seq_data::{bucket_batches, grouped_batches, Batch, Example, Pair, Vocab};
-use seq2seq_nn::{Ctx, SeededVarMap};
+use seq2seq_nn::{loss::TokenLoss, Ctx, SeededVarMap};
 
 use crate::captioning::{load_captions, ImageRef};
 use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, SRC_TOKENIZER, TGT_TOKENIZER};
@@ -731,10 +731,16 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
             let bt = batch_tensors(&b, &p.train, bank, true, seed, &dev)?;
             let mut ctx = Ctx::train(seed);
             let l = model.loss(&bt, t.label_smoothing, &mut ctx)?;
-            let mut grads = l.loss.backward()?;
-            opt.clip(&mut grads, t.clip_grad_norm)?;
+            let grads = l.loss.backward()?;
+            // The forward graph (every activation of the batch) goes before the update runs.
+            let l = TokenLoss {
+                loss: l.loss.detach(),
+                ..l
+            };
+            opt.clip(&grads, t.clip_grad_norm)?;
             opt.lr = state.lr;
             opt.update(&grads)?;
+            drop(grads);
             state.step += 1;
             state.batch_in_epoch += 1;
             state.target_tokens += l.tokens as u64;
