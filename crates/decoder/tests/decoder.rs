@@ -107,6 +107,16 @@ fn check_teacher_forcing(
         let state = dec.start(enc, 2, dev)?;
         let mem = dec.prepare(enc)?;
         let (full, _) = dec.forward_teacher(&tgt, &state, &mem, &mut Ctx::eval())?;
+        // The readout projected by the output layer gives the same logits (training fuses
+        // that projection with its loss).
+        let (x, _) = dec.forward_teacher_readout(&tgt, &state, &mem, &mut Ctx::eval())?;
+        let (w, b) = dec.output_projection();
+        let mut projected = x.broadcast_matmul(&w.t()?)?;
+        if let Some(b) = b {
+            projected = projected.broadcast_add(b)?;
+        }
+        let diff = (projected - &full)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{what} readout: {diff}");
         let mut s = state;
         for t in 0..4 {
             let (logits, next, _) = dec.step(
