@@ -152,3 +152,19 @@ pub fn adam_step_in_place(
     p.inplace_op3(m, v, &Step { h })?;
     Ok(true)
 }
+
+/// `Σ x²` over a tensor, in f64: one pass and no temporary on the CPU (global norm clipping
+/// reads every gradient once per step).
+pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
+    if on_cpu_f32(t) && t.is_contiguous() {
+        return crate::fused::with_data(t, "tensor", |x| {
+            Ok(x.par_chunks(CHUNK)
+                .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+                .sum())
+        });
+    }
+    Ok(t.sqr()?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?)
+}

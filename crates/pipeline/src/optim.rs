@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
-use seq2seq_nn::adam::{adam_step_in_place, AdamStep};
+use seq2seq_nn::adam::{adam_step_in_place, sum_of_squares, AdamStep};
 
 pub struct Adam {
     /// Parameters in name order, so updates and saved moments are deterministic.
@@ -66,7 +66,7 @@ impl Adam {
         let mut sq = 0f64;
         for (_, p) in &self.params {
             if let Some(g) = grads.get(p) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                sq += sum_of_squares(g)?;
             }
         }
         let norm = sq.sqrt();
