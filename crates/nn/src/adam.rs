@@ -163,8 +163,8 @@ pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
                 .sum())
         });
     }
-    Ok(t.sqr()?
+    t.sqr()?
         .sum_all()?
         .to_dtype(candle_core::DType::F64)?
-        .to_scalar::<f64>()?)
+        .to_scalar::<f64>()
 }
