@@ -181,6 +181,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Average the weights of several checkpoints of one run into a new model directory.
+    Average {
+        /// The model directory to write (config and tokenizers come from the first checkpoint's).
+        #[arg(long)]
+        out: PathBuf,
+        /// Checkpoints: .safetensors files (model.safetensors, last.safetensors, …) or model
+        /// directories (their model.safetensors).
+        #[arg(required = true)]
+        checkpoints: Vec<PathBuf>,
+    },
     /// Score hypotheses against references, like the sacrebleu command line.
     Score {
         /// A reference file (repeat for several references per line).
@@ -582,6 +592,15 @@ fn run(cli: Cli) -> Result<()> {
                     _ => println!("decoding figures: no trained model (pass --model DIR)"),
                 }
             }
+            Ok(())
+        }
+        Command::Average { out, checkpoints } => {
+            let n = seq2seq_pipeline::average::average(&checkpoints, &out)?;
+            eprintln!(
+                "averaged {n} tensors over {} checkpoints into {}",
+                checkpoints.len(),
+                out.display()
+            );
             Ok(())
         }
         Command::Score {

@@ -369,6 +369,9 @@ pub struct TrainConfig {
     pub early_stopping_metric: EarlyStopMetric,
     /// Stop after this many validations without improvement (0 = never).
     pub patience: usize,
+    /// Keep the weights of the last N validations as `checkpoint-step<S>.safetensors`, for
+    /// `seq2seq average` (0 = keep none).
+    pub keep_checkpoints: usize,
     /// Plain log line every this many steps (when stderr is not a terminal).
     pub log_every: usize,
 }
@@ -395,6 +398,7 @@ impl Default for TrainConfig {
             valid_decode_size: 0,
             early_stopping_metric: EarlyStopMetric::Loss,
             patience: 5,
+            keep_checkpoints: 0,
             log_every: 100,
         }
     }

@@ -1,6 +1,7 @@
 //! The seq2seq pipelines: config, model assembly ([`model::build_model`]), training with
 //! checkpoints and resume, and inference. The CLI is a thin layer over this crate.
 
+pub mod average;
 pub mod bench;
 pub mod bench_caption;
 pub mod caption;

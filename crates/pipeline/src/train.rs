@@ -783,6 +783,9 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     t.valid_decode_size,
                     &dev,
                 )?;
+                if t.keep_checkpoints > 0 {
+                    keep_checkpoint(out, state.step, t.keep_checkpoints, &all_weights())?;
+                }
                 let s = score(&v, t.early_stopping_metric);
                 let improved = state.best_score.is_none_or(|b| s < b - 1e-9);
                 if improved {
@@ -961,4 +964,37 @@ pub fn default_out(cfg: &Config, config_path: &Path) -> PathBuf {
         cfg.name.clone()
     };
     PathBuf::from("runs").join(name)
+}
+
+/// Saves this validation's weights as `checkpoint-step<step>.safetensors` and removes all but the
+/// newest `keep` of them (by step).
+fn keep_checkpoint(
+    out: &Path,
+    step: usize,
+    keep: usize,
+    weights: &HashMap<String, Tensor>,
+) -> Result<()> {
+    checkpoint::save_tensors(
+        &out.join(format!("checkpoint-step{step}.safetensors")),
+        weights,
+    )?;
+    let mut steps: Vec<usize> = std::fs::read_dir(out)
+        .map_err(|source| Error::Write {
+            path: out.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("checkpoint-step")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    steps.sort_unstable();
+    for s in steps.iter().take(steps.len().saturating_sub(keep)) {
+        let old = out.join(format!("checkpoint-step{s}.safetensors"));
+        std::fs::remove_file(&old).map_err(|source| Error::Write { path: old, source })?;
+    }
+    Ok(())
 }

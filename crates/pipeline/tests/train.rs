@@ -131,10 +131,36 @@ fn resume_gives_the_same_weights_as_one_run() {
             c.train.valid_every = 3;
             c.train.lr_patience = 1;
             c.train.max_steps = 14;
+            c.train.keep_checkpoints = 2;
         })
     };
     let full = dir.join("full");
     train(cfg(), &opts(&full, &dir)).unwrap();
+    // Validations at steps 3, 6, 9, 12: the last two are kept, and they average into a model.
+    let mut kept: Vec<String> = std::fs::read_dir(&full)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-step"))
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "checkpoint-step12.safetensors",
+            "checkpoint-step9.safetensors"
+        ]
+    );
+    let avg = dir.join("avg");
+    let n = seq2seq_pipeline::average::average(
+        &[
+            full.join("checkpoint-step9.safetensors"),
+            full.join("checkpoint-step12.safetensors"),
+        ],
+        &avg,
+    )
+    .unwrap();
+    assert!(n > 0);
+    assert!(avg.join(checkpoint::CONFIG).exists() && avg.join(checkpoint::BEST).exists());
     let half = dir.join("half");
     let mut o = opts(&half, &dir);
     o.max_steps = Some(7);

@@ -1,0 +1,181 @@
+//! Checkpoint averaging (as fairseq's `average_checkpoints.py` and OpenNMT's `average_models.py`):
+//! the element-wise mean of the weights of several checkpoints of one run, written as a model
+//! directory that `translate`, `caption`, `generate` and `eval` load like any other.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::{
+    load_tensors, save_tensors, write_atomic, BEST, CONFIG, OPTIMIZER_PREFIX, SRC_TOKENIZER,
+    STATE_TENSOR, TGT_TOKENIZER,
+};
+use crate::{Error, Result};
+
+/// A checkpoint argument: a `.safetensors` file, or a model directory (its `model.safetensors`).
+fn checkpoint_file(arg: &Path) -> (PathBuf, String) {
+    if arg.is_dir() {
+        (arg.to_path_buf(), BEST.to_string())
+    } else {
+        let dir = match arg.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = arg
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (dir, name)
+    }
+}
+
+/// The model weights of a checkpoint: resume checkpoints also hold optimizer moments and the
+/// trainer state, which are not averaged.
+fn weights(dir: &Path, name: &str) -> Result<HashMap<String, Tensor>> {
+    let mut t = load_tensors(dir, name, &Device::Cpu)?;
+    t.retain(|k, _| k != STATE_TENSOR && !k.starts_with(OPTIMIZER_PREFIX));
+    Ok(t)
+}
+
+/// Averages `checkpoints` (at least two) into `out`/model.safetensors and copies the first
+/// checkpoint's config and tokenizers beside it (unless `out` is that directory). Returns the
+/// number of tensors averaged.
+pub fn average(checkpoints: &[PathBuf], out: &Path) -> Result<usize> {
+    if checkpoints.len() < 2 {
+        return Err(Error::Invalid(
+            "average: give at least two checkpoints (files or model directories)".into(),
+        ));
+    }
+    let files: Vec<(PathBuf, String)> = checkpoints.iter().map(|c| checkpoint_file(c)).collect();
+    let (first_dir, first_name) = &files[0];
+    let mut sum: HashMap<String, Tensor> = weights(first_dir, first_name)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(DType::F64)?)))
+        .collect::<Result<_>>()?;
+    for (dir, name) in &files[1..] {
+        let w = weights(dir, name)?;
+        let here = dir.join(name);
+        let there = first_dir.join(first_name);
+        if let Some(k) = sum.keys().find(|k| !w.contains_key(*k)) {
+            return Err(Error::Invalid(format!(
+                "average: {} lacks tensor {k} of {} — checkpoints of different models?",
+                here.display(),
+                there.display()
+            )));
+        }
+        if let Some(k) = w.keys().find(|k| !sum.contains_key(*k)) {
+            return Err(Error::Invalid(format!(
+                "average: {} has tensor {k} that {} lacks — checkpoints of different models?",
+                here.display(),
+                there.display()
+            )));
+        }
+        for (k, acc) in sum.iter_mut() {
+            let t = &w[k];
+            if t.shape() != acc.shape() {
+                return Err(Error::Invalid(format!(
+                    "average: tensor {k} is {:?} in {} but {:?} in {}",
+                    t.shape(),
+                    here.display(),
+                    acc.shape(),
+                    there.display()
+                )));
+            }
+            *acc = (&*acc + t.to_dtype(DType::F64)?)?;
+        }
+    }
+    let n = files.len() as f64;
+    let dtypes: HashMap<String, DType> = weights(first_dir, first_name)?
+        .into_iter()
+        .map(|(k, v)| (k, v.dtype()))
+        .collect();
+    let mean: HashMap<String, Tensor> = sum
+        .into_iter()
+        .map(|(k, v)| {
+            let t = (v / n)?.to_dtype(dtypes[&k])?;
+            Ok((k, t))
+        })
+        .collect::<Result<_>>()?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let same_dir = std::fs::canonicalize(out).ok() == std::fs::canonicalize(first_dir).ok();
+    if !same_dir {
+        for f in [CONFIG, SRC_TOKENIZER, TGT_TOKENIZER] {
+            let src = first_dir.join(f);
+            if src.exists() {
+                let bytes = std::fs::read(&src).map_err(|e| Error::ModelDir {
+                    path: first_dir.clone(),
+                    msg: format!("cannot read {f}: {e}"),
+                })?;
+                write_atomic(&out.join(f), &bytes)?;
+            }
+        }
+    }
+    save_tensors(&out.join(BEST), &mean)?;
+    Ok(mean.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> Result<()> {
+        std::fs::create_dir_all(dir).unwrap();
+        let map = tensors
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.clone()))
+            .collect();
+        save_tensors(&dir.join(name), &map)
+    }
+
+    #[test]
+    fn averages_weights_and_refuses_mismatched_checkpoints() -> Result<()> {
+        let tmp = std::env::temp_dir().join(format!("seq2seq-average-{}", std::process::id()));
+        let dev = Device::Cpu;
+        let a = tmp.join("a");
+        write(&a, BEST, &[("w", Tensor::new(&[1f32, 2., 3.], &dev)?)])?;
+        std::fs::write(a.join(CONFIG), "name: a\n").unwrap();
+        // A resume checkpoint: its optimizer moments and trainer state are not weights.
+        write(
+            &a,
+            "last.safetensors",
+            &[
+                ("w", Tensor::new(&[3f32, 4., 5.], &dev)?),
+                ("optimizer.m.w", Tensor::new(&[9f32, 9., 9.], &dev)?),
+                (STATE_TENSOR, Tensor::new(&[1u8, 2], &dev)?),
+            ],
+        )?;
+        let out = tmp.join("avg");
+        let n = average(&[a.clone(), a.join("last.safetensors")], &out)?;
+        assert_eq!(n, 1);
+        let w = load_tensors(&out, BEST, &dev)?;
+        assert_eq!(w["w"].to_vec1::<f32>()?, vec![2., 3., 4.]);
+        assert_eq!(
+            std::fs::read_to_string(out.join(CONFIG)).unwrap(),
+            "name: a\n"
+        );
+        // Different shapes, different names, too few inputs: clear errors.
+        let b = tmp.join("b");
+        write(&b, BEST, &[("w", Tensor::new(&[1f32, 2.], &dev)?)])?;
+        let e = average(&[a.clone(), b.clone()], &out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tensor w is [2]"), "{e}");
+        write(&b, BEST, &[("v", Tensor::new(&[1f32, 2., 3.], &dev)?)])?;
+        let e = average(&[a.clone(), b], &out).unwrap_err().to_string();
+        assert!(e.contains("lacks tensor w"), "{e}");
+        let e = average(std::slice::from_ref(&a), &out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least two"), "{e}");
+        let e = average(&[a.clone(), tmp.join("missing")], &out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&tmp).ok();
+        Ok(())
+    }
+}
