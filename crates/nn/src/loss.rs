@@ -82,6 +82,19 @@ pub(crate) fn lse(row: &[f32]) -> f32 {
     max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
 }
 
+/// One row's loss into `o`: `[m · ((1-ε) nll + ε mean(-log p)), m · nll]` (zeros where m = 0).
+pub(crate) fn row_loss(o: &mut [f32], row: &[f32], m: f32, target: u32, eps: f32) {
+    if m == 0.0 {
+        return;
+    }
+    let lse = lse(row);
+    let nll = lse - row[target as usize];
+    // mean over the vocabulary of -log p = lse - mean(x)
+    let smooth = lse - row.iter().sum::<f32>() / row.len() as f32;
+    o[0] = m * ((1.0 - eps) * nll + eps * smooth);
+    o[1] = m * nll;
+}
+
 /// The gradient of one row's smoothed loss times `scale`, computed in place over the row's
 /// logits: d/dx_j [(1-ε)(-log p_y) + ε mean(-log p)] = p_j - (1-ε)[j = y] - ε/V.
 pub(crate) fn softmax_minus_q(row: &mut [f32], scale: f32, target: u32, eps: f32) {
@@ -115,18 +128,7 @@ impl CustomOp1 for FusedCrossEntropy {
         out.par_chunks_mut(2)
             .zip(x.par_chunks(v))
             .enumerate()
-            .for_each(|(i, (o, row))| {
-                let m = self.mask[i];
-                if m == 0.0 {
-                    return;
-                }
-                let lse = lse(row);
-                let nll = lse - row[self.targets[i] as usize];
-                // mean over the vocabulary of -log p = lse - mean(x)
-                let smooth = lse - row.iter().sum::<f32>() / v as f32;
-                o[0] = m * ((1.0 - self.eps) * nll + self.eps * smooth);
-                o[1] = m * nll;
-            });
+            .for_each(|(i, (o, row))| row_loss(o, row, self.mask[i], self.targets[i], self.eps));
         Ok((CpuStorage::F32(out), Shape::from((n, 2))))
     }
 

@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::fused::{cpu_slice, matmul, on_cpu_f32, with_data, View};
-use crate::loss::{lse, masked_cross_entropy, softmax_minus_q, TokenLoss};
+use crate::loss::{masked_cross_entropy, row_loss, softmax_minus_q, TokenLoss};
 
 /// Inputs `x` `(N, D)`, `w` `(V, D)`, `b` `(V)`; output `(N, 2)`: per row the smoothed loss and
 /// the plain negative log-likelihood, both times the row's mask (only column 0 is differentiable).
@@ -84,17 +84,7 @@ impl CustomOp3 for ProjectionLoss {
         out.par_chunks_mut(2)
             .zip(logits.par_chunks(v))
             .enumerate()
-            .for_each(|(i, (o, row))| {
-                let m = self.mask[i];
-                if m == 0.0 {
-                    return;
-                }
-                let lse = lse(row);
-                let nll = lse - row[self.targets[i] as usize];
-                let smooth = lse - row.iter().sum::<f32>() / v as f32;
-                o[0] = m * ((1.0 - self.eps) * nll + self.eps * smooth);
-                o[1] = m * nll;
-            });
+            .for_each(|(i, (o, row))| row_loss(o, row, self.mask[i], self.targets[i], self.eps));
         *self.logits.lock().unwrap_or_else(|e| e.into_inner()) = Some(logits);
         Ok((CpuStorage::F32(out), Shape::from((n, 2))))
     }
