@@ -165,7 +165,7 @@ enum Command {
     /// Measure training and decoding speed, memory and cold start for a translation config, or
     /// image and caption throughput of a trained captioning model.
     Bench {
-        /// The config (the benchmark is configs/multi30k-en-de.yaml).
+        /// The config (the PyTorch peer's architecture is configs/multi30k-en-de-bahdanau.yaml).
         config: PathBuf,
         #[arg(long)]
         data_dir: Option<PathBuf>,

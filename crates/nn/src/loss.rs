@@ -150,13 +150,13 @@ impl CustomOp1 for FusedCrossEntropy {
     }
 }
 
-fn fused_cross_entropy(
-    logits: &Tensor,
+/// Targets and mask of the fused losses as host vectors (targets checked against the vocabulary
+/// size `v`), and the number of real tokens.
+pub(crate) fn host_targets(
     targets: &Tensor,
     mask: &Tensor,
-    label_smoothing: f64,
-) -> Result<TokenLoss> {
-    let v = logits.dim(1)?;
+    v: usize,
+) -> Result<(Vec<u32>, Vec<f32>, f64)> {
     let targets = targets
         .to_dtype(DType::U32)?
         .flatten_all()?
@@ -165,13 +165,12 @@ fn fused_cross_entropy(
     if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
         candle_core::bail!("cross-entropy: target id {bad} outside the vocabulary of {v}");
     }
-    let tokens: f64 = mask.iter().map(|&m| m as f64).sum();
-    let op = FusedCrossEntropy {
-        targets,
-        mask,
-        eps: label_smoothing as f32,
-    };
-    let rows = logits.contiguous()?.apply_op1(op)?;
+    let tokens = mask.iter().map(|&m| m as f64).sum();
+    Ok((targets, mask, tokens))
+}
+
+/// The batch loss from a fused op's `(N, 2)` rows `[smoothed loss, nll]` (both masked).
+pub(crate) fn token_loss(rows: &Tensor, tokens: f64) -> Result<TokenLoss> {
     let nll_sum = rows.narrow(1, 1, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
     let loss = (rows.narrow(1, 0, 1)?.sum_all()? / tokens.max(1.0))?;
     Ok(TokenLoss {
@@ -179,6 +178,23 @@ fn fused_cross_entropy(
         nll_sum,
         tokens,
     })
+}
+
+fn fused_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    label_smoothing: f64,
+) -> Result<TokenLoss> {
+    let v = logits.dim(1)?;
+    let (targets, mask, tokens) = host_targets(targets, mask, v)?;
+    let op = FusedCrossEntropy {
+        targets,
+        mask,
+        eps: label_smoothing as f32,
+    };
+    let rows = logits.contiguous()?.apply_op1(op)?;
+    token_loss(&rows, tokens)
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::fused::{cpu_slice, matmul, on_cpu_f32, with_data, View};
-use crate::loss::{masked_cross_entropy, row_loss, softmax_minus_q, TokenLoss};
+use crate::loss::{
+    host_targets, masked_cross_entropy, row_loss, softmax_minus_q, token_loss, TokenLoss,
+};
 
 /// Inputs `x` `(N, D)`, `w` `(V, D)`, `b` `(V)`; output `(N, 2)`: per row the smoothed loss and
 /// the plain negative log-likelihood, both times the row's mask (only column 0 is differentiable).
@@ -183,15 +185,7 @@ pub fn projection_cross_entropy(
         return masked_cross_entropy(&logits, targets, mask, label_smoothing);
     }
     let v = weight.dim(0)?;
-    let targets = targets
-        .to_dtype(DType::U32)?
-        .flatten_all()?
-        .to_vec1::<u32>()?;
-    let mask = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
-        candle_core::bail!("cross-entropy: target id {bad} outside the vocabulary of {v}");
-    }
-    let tokens: f64 = mask.iter().map(|&m| m as f64).sum();
+    let (targets, mask, tokens) = host_targets(targets, mask, v)?;
     // Padding rows contribute nothing: project only the real ones (bucketing leaves a few
     // percent of padding, and the projection is most of a training step's FLOPs).
     let keep: Vec<u32> = (0..mask.len() as u32)
@@ -220,13 +214,7 @@ pub fn projection_cross_entropy(
     let rows = x
         .contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
-    let nll_sum = rows.narrow(1, 1, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
-    let loss = (rows.narrow(1, 0, 1)?.sum_all()? / tokens.max(1.0))?;
-    Ok(TokenLoss {
-        loss,
-        nll_sum,
-        tokens,
-    })
+    token_loss(&rows, tokens)
 }
 
 #[cfg(test)]
