@@ -134,6 +134,10 @@ enum Command {
         /// Stop after this many updates in total (overrides train.max_steps).
         #[arg(long)]
         max_steps: Option<usize>,
+        /// Stop after this many seconds of training in total, a resumed run's earlier time
+        /// included (overrides train.max_time_s; 0 = no limit).
+        #[arg(long)]
+        max_time_s: Option<f64>,
         /// Random seed (overrides `seed`; ignored with --resume).
         #[arg(long)]
         seed: Option<u64>,
@@ -739,6 +743,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             resume,
             max_steps,
+            max_time_s,
             seed,
         } => {
             let cfg = Config::from_file(&config)?;
@@ -748,6 +753,7 @@ fn run(cli: Cli) -> Result<()> {
                 out,
                 resume,
                 max_steps,
+                max_time_s,
                 seed,
                 quiet: false,
             };

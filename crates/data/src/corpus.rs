@@ -81,6 +81,45 @@ pub fn read_tsv(path: &Path, src_col: usize, tgt_col: usize) -> Result<Vec<Pair>
         .collect()
 }
 
+/// A CSV file without a header row (RFC 4180 quoting, as AG News' `test.csv`), one `Vec` of
+/// fields per record; every record must have more than `need_column` fields. Errors name the
+/// file and the line.
+pub fn read_csv(path: &Path, need_column: usize) -> Result<Vec<Vec<String>>, DataError> {
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| DataError::Csv {
+            path: path.to_path_buf(),
+            line: e.position().map_or(0, |p| p.line()),
+            msg: match e.kind() {
+                csv::ErrorKind::Utf8 { .. } => "invalid UTF-8".to_string(),
+                _ => e.to_string(),
+            },
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() <= need_column {
+            return Err(DataError::Csv {
+                path: path.to_path_buf(),
+                line,
+                msg: format!(
+                    "expected at least {} comma-separated fields, found {}",
+                    need_column + 1,
+                    record.len()
+                ),
+            });
+        }
+        rows.push(record.iter().map(str::to_string).collect());
+    }
+    Ok(rows)
+}
+
 /// Splits items into (train, valid, test) after a seeded shuffle; `valid` and `test` are counts.
 pub fn seeded_split<T>(
     mut items: Vec<T>,
@@ -140,6 +179,43 @@ mod tests {
                 tgt: "Go.".into()
             }
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn csv_reader_quotes_and_errors() {
+        let dir = std::env::temp_dir().join(format!("s2s-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // AG News' shape: class, title, description; quoted fields with commas, doubled quotes,
+        // backslashes and a line break inside quotes.
+        let ok = write(
+            &dir,
+            "news.csv",
+            b"\"3\",\"Fears for T N pension\",\"Unions say, \"\"disappointed\"\"\"\r\n\"4\",\"A\\B\",\"two\nlines\"\n",
+        );
+        let rows = read_csv(&ok, 2).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0][1], "Fears for T N pension");
+        assert_eq!(rows[0][2], "Unions say, \"disappointed\"");
+        assert_eq!(rows[1][1], "A\\B");
+        assert_eq!(rows[1][2], "two\nlines");
+        let short = write(&dir, "short.csv", b"\"1\",\"a\",\"b\"\n\"2\",\"c\"\n");
+        let e = read_csv(&short, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("short.csv:2: expected at least 3 comma-separated fields, found 2"),
+            "{e}"
+        );
+        let bad = write(
+            &dir,
+            "bad.csv",
+            b"\"1\",\"a\",\"b\"\n\"2\",\"z\xff\",\"c\"\n",
+        );
+        let e = read_csv(&bad, 2).unwrap_err().to_string();
+        assert!(e.contains("bad.csv:2: invalid UTF-8"), "{e}");
+        let e = read_csv(&dir.join("missing.csv"), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.csv"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

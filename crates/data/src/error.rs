@@ -24,6 +24,12 @@ pub enum DataError {
         expected: usize,
         found: usize,
     },
+    #[error("{path}:{line}: {msg}")]
+    Csv {
+        path: PathBuf,
+        line: u64,
+        msg: String,
+    },
     #[error("{what} is empty{hint}")]
     Empty { what: String, hint: String },
     #[error("{path}:{line}: invalid JSON: {msg}")]

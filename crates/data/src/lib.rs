@@ -11,6 +11,6 @@ pub mod synthetic;
 pub mod vocab;
 
 pub use batch::{bucket_batches, grouped_batches, Batch, Example};
-pub use corpus::{read_parallel, read_tsv, seeded_split, Pair};
+pub use corpus::{read_csv, read_parallel, read_tsv, seeded_split, Pair};
 pub use error::DataError;
 pub use vocab::{Level, Vocab, VocabSpec};

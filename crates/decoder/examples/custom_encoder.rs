@@ -41,6 +41,7 @@ fn main() -> Result<()> {
         tied_embeddings: false,
         bridge: Bridge::Learned,
         emb_dropout: 0.0,
+        word_dropout: 0.0,
         dropout: 0.0,
         hidden_dropout: 0.0,
         memory_dim: 32,  // C of the memory

@@ -59,6 +59,8 @@ pub struct DecoderConfig {
     pub bridge: Bridge,
     /// Dropout on the target embeddings.
     pub emb_dropout: f32,
+    /// Probability of dropping a target input token's whole embedding in training.
+    pub word_dropout: f32,
     /// Dropout between stacked recurrent layers.
     pub dropout: f32,
     /// Dropout on the attentional vector before the output projection.
@@ -305,7 +307,8 @@ impl Decoder {
         mem: &PreparedMemory,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, DecoderState, Option<Tensor>)> {
-        let e = ctx.dropout(&self.embed.forward(prev)?, self.cfg.emb_dropout)?;
+        let e = ctx.word_dropout(&self.embed.forward(prev)?, self.cfg.word_dropout)?;
+        let e = ctx.dropout(&e, self.cfg.emb_dropout)?;
         let (att, state, alphas) = self.step_embedded(&e, state, mem, ctx)?;
         let logits = self.logits(&att, ctx)?;
         Ok((logits, state, alphas))
@@ -459,7 +462,8 @@ impl Decoder {
         mem: &PreparedMemory,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, DecoderState)> {
-        let e = ctx.dropout(&self.embed.forward(tgt_in)?, self.cfg.emb_dropout)?;
+        let e = ctx.word_dropout(&self.embed.forward(tgt_in)?, self.cfg.word_dropout)?;
+        let e = ctx.dropout(&e, self.cfg.emb_dropout)?;
         let (att, last) = if state.prev_att.is_none() && !self.bahdanau {
             let (h, finals) = self.rnn.forward(&e, None, Some(&state.layers), ctx)?;
             let (att, _) = self.attend(&h, mem)?;

@@ -58,6 +58,7 @@ fn config(cell: CellKind, input_feeding: bool, attention: Option<AttentionKind>)
         tied_embeddings: false,
         bridge: Bridge::Learned,
         emb_dropout: 0.0,
+        word_dropout: 0.0,
         dropout: 0.0,
         hidden_dropout: 0.0,
         memory_dim: 6,

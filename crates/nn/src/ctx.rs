@@ -57,6 +57,36 @@ impl Ctx {
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x * mask
     }
+
+    /// Word dropout (Gal & Ghahramani 2016; Sennrich & Zhang 2019): zero whole embedding
+    /// vectors — every feature of a token at once — with probability `p`, scaling the kept ones
+    /// by `1/(1-p)`. `x` is `(…, E)`; one draw per position of the leading dimensions. Unlike
+    /// element dropout this hides the token itself, so the network must lean on its context.
+    pub fn word_dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        if !self.train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        if p >= 1.0 {
+            return x.zeros_like();
+        }
+        let scale = 1.0 / (1.0 - p);
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = 1;
+        }
+        let n: usize = dims.iter().product();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if self.rng.random::<f32>() < p {
+                    0.0
+                } else {
+                    scale
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, dims, x.device())?.to_dtype(x.dtype())?;
+        x.broadcast_mul(&mask)
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +108,32 @@ mod tests {
         assert!((zeros - 0.3).abs() < 0.03, "dropped share {zeros}");
         let kept: f32 = a.iter().flatten().copied().sum::<f32>() / 4000.0;
         assert!((kept - 1.0).abs() < 0.05, "mean after dropout {kept}");
+        Ok(())
+    }
+
+    #[test]
+    fn word_dropout_drops_whole_vectors() -> Result<()> {
+        let x = Tensor::ones((20, 50, 8), candle_core::DType::F32, &Device::Cpu)?;
+        assert_eq!(
+            Ctx::eval()
+                .word_dropout(&x, 0.5)?
+                .sum_all()?
+                .to_scalar::<f32>()?,
+            8000.0
+        );
+        let a = Ctx::train(3).word_dropout(&x, 0.25)?.to_vec3::<f32>()?;
+        assert_eq!(a, Ctx::train(3).word_dropout(&x, 0.25)?.to_vec3::<f32>()?);
+        let mut dropped = 0;
+        for row in a.iter().flatten() {
+            // Each token's vector is either all zero or all 1/(1-p): never partly dropped.
+            assert!(
+                row.iter().all(|v| *v == 0.0) || row.iter().all(|v| (*v - 4.0 / 3.0).abs() < 1e-6),
+                "{row:?}"
+            );
+            dropped += usize::from(row[0] == 0.0);
+        }
+        let share = dropped as f32 / 1000.0;
+        assert!((share - 0.25).abs() < 0.04, "dropped share {share}");
         Ok(())
     }
 }

@@ -52,6 +52,10 @@ pub enum DataFormat {
     Text,
     /// Generation: one item per line of `<root>/<file>` (headlines), each with bos/eos.
     Lines,
+    /// Generation: one item per record of the CSV file `<root>/<file>` (no header row), taken from
+    /// column `tgt_column`; the records are split into train/valid/test, and the columns in
+    /// `extra_train_columns` of the training records become further training items.
+    Csv,
     /// Captioning: Flickr8k as it ships (`Flickr8k.token.txt`, `Flickr_8k.{train,dev,test}Images.txt`
     /// in `<root>`, images in `<root>/<images>`).
     Flickr8k,
@@ -79,6 +83,9 @@ pub struct DataConfig {
     pub file: String,
     pub src_column: usize,
     pub tgt_column: usize,
+    /// `csv`: further columns (0-based) of the training records to train on, never held out
+    /// (AG News' descriptions beside the headlines).
+    pub extra_train_columns: Vec<usize>,
     /// Held-out sizes when the corpus has no separate files (`tsv`, `dates`).
     pub valid_size: usize,
     pub test_size: usize,
@@ -123,6 +130,7 @@ impl Default for DataConfig {
             file: String::new(),
             src_column: 0,
             tgt_column: 1,
+            extra_train_columns: Vec::new(),
             valid_size: 1000,
             test_size: 1000,
             train_size: 20000,
@@ -260,6 +268,7 @@ pub struct EncoderConfig {
     pub num_layers: usize,
     pub bidirectional: bool,
     pub emb_dropout: f32,
+    pub word_dropout: f32,
     pub dropout: f32,
 }
 
@@ -272,6 +281,7 @@ impl Default for EncoderConfig {
             num_layers: 1,
             bidirectional: true,
             emb_dropout: 0.0,
+            word_dropout: 0.0,
             dropout: 0.0,
         }
     }
@@ -291,6 +301,7 @@ pub struct DecoderSection {
     pub tied_embeddings: bool,
     pub bridge: BridgeType,
     pub emb_dropout: f32,
+    pub word_dropout: f32,
     pub dropout: f32,
     pub hidden_dropout: f32,
 }
@@ -309,6 +320,7 @@ impl Default for DecoderSection {
             tied_embeddings: false,
             bridge: BridgeType::Learned,
             emb_dropout: 0.0,
+            word_dropout: 0.0,
             dropout: 0.0,
             hidden_dropout: 0.0,
         }
@@ -461,8 +473,10 @@ impl Config {
         positive("data.max_tgt_len", self.data.max_tgt_len);
         for (key, p) in [
             ("model.encoder.emb_dropout", e.emb_dropout),
+            ("model.encoder.word_dropout", e.word_dropout),
             ("model.encoder.dropout", e.dropout),
             ("model.decoder.emb_dropout", d.emb_dropout),
+            ("model.decoder.word_dropout", d.word_dropout),
             ("model.decoder.dropout", d.dropout),
             ("model.decoder.hidden_dropout", d.hidden_dropout),
         ] {
@@ -537,7 +551,7 @@ impl Config {
             ));
         }
         let format_task = match self.data.format {
-            DataFormat::Text | DataFormat::Lines => Task::Generation,
+            DataFormat::Text | DataFormat::Lines | DataFormat::Csv => Task::Generation,
             DataFormat::Flickr8k | DataFormat::Karpathy | DataFormat::Coco | DataFormat::Shapes => {
                 Task::Captioning
             }
@@ -545,7 +559,7 @@ impl Config {
         };
         if self.task != format_task {
             errs.push(format!(
-                "data.format: `{:?}` does not fit task `{:?}` (generation reads `text` or `lines`; translation reads `parallel`, `tsv` or `dates`; captioning reads `flickr8k`, `karpathy`, `coco` or `shapes`)",
+                "data.format: `{:?}` does not fit task `{:?}` (generation reads `text`, `lines` or `csv`; translation reads `parallel`, `tsv` or `dates`; captioning reads `flickr8k`, `karpathy`, `coco` or `shapes`)",
                 self.data.format, self.task
             ).to_lowercase());
         }
@@ -618,8 +632,14 @@ impl Config {
             ));
         }
         match self.data.format {
-            DataFormat::Text | DataFormat::Lines if self.data.file.is_empty() => {
-                errs.push("data.file: required for data.format `text` and `lines`".into())
+            DataFormat::Text | DataFormat::Lines | DataFormat::Csv if self.data.file.is_empty() => {
+                errs.push("data.file: required for data.format `text`, `lines` and `csv`".into())
+            }
+            DataFormat::Csv if self.data.extra_train_columns.contains(&self.data.tgt_column) => {
+                errs.push(format!(
+                    "data.extra_train_columns: must not contain data.tgt_column ({}), the column that is held out",
+                    self.data.tgt_column
+                ))
             }
             DataFormat::Parallel | DataFormat::Tsv if self.data.root.is_empty() => errs.push(
                 "data.root: required for this data.format (a folder under the data directory)"

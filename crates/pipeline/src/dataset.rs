@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use seq2seq_data::corpus::read_lines;
-use seq2seq_data::{read_parallel, read_tsv, seeded_split, synthetic, Example, Pair, Vocab};
+use seq2seq_data::{
+    read_csv, read_parallel, read_tsv, seeded_split, synthetic, Example, Pair, Vocab,
+};
 
 use crate::config::{DataConfig, DataFormat};
 use crate::{Error, Result};
@@ -77,6 +79,47 @@ pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
             let (train, valid, test) =
                 seeded_split(items, cfg.valid_size, cfg.test_size, cfg.split_seed);
             Ok(Splits { train, valid, test })
+        }
+        DataFormat::Csv => {
+            // Records are split, not items, so that nothing of a held-out record (AG News: the
+            // description of a held-out headline's article) is trained on.
+            let path = root(cfg, data_dir).join(&cfg.file);
+            let need = cfg
+                .extra_train_columns
+                .iter()
+                .copied()
+                .fold(cfg.tgt_column, usize::max);
+            let rows: Vec<Vec<String>> = read_csv(&path, need)?
+                .into_iter()
+                .filter(|r| !r[cfg.tgt_column].trim().is_empty())
+                .collect();
+            let (train_rows, valid, test) =
+                seeded_split(rows, cfg.valid_size, cfg.test_size, cfg.split_seed);
+            let item = |tgt: &str| Pair {
+                src: String::new(),
+                tgt: tgt.to_string(),
+            };
+            let held = |rows: Vec<Vec<String>>| -> Vec<Pair> {
+                rows.iter().map(|r| item(&r[cfg.tgt_column])).collect()
+            };
+            let mut train =
+                Vec::with_capacity(train_rows.len() * (1 + cfg.extra_train_columns.len()));
+            for r in &train_rows {
+                train.push(item(&r[cfg.tgt_column]));
+            }
+            for &c in &cfg.extra_train_columns {
+                train.extend(
+                    train_rows
+                        .iter()
+                        .filter(|r| !r[c].trim().is_empty())
+                        .map(|r| item(&r[c])),
+                );
+            }
+            Ok(Splits {
+                train,
+                valid: held(valid),
+                test: held(test),
+            })
         }
         DataFormat::Flickr8k | DataFormat::Karpathy | DataFormat::Coco | DataFormat::Shapes => {
             Err(Error::Invalid(format!(

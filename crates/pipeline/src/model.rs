@@ -66,6 +66,7 @@ pub fn build_model(
         num_layers: e.num_layers,
         bidirectional: e.bidirectional,
         emb_dropout: e.emb_dropout,
+        word_dropout: e.word_dropout,
         dropout: e.dropout,
     };
     let d = &cfg.decoder;
@@ -94,6 +95,7 @@ pub fn build_model(
             BridgeType::Learned => Bridge::Learned,
         },
         emb_dropout: d.emb_dropout,
+        word_dropout: d.word_dropout,
         dropout: d.dropout,
         hidden_dropout: d.hidden_dropout,
         memory_dim: enc_cfg.output_size(),

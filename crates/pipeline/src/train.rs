@@ -31,6 +31,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Overrides `train.max_steps`.
     pub max_steps: Option<usize>,
+    /// Overrides `train.max_time_s` (training time in total, a resumed run's earlier time included).
+    pub max_time_s: Option<f64>,
     /// Overrides `seed`.
     pub seed: Option<u64>,
     /// No progress output at all (tests).
@@ -563,6 +565,14 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     if let Some(m) = opts.max_steps {
         cfg.train.max_steps = m;
     }
+    if let Some(s) = opts.max_time_s {
+        if !(s >= 0.0 && s.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "--max-time-s: must be a number of seconds >= 0 (0 = no limit), got {s}"
+            )));
+        }
+        cfg.train.max_time_s = s;
+    }
     let vm = SeededVarMap::new(cfg.seed);
     let backbone = load_backbone(&cfg, &opts.data_dir, &dev)?;
     let model = build_model(
@@ -718,6 +728,12 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         while state.batch_in_epoch < batches.len() {
             if t.max_steps > 0 && state.step >= t.max_steps {
                 stop_reason = Some(format!("reached max_steps = {}", t.max_steps));
+                break 'epochs;
+            }
+            // Checked before the step too, so that resuming a run whose budget is spent trains
+            // nothing more.
+            if t.max_time_s > 0.0 && state.elapsed_s >= t.max_time_s {
+                stop_reason = Some(format!("reached train.max_time_s = {}", t.max_time_s));
                 break 'epochs;
             }
             let b = Batch::new(

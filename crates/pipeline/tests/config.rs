@@ -101,6 +101,18 @@ fn inconsistent_sizes_are_refused() {
     assert!(e.contains("model.decoder.tied_embeddings"), "{e}");
     let e = err("data:\n  format: tsv\n  root: x\n");
     assert!(e.contains("data.file"), "{e}");
+    let e = err("task: generation\ndata:\n  format: csv\n  root: x\n");
+    assert!(e.contains("data.file: required"), "{e}");
+    let e = err("task: generation\ndata:\n  format: csv\n  file: a.csv\n  tgt_column: 1\n  extra_train_columns: [2, 1]\n");
+    assert!(
+        e.contains("data.extra_train_columns: must not contain data.tgt_column (1)"),
+        "{e}"
+    );
+    let e = err("data:\n  format: csv\n  file: a.csv\n");
+    assert!(e.contains("does not fit task `translation`"), "{e}");
+    let e = err("model:\n  encoder:\n    word_dropout: 1.0\n  decoder:\n    word_dropout: -0.1\n");
+    assert!(e.contains("model.encoder.word_dropout"), "{e}");
+    assert!(e.contains("model.decoder.word_dropout"), "{e}");
 }
 
 #[test]

@@ -184,6 +184,24 @@ fn resume_gives_the_same_weights_as_one_run() {
     // A second run into the same directory without --resume is refused, not clobbered.
     let e = train(cfg(), &opts(&full, &dir)).unwrap_err().to_string();
     assert!(e.contains("--resume"), "{e}");
+    // A run stopped by its time budget goes on when resumed with a larger one (--max-time-s).
+    let timed = dir.join("timed");
+    let mut o = opts(&timed, &dir);
+    o.max_time_s = Some(1e-9);
+    assert_eq!(train(cfg(), &o).unwrap().steps, 1);
+    let mut o = opts(&timed, &dir);
+    o.resume = true;
+    o.max_time_s = Some(1e-9);
+    assert_eq!(
+        train(cfg(), &o).unwrap().steps,
+        1,
+        "a spent budget trains nothing more"
+    );
+    o.max_time_s = Some(0.0);
+    assert_eq!(train(cfg(), &o).unwrap().steps, 14);
+    o.max_time_s = Some(f64::NAN);
+    let e = train(cfg(), &o).unwrap_err().to_string();
+    assert!(e.contains("--max-time-s"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -289,6 +307,80 @@ decoding: {max_length: 40}
         .unwrap()
         .to_string();
     assert!(e.contains("seq2seq generate"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn csv_records_are_held_out_whole_and_extra_columns_only_train() {
+    let dir = tmp("csv");
+    std::fs::create_dir_all(dir.join("news")).unwrap();
+    // 40 articles: headline `h<i>`, description `d<i> , "quoted"`; a description is held out
+    // exactly when its headline is.
+    let csv: String = (0..40)
+        .map(|i| format!("\"{}\",\"h{i}\",\"d{i} , \"\"quoted\"\"\"\n", i % 4 + 1))
+        .collect();
+    std::fs::write(dir.join("news/news.csv"), csv).unwrap();
+    let cfg = Config::from_yaml(
+        "task: generation
+data: {format: csv, root: news, file: news.csv, tgt_column: 1, extra_train_columns: [2], valid_size: 6, test_size: 4, split_seed: 5}
+model:
+  decoder: {attention: none, bridge: zero}
+",
+    )
+    .unwrap();
+    cfg.validate().unwrap();
+    let s = seq2seq_pipeline::dataset::load_splits(&cfg.data, &dir).unwrap();
+    assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (60, 6, 4));
+    let heads: Vec<&str> = s
+        .train
+        .iter()
+        .map(|p| p.tgt.as_str())
+        .filter(|t| t.starts_with('h'))
+        .collect();
+    assert_eq!(heads.len(), 30);
+    for p in &s.train[30..] {
+        assert!(
+            p.tgt.starts_with('d') && p.tgt.ends_with(", \"quoted\""),
+            "{:?}",
+            p.tgt
+        );
+        let id = &p.tgt[1..p.tgt.find(' ').unwrap()];
+        assert!(
+            heads.contains(&format!("h{id}").as_str()),
+            "description of a held-out article: {:?}",
+            p.tgt
+        );
+    }
+    for p in s.valid.iter().chain(&s.test) {
+        assert!(
+            p.tgt.starts_with('h') && !heads.contains(&p.tgt.as_str()),
+            "{:?}",
+            p.tgt
+        );
+    }
+    // The same seed and record count hold out the same items as a `lines` file of the headlines.
+    let lines: String = (0..40).map(|i| format!("h{i}\n")).collect();
+    std::fs::write(dir.join("news/heads.txt"), lines).unwrap();
+    let mut l = cfg.data.clone();
+    l.format = seq2seq_pipeline::config::DataFormat::Lines;
+    l.file = "heads.txt".into();
+    let sl = seq2seq_pipeline::dataset::load_splits(&l, &dir).unwrap();
+    assert_eq!(sl.valid, s.valid);
+    assert_eq!(sl.test, s.test);
+    // A record without the extra column is named with its line.
+    std::fs::write(
+        dir.join("news/news.csv"),
+        "\"1\",\"a\",\"b\"\n\"2\",\"c\"\n",
+    )
+    .unwrap();
+    let e = seq2seq_pipeline::dataset::load_splits(&cfg.data, &dir)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("news.csv:2: expected at least 3 comma-separated fields"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -15,6 +15,8 @@ pub struct TextEncoderConfig {
     pub num_layers: usize,
     pub bidirectional: bool,
     pub emb_dropout: f32,
+    /// Probability of dropping a source token's whole embedding in training.
+    pub word_dropout: f32,
     pub dropout: f32,
 }
 
@@ -64,7 +66,8 @@ impl TextEncoder {
 
     /// `src` (B, S) token ids, `mask` (B, S) with 1 for real tokens (right-padded).
     pub fn forward(&self, src: &Tensor, mask: &Tensor, ctx: &mut Ctx) -> Result<EncoderOutput> {
-        let e = ctx.dropout(&self.embed.forward(src)?, self.cfg.emb_dropout)?;
+        let e = ctx.word_dropout(&self.embed.forward(src)?, self.cfg.word_dropout)?;
+        let e = ctx.dropout(&e, self.cfg.emb_dropout)?;
         let (memory, finals) = self.rnn.forward(&e, Some(mask), None, ctx)?;
         let dirs = if self.cfg.bidirectional { 2 } else { 1 };
         // One summary per layer: the forward direction's state after the last real token and the
