@@ -43,9 +43,15 @@ impl Ctx {
         if p >= 1.0 {
             return x.zeros_like();
         }
+        let mask = self.mask(x.elem_count(), p);
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+
+    /// `n` inverted-dropout factors: 0 with probability `p`, else `1/(1-p)`.
+    fn mask(&mut self, n: usize, p: f32) -> Vec<f32> {
         let scale = 1.0 / (1.0 - p);
-        let n = x.elem_count();
-        let mask: Vec<f32> = (0..n)
+        (0..n)
             .map(|_| {
                 if self.rng.random::<f32>() < p {
                     0.0
@@ -53,9 +59,7 @@ impl Ctx {
                     scale
                 }
             })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x * mask
+            .collect()
     }
 
     /// Word dropout (Gal & Ghahramani 2016; Sennrich & Zhang 2019): zero whole embedding
@@ -69,21 +73,11 @@ impl Ctx {
         if p >= 1.0 {
             return x.zeros_like();
         }
-        let scale = 1.0 / (1.0 - p);
         let mut dims = x.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = 1;
         }
-        let n: usize = dims.iter().product();
-        let mask: Vec<f32> = (0..n)
-            .map(|_| {
-                if self.rng.random::<f32>() < p {
-                    0.0
-                } else {
-                    scale
-                }
-            })
-            .collect();
+        let mask = self.mask(dims.iter().product(), p);
         let mask = Tensor::from_vec(mask, dims, x.device())?.to_dtype(x.dtype())?;
         x.broadcast_mul(&mask)
     }
