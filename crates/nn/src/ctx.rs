@@ -37,29 +37,7 @@ impl Ctx {
 
     /// Inverted dropout: zero each element with probability `p`, scale the rest by `1/(1-p)`.
     pub fn dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
-        if !self.train || p <= 0.0 {
-            return Ok(x.clone());
-        }
-        if p >= 1.0 {
-            return x.zeros_like();
-        }
-        let mask = self.mask(x.elem_count(), p);
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x * mask
-    }
-
-    /// `n` inverted-dropout factors: 0 with probability `p`, else `1/(1-p)`.
-    fn mask(&mut self, n: usize, p: f32) -> Vec<f32> {
-        let scale = 1.0 / (1.0 - p);
-        (0..n)
-            .map(|_| {
-                if self.rng.random::<f32>() < p {
-                    0.0
-                } else {
-                    scale
-                }
-            })
-            .collect()
+        self.masked(x, p, x.dims().to_vec())
     }
 
     /// Word dropout (Gal & Ghahramani 2016; Sennrich & Zhang 2019): zero whole embedding
@@ -67,18 +45,34 @@ impl Ctx {
     /// by `1/(1-p)`. `x` is `(…, E)`; one draw per position of the leading dimensions. Unlike
     /// element dropout this hides the token itself, so the network must lean on its context.
     pub fn word_dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = 1;
+        }
+        self.masked(x, p, dims)
+    }
+
+    /// `x` times an inverted-dropout mask of shape `mask_dims` (broadcast over `x`): 0 with
+    /// probability `p`, else `1/(1-p)`; the identity in evaluation.
+    fn masked(&mut self, x: &Tensor, p: f32, mask_dims: Vec<usize>) -> Result<Tensor> {
         if !self.train || p <= 0.0 {
             return Ok(x.clone());
         }
         if p >= 1.0 {
             return x.zeros_like();
         }
-        let mut dims = x.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = 1;
-        }
-        let mask = self.mask(dims.iter().product(), p);
-        let mask = Tensor::from_vec(mask, dims, x.device())?.to_dtype(x.dtype())?;
+        let scale = 1.0 / (1.0 - p);
+        let n: usize = mask_dims.iter().product();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if self.rng.random::<f32>() < p {
+                    0.0
+                } else {
+                    scale
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, mask_dims, x.device())?.to_dtype(x.dtype())?;
         x.broadcast_mul(&mask)
     }
 }

@@ -86,7 +86,7 @@ pub struct DataConfig {
     /// `csv`: further columns (0-based) of the training records to train on, never held out
     /// (AG News' descriptions beside the headlines).
     pub extra_train_columns: Vec<usize>,
-    /// Held-out sizes when the corpus has no separate files (`tsv`, `dates`).
+    /// Held-out sizes when the corpus has no separate files (`tsv`, `dates`, `lines`, `csv`, `shapes`).
     pub valid_size: usize,
     pub test_size: usize,
     /// Training pairs generated for `dates`.

@@ -95,30 +95,24 @@ pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
                 .collect();
             let (train_rows, valid, test) =
                 seeded_split(rows, cfg.valid_size, cfg.test_size, cfg.split_seed);
-            let item = |tgt: &str| Pair {
-                src: String::new(),
-                tgt: tgt.to_string(),
+            // One item per non-empty field of column `c`.
+            let column = |rows: &[Vec<String>], c: usize| -> Vec<Pair> {
+                rows.iter()
+                    .filter(|r| !r[c].trim().is_empty())
+                    .map(|r| Pair {
+                        src: String::new(),
+                        tgt: r[c].clone(),
+                    })
+                    .collect()
             };
-            let held = |rows: Vec<Vec<String>>| -> Vec<Pair> {
-                rows.iter().map(|r| item(&r[cfg.tgt_column])).collect()
-            };
-            let mut train =
-                Vec::with_capacity(train_rows.len() * (1 + cfg.extra_train_columns.len()));
-            for r in &train_rows {
-                train.push(item(&r[cfg.tgt_column]));
-            }
+            let mut train = column(&train_rows, cfg.tgt_column);
             for &c in &cfg.extra_train_columns {
-                train.extend(
-                    train_rows
-                        .iter()
-                        .filter(|r| !r[c].trim().is_empty())
-                        .map(|r| item(&r[c])),
-                );
+                train.extend(column(&train_rows, c));
             }
             Ok(Splits {
                 train,
-                valid: held(valid),
-                test: held(test),
+                valid: column(&valid, cfg.tgt_column),
+                test: column(&test, cfg.tgt_column),
             })
         }
         DataFormat::Flickr8k | DataFormat::Karpathy | DataFormat::Coco | DataFormat::Shapes => {

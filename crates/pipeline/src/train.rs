@@ -730,7 +730,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 stop_reason = Some(format!("reached max_steps = {}", t.max_steps));
                 break 'epochs;
             }
-            // Checked before the step too, so that resuming a run whose budget is spent trains
+            // Checked before the step, so that resuming a run whose budget is spent trains
             // nothing more.
             if t.max_time_s > 0.0 && state.elapsed_s >= t.max_time_s {
                 stop_reason = Some(format!("reached train.max_time_s = {}", t.max_time_s));
@@ -868,10 +868,6 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
             // after validation, which records the training loss of the same window).
             if state.step % t.log_every == 0 {
                 window = (0.0, 0.0, Instant::now(), 0);
-            }
-            if t.max_time_s > 0.0 && elapsed >= t.max_time_s {
-                stop_reason = Some(format!("reached train.max_time_s = {}", t.max_time_s));
-                break 'epochs;
             }
         }
         state.epoch += 1;
