@@ -147,6 +147,12 @@ enum Command {
         /// The model directory written by `train`.
         #[arg(long)]
         model: PathBuf,
+        /// Ensemble members decoded together with --model (the mean of their next-token
+        /// distributions): checkpoint files of the same run (`checkpoint-step*.safetensors`, kept
+        /// by train.keep_checkpoints) or model directories with the same vocabularies. The list
+        /// takes every following argument: end it with `--` when positional arguments follow.
+        #[arg(long, num_args = 1.., value_name = "CHECKPOINT_OR_DIR")]
+        ensemble: Vec<PathBuf>,
         #[command(flatten)]
         decoding: DecodingArgs,
         /// Sentences to translate; with none, read stdin.
@@ -226,6 +232,12 @@ enum Command {
         /// The model directory written by `train`.
         #[arg(long)]
         model: PathBuf,
+        /// Ensemble members decoded together with --model (the mean of their next-token
+        /// distributions): checkpoint files of the same run (`checkpoint-step*.safetensors`, kept
+        /// by train.keep_checkpoints) or model directories with the same vocabularies. The list
+        /// takes every following argument: end it with `--` when positional arguments follow.
+        #[arg(long, num_args = 1.., value_name = "CHECKPOINT_OR_DIR")]
+        ensemble: Vec<PathBuf>,
         /// valid | test
         #[arg(long, default_value = "test")]
         split: String,
@@ -628,6 +640,7 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Eval {
             model,
+            ensemble,
             split,
             data_dir,
             output,
@@ -647,9 +660,16 @@ fn run(cli: Cli) -> Result<()> {
             let output = output.unwrap_or_else(|| model.join(format!("hyp.{name}.txt")));
             let task = Config::from_file(&model.join("config.yaml")).map(|c| c.task);
             if let Ok(seq2seq_pipeline::config::Task::Captioning) = task {
+                if !ensemble.is_empty() {
+                    anyhow::bail!("--ensemble: captioning models are evaluated one at a time (ensembles are for translation)");
+                }
                 return eval_captions(&model, split, name, data_dir, &output, json, &decoding);
             }
-            let t = Translator::load(&model)?;
+            let mut t = Translator::load(&model)?;
+            t.add_members(&ensemble)?;
+            if !ensemble.is_empty() {
+                eprintln!("ensemble of {} models", t.members().len());
+            }
             let opts = decoding.apply(&t.config.decoding)?;
             let r = seq2seq_pipeline::evaluate(
                 &t,
@@ -763,10 +783,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Translate {
             model,
+            ensemble,
             decoding,
             text,
         } => {
-            let t = Translator::load(&model)?;
+            let mut t = Translator::load(&model)?;
+            t.add_members(&ensemble)?;
+            if !ensemble.is_empty() {
+                eprintln!("ensemble of {} models", t.members().len());
+            }
             let opts = decoding.apply(&t.config.decoding)?;
             let lines = if text.is_empty() {
                 let mut lines = Vec::new();

@@ -229,6 +229,51 @@ fn train_then_translate_args_and_stdin() {
         "{v}"
     );
 
+    // --ensemble: the model with itself translates as the model alone (the list ends at `--`);
+    // eval takes the resume checkpoint as a second member.
+    let out = run(&[
+        "translate",
+        "--model",
+        m,
+        "--ensemble",
+        m,
+        "--",
+        "3 march 1987",
+        "december 25, 2001",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ensemble of 2 models"));
+    let twice: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(twice, lines);
+    let last = model.join("last.safetensors");
+    let out = run(&[
+        "eval",
+        "--model",
+        m,
+        "--json",
+        "--ensemble",
+        last.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["items"].as_u64().unwrap() as usize, items);
+    let out = run(&[
+        "translate",
+        "--model",
+        m,
+        "--ensemble",
+        "no-such.safetensors",
+        "--",
+        "x",
+    ]);
+    assert_clean_error(&out, "no-such.safetensors: no such file");
+
     // bench prints every figure as JSON.
     let out = run(&[
         "bench",

@@ -12,6 +12,7 @@
 
 pub mod contract;
 pub mod decoder;
+pub mod ensemble;
 pub mod options;
 pub mod search;
 
@@ -19,6 +20,7 @@ pub use contract::EncoderOutput;
 pub use decoder::{
     decoder, Bridge, Decoder, DecoderConfig, DecoderState, DecoderStyle, PreparedMemory,
 };
+pub use ensemble::Ensemble;
 pub use options::{DecodingOptions, Strategy};
 pub use search::{
     forbidden_bias, length_penalty, row_seeds, search, DecoderStepper, Hypothesis, SearchState,

@@ -17,7 +17,21 @@ const C: u32 = 6;
 /// logit everywhere: a search that ever emits it is broken.
 struct Bigram(Tensor);
 
+/// From bos, A is the most likely first token, but every continuation of A is uncertain, while B
+/// is almost always followed by eos: greedy takes A, beam search finds "B".
+const FIRST: [(u32, f32); 3] = [(A, 0.5), (B, 0.45), (C, 0.05)];
+
 fn bigram() -> Bigram {
+    bigram_from(&FIRST)
+}
+
+/// The bigram model with `first` as the distribution after bos; every other row as in
+/// [`bigram`], and every unlisted token at probability 1e-3.
+fn bigram_from(first: &[(u32, f32)]) -> Bigram {
+    Bigram(Tensor::from_vec(table(first), (7, 7), &Device::Cpu).unwrap())
+}
+
+fn table(first: &[(u32, f32)]) -> Vec<f32> {
     let ln = |p: f32| p.ln();
     let mut t = vec![vec![ln(1e-3); 7]; 7];
     let set = |row: &mut Vec<f32>, probs: &[(u32, f32)]| {
@@ -26,14 +40,11 @@ fn bigram() -> Bigram {
         }
         row[0] = 100.0; // pad
     };
-    // From bos, A is the most likely first token, but every continuation of A is uncertain,
-    // while B is almost always followed by eos: greedy takes A, beam search finds "B".
-    set(&mut t[2], &[(A, 0.5), (B, 0.45), (C, 0.05)]);
+    set(&mut t[2], first);
     set(&mut t[A as usize], &[(A, 0.34), (C, 0.33), (3, 0.33)]);
     set(&mut t[B as usize], &[(3, 0.95), (A, 0.05)]);
     set(&mut t[C as usize], &[(3, 0.6), (A, 0.4)]);
-    let flat: Vec<f32> = t.into_iter().flatten().collect();
-    Bigram(Tensor::from_vec(flat, (7, 7), &Device::Cpu).unwrap())
+    t.into_iter().flatten().collect()
 }
 
 impl Stepper for Bigram {
@@ -45,7 +56,7 @@ impl Stepper for Bigram {
         Ok(())
     }
     fn vocab_size(&self) -> usize {
-        7
+        self.0.dim(1).unwrap()
     }
 }
 
@@ -223,4 +234,91 @@ fn length_constraints_and_ngram_blocking() {
     // GNMT: ((5 + len) / 6)^α
     assert!((seq2seq_decoder::length_penalty(5, 0.6) - (10.0f64 / 6.0).powf(0.6)).abs() < 1e-12);
     assert_eq!(seq2seq_decoder::length_penalty(7, 0.0), 1.0);
+}
+
+/// An ensemble's searches see the mean of its members' distributions.
+mod ensemble {
+    use super::*;
+    use seq2seq_decoder::Ensemble;
+
+    fn run_on(e: &Ensemble<Bigram>, o: &DecodingOptions, rows: usize) -> Vec<Vec<Hypothesis>> {
+        let states = vec![(); e.members().len()];
+        let seeds: Vec<u64> = (0..rows as u64).collect();
+        search(e, states, &vec![SP.bos; rows], SP, o, &seeds, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_model_ensembled_with_itself_searches_as_the_model() {
+        let twice = Ensemble::new(vec![bigram(), bigram()]).unwrap();
+        let once = Ensemble::new(vec![bigram()]).unwrap();
+        for o in [
+            opts(Strategy::Greedy),
+            DecodingOptions {
+                beam_size: 3,
+                n_best: 3,
+                ..opts(Strategy::Beam)
+            },
+            DecodingOptions {
+                temperature: 1.5,
+                ..opts(Strategy::Sample)
+            },
+        ] {
+            let plain = run(&o, 4, &[0, 1, 2, 3]);
+            for e in [&twice, &once] {
+                let got = run_on(e, &o, 4);
+                for (g, p) in got.iter().flatten().zip(plain.iter().flatten()) {
+                    assert_eq!(g.tokens, p.tokens, "{:?}", o.strategy);
+                    assert!((g.log_prob - p.log_prob).abs() < 1e-4, "{g:?} vs {p:?}");
+                }
+            }
+        }
+    }
+
+    /// p(token) under the mixture of the two tables' rows after bos, with pad and bos forbidden
+    /// (as the search forbids them), computed in f64.
+    fn mixture(a: &[f32], b: &[f32], row: usize, tok: usize) -> f64 {
+        let softmax = |t: &[f32]| -> Vec<f64> {
+            let r: Vec<f64> = t[row * 7..row * 7 + 7].iter().map(|&x| x as f64).collect();
+            let m = r.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = r.iter().map(|x| (x - m).exp()).sum();
+            r.iter().map(|x| (x - m).exp() / z).collect()
+        };
+        let (pa, pb) = (softmax(a), softmax(b));
+        let mix: Vec<f64> = (0..7).map(|j| (pa[j] + pb[j]) / 2.0).collect();
+        let allowed: f64 = (0..7).filter(|&j| j != 0 && j != 2).map(|j| mix[j]).sum();
+        mix[tok] / allowed
+    }
+
+    #[test]
+    fn greedy_on_a_mixture_takes_what_neither_member_would() {
+        // Alone, one member starts with A and the other with C; their mean puts B first
+        // (.45 against .275 each), and B is followed by eos.
+        let mirrored = [(C, 0.5), (B, 0.45), (A, 0.05)];
+        let g = opts(Strategy::Greedy);
+        let first = |e: Ensemble<Bigram>| run_on(&e, &g, 1)[0][0].clone();
+        assert_eq!(first(Ensemble::new(vec![bigram()]).unwrap()).tokens[0], A);
+        assert_eq!(
+            first(Ensemble::new(vec![bigram_from(&mirrored)]).unwrap()).tokens[0],
+            C
+        );
+        let h = first(Ensemble::new(vec![bigram(), bigram_from(&mirrored)]).unwrap());
+        assert_eq!(h.tokens, vec![B]);
+        let (ta, tb) = (table(&FIRST), table(&mirrored));
+        let want = mixture(&ta, &tb, 2, B as usize).ln() + mixture(&ta, &tb, B as usize, 3).ln();
+        assert!((h.log_prob - want).abs() < 1e-4, "{} vs {want}", h.log_prob);
+    }
+
+    #[test]
+    fn members_must_share_the_vocabulary() {
+        let wide = Bigram(Tensor::zeros((8, 8), candle_core::DType::F32, &Device::Cpu).unwrap());
+        let e = Ensemble::new(vec![bigram(), wide])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("member 1 has 8 output tokens, member 0 has 7"),
+            "{e}"
+        );
+        assert!(Ensemble::<Bigram>::new(vec![]).is_err());
+    }
 }

@@ -5,38 +5,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::checkpoint::{
-    load_tensors, save_tensors, write_atomic, BEST, CONFIG, OPTIMIZER_PREFIX, SRC_TOKENIZER,
-    STATE_TENSOR, TGT_TOKENIZER,
+    checkpoint_file, model_weights, save_tensors, write_atomic, BEST, CONFIG, SRC_TOKENIZER,
+    TGT_TOKENIZER,
 };
 use crate::{Error, Result};
-
-/// A checkpoint argument: a `.safetensors` file, or a model directory (its `model.safetensors`).
-fn checkpoint_file(arg: &Path) -> (PathBuf, String) {
-    if arg.is_dir() {
-        (arg.to_path_buf(), BEST.to_string())
-    } else {
-        let dir = match arg.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = arg
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        (dir, name)
-    }
-}
-
-/// The model weights of a checkpoint: resume checkpoints also hold optimizer moments and the
-/// trainer state, which are not averaged.
-fn weights(dir: &Path, name: &str) -> Result<HashMap<String, Tensor>> {
-    let mut t = load_tensors(dir, name, &Device::Cpu)?;
-    t.retain(|k, _| k != STATE_TENSOR && !k.starts_with(OPTIMIZER_PREFIX));
-    Ok(t)
-}
 
 /// Averages `checkpoints` (at least two) into `out`/model.safetensors and copies the first
 /// checkpoint's config and tokenizers beside it (unless `out` is that directory). Returns the
@@ -49,12 +24,12 @@ pub fn average(checkpoints: &[PathBuf], out: &Path) -> Result<usize> {
     }
     let files: Vec<(PathBuf, String)> = checkpoints.iter().map(|c| checkpoint_file(c)).collect();
     let (first_dir, first_name) = &files[0];
-    let mut sum: HashMap<String, Tensor> = weights(first_dir, first_name)?
+    let mut sum: HashMap<String, Tensor> = model_weights(first_dir, first_name)?
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F64)?)))
         .collect::<Result<_>>()?;
     for (dir, name) in &files[1..] {
-        let w = weights(dir, name)?;
+        let w = model_weights(dir, name)?;
         let here = dir.join(name);
         let there = first_dir.join(first_name);
         if let Some(k) = sum.keys().find(|k| !w.contains_key(*k)) {
@@ -86,7 +61,7 @@ pub fn average(checkpoints: &[PathBuf], out: &Path) -> Result<usize> {
         }
     }
     let n = files.len() as f64;
-    let dtypes: HashMap<String, DType> = weights(first_dir, first_name)?
+    let dtypes: HashMap<String, DType> = model_weights(first_dir, first_name)?
         .into_iter()
         .map(|(k, v)| (k, v.dtype()))
         .collect();
@@ -121,6 +96,8 @@ pub fn average(checkpoints: &[PathBuf], out: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::{load_tensors, STATE_TENSOR};
+    use candle_core::Device;
 
     fn write(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> Result<()> {
         std::fs::create_dir_all(dir).unwrap();

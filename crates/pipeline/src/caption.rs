@@ -131,7 +131,7 @@ impl Captioner {
             Ok(Source::image(Tensor::stack(&rows, 0)?))
         };
         let hyps = decode_sources(
-            &m.model,
+            &[&m.model],
             feats.len(),
             &order,
             source,
@@ -227,7 +227,7 @@ pub fn evaluate_captions(
         }
     }
     let loss = held_out_loss(
-        &m.model,
+        &[&m.model],
         &examples,
         cfg.train.batch_size,
         &m.tgt_vocab,

@@ -93,6 +93,31 @@ pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()
     std::fs::rename(&tmp, path).map_err(write_err(path))
 }
 
+/// A checkpoint argument: a `.safetensors` file, or a model directory (its `model.safetensors`).
+pub fn checkpoint_file(arg: &Path) -> (PathBuf, String) {
+    if arg.is_dir() {
+        (arg.to_path_buf(), BEST.to_string())
+    } else {
+        let dir = match arg.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = arg
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (dir, name)
+    }
+}
+
+/// The model weights of a checkpoint: resume checkpoints also hold optimizer moments and the
+/// trainer state, which are left out.
+pub fn model_weights(dir: &Path, name: &str) -> Result<HashMap<String, Tensor>> {
+    let mut t = load_tensors(dir, name, &Device::Cpu)?;
+    t.retain(|k, _| k != STATE_TENSOR && !k.starts_with(OPTIMIZER_PREFIX));
+    Ok(t)
+}
+
 /// Loads a safetensors file, naming it when it is missing or corrupt.
 pub fn load_tensors(dir: &Path, name: &str, dev: &Device) -> Result<HashMap<String, Tensor>> {
     let path = dir.join(name);

@@ -28,7 +28,8 @@ pub struct EvalReport {
     /// Lowercased chrF.
     pub chrf_lc: ChrfScore,
     pub exact_match: f64,
-    /// Loss per target token (eos included) and its exponent.
+    /// Loss per target token (eos included) and its exponent; of the ensemble's mixture when the
+    /// translator has ensemble members.
     pub loss: f64,
     pub ppl: f64,
     pub hypotheses: Vec<String>,
@@ -93,7 +94,7 @@ pub fn evaluate(
         false,
     )?;
     let loss = held_out_loss(
-        &t.model,
+        &t.members(),
         &examples,
         cfg.train.batch_size,
         &t.tgt_vocab,

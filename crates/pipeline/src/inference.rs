@@ -1,23 +1,27 @@
 //! Loading a model directory and translating with it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use seq2seq_data::Vocab;
-use seq2seq_decoder::{row_seeds, search, DecoderStepper, Hypothesis, SpecialTokens};
+use seq2seq_decoder::{row_seeds, search, DecoderStepper, Ensemble, Hypothesis, SpecialTokens};
 use seq2seq_nn::Ctx;
 
-use crate::checkpoint::{self, BEST, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER};
+use crate::checkpoint::{
+    self, checkpoint_file, model_weights, BEST, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER,
+};
 use crate::config::{Config, DecodingConfig, Task};
 use crate::model::{build_model, Seq2Seq, Source};
 use crate::{Error, Result};
 
 /// Decodes `n` inputs with the configured strategy, `opts.batch_size` at a time in the given
-/// `order`; `source` builds the encoder input of a chunk of input indices. The hypotheses
+/// `order`; `source` builds the encoder input of a chunk of input indices. With several `models`
+/// (which share the target vocabulary) the search runs on their ensemble: each encodes the input
+/// with its own encoder, and the next-token distribution is the mean of theirs. The hypotheses
 /// (n-best for beam search) come back in input order.
 pub fn decode_sources(
-    model: &Seq2Seq,
+    models: &[&Seq2Seq],
     n: usize,
     order: &[usize],
     mut source: impl FnMut(&[usize]) -> Result<Source>,
@@ -32,14 +36,18 @@ pub fn decode_sources(
         unk: tgt.unk,
     };
     let mut out = vec![Vec::new(); n];
+    let ensemble = Ensemble::new(models.iter().map(|m| DecoderStepper(&m.decoder)).collect())?;
     for chunk in order.chunks(opts.batch_size.max(1)) {
-        let enc = model.encode(&source(chunk)?, &mut Ctx::eval())?;
-        let stepper = DecoderStepper(&model.decoder);
-        let start = stepper.start(&enc, chunk.len(), dev)?;
+        let src = source(chunk)?;
+        let mut starts = Vec::with_capacity(models.len());
+        for (m, stepper) in models.iter().zip(ensemble.members()) {
+            let enc = m.encode(&src, &mut Ctx::eval())?;
+            starts.push(stepper.start(&enc, chunk.len(), dev)?);
+        }
         let bos = vec![tgt.bos; chunk.len()];
         let hyps = search(
-            &stepper,
-            start,
+            &ensemble,
+            starts,
             &bos,
             sp,
             opts,
@@ -56,7 +64,7 @@ pub fn decode_sources(
 /// Decodes source id sequences in length-sorted batches with the configured strategy; the
 /// hypotheses (n-best for beam search) keep the input order.
 pub fn decode_ids(
-    model: &Seq2Seq,
+    models: &[&Seq2Seq],
     srcs: &[Vec<u32>],
     tgt: &Vocab,
     pad: u32,
@@ -86,7 +94,7 @@ pub fn decode_ids(
             mask: Tensor::from_vec(mask, (chunk.len(), len), dev)?,
         })
     };
-    decode_sources(model, srcs.len(), &order, source, tgt, opts, dev)
+    decode_sources(models, srcs.len(), &order, source, tgt, opts, dev)
 }
 
 /// The n-best list of one input: (text, score), best first.
@@ -98,6 +106,8 @@ pub struct Translator {
     pub src_vocab: Vocab,
     pub tgt_vocab: Vocab,
     pub model: Seq2Seq,
+    /// Further ensemble members searched together with `model` ([`Self::add_members`]).
+    pub ensemble: Vec<Seq2Seq>,
     pub device: Device,
 }
 
@@ -163,6 +173,7 @@ pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
         src_vocab,
         tgt_vocab,
         model,
+        ensemble: Vec::new(),
         device,
     })
 }
@@ -171,6 +182,59 @@ impl Translator {
     /// Loads a translation model directory written by `train`.
     pub fn load(dir: &Path) -> Result<Self> {
         load_dir(dir, Task::Translation)
+    }
+
+    /// The models a search runs on: this one, then the ensemble members.
+    pub fn members(&self) -> Vec<&Seq2Seq> {
+        std::iter::once(&self.model).chain(&self.ensemble).collect()
+    }
+
+    /// Adds ensemble members: `.safetensors` checkpoints of this model's own config (the weights
+    /// of other validations, `train.keep_checkpoints`, or `last.safetensors`), or model
+    /// directories, whose configs may differ but whose vocabularies must be this model's.
+    pub fn add_members(&mut self, paths: &[PathBuf]) -> Result<()> {
+        for p in paths {
+            let member =
+                |msg: String| Error::Invalid(format!("ensemble member {}: {msg}", p.display()));
+            if !p.exists() {
+                return Err(member("no such file or directory".into()));
+            }
+            let model = if p.is_dir() {
+                let other = load_dir(p, self.config.task)?;
+                for (name, a, b) in [
+                    (SRC_TOKENIZER, &self.src_vocab, &other.src_vocab),
+                    (TGT_TOKENIZER, &self.tgt_vocab, &other.tgt_vocab),
+                ] {
+                    if a.to_json()? != b.to_json()? {
+                        return Err(member(format!(
+                            "its {name} differs from the first model's: ensemble members must \
+                             share the vocabularies"
+                        )));
+                    }
+                }
+                other.model
+            } else {
+                let (dir, name) = checkpoint_file(p);
+                let vb =
+                    VarBuilder::from_tensors(model_weights(&dir, &name)?, DType::F32, &self.device);
+                build_model(
+                    &self.config.model,
+                    self.config.task,
+                    self.src_vocab.len(),
+                    self.tgt_vocab.len(),
+                    vb,
+                    None,
+                )
+                .map_err(|e| {
+                    member(format!(
+                        "does not fit the first model's {CONFIG} ({e}); a checkpoint file must \
+                         come from a run of the same config (else give its model directory)"
+                    ))
+                })?
+            };
+            self.ensemble.push(model);
+        }
+        Ok(())
     }
 
     /// Translates lines into their n-best lists (one entry unless beam search asks for more);
@@ -197,7 +261,7 @@ impl Translator {
             srcs.push(ids);
         }
         let hyps = decode_ids(
-            &self.model,
+            &self.members(),
             &srcs,
             &self.tgt_vocab,
             self.src_vocab.pad,

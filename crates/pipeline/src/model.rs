@@ -1,7 +1,7 @@
 //! The model assembled from the config in one place ([`build_model`]).
 
 use candle_core::{Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Module, VarBuilder};
 use seq2seq_data::Batch;
 use seq2seq_decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderStyle, EncoderOutput};
 use seq2seq_image_encoder::{BackboneKind, ImageEncoder};
@@ -204,9 +204,10 @@ impl Source {
 }
 
 /// Loss per target token over `examples` (teacher-forced, eval mode, no smoothing), in
-/// length-bucketed batches whose tensors `tensors` builds.
+/// length-bucketed batches whose tensors `tensors` builds. With several `models` it is the loss of
+/// their ensemble: of the mean of their next-token distributions, as ensemble decoding searches it.
 pub fn held_out_loss(
-    model: &Seq2Seq,
+    models: &[&Seq2Seq],
     examples: &[seq2seq_data::Example],
     batch_size: usize,
     vocab: &seq2seq_data::Vocab,
@@ -215,9 +216,22 @@ pub fn held_out_loss(
     let (mut nll, mut tokens) = (0.0, 0.0);
     for idx in seq2seq_data::bucket_batches(examples, batch_size, 0, 0, false) {
         let b = Batch::new(examples, &idx, vocab.pad, vocab.bos, vocab.eos);
-        let l = model.loss(&tensors(&b)?, 0.0, &mut Ctx::eval())?;
-        nll += l.nll_sum;
-        tokens += l.tokens;
+        let t = tensors(&b)?;
+        if let [m] = models {
+            let l = m.loss(&t, 0.0, &mut Ctx::eval())?;
+            nll += l.nll_sum;
+            tokens += l.tokens;
+            continue;
+        }
+        let mut log_probs = Vec::with_capacity(models.len());
+        for m in models {
+            log_probs.push(m.target_log_probs(&t)?);
+        }
+        // log((1/K) Σ_k p_k(y)) per target position, then the masked sum.
+        let k = models.len() as f64;
+        let mixture = (Tensor::stack(&log_probs, 0)?.log_sum_exp(0)? - k.ln())?;
+        nll -= (mixture * &t.tgt_mask)?.sum_all()?.to_scalar::<f32>()? as f64;
+        tokens += t.tgt_mask.sum_all()?.to_scalar::<f32>()? as f64;
     }
     Ok(nll / tokens.max(1.0))
 }
@@ -255,6 +269,33 @@ impl Seq2Seq {
     /// Teacher-forced loss of a batch; the output projection and the loss run over all target
     /// positions at once, as one fused op on the CPU (`nn::projection_cross_entropy`).
     pub fn loss(&self, b: &BatchTensors, label_smoothing: f64, ctx: &mut Ctx) -> Result<TokenLoss> {
+        let x = self.readout(b, ctx)?;
+        let (weight, bias) = self.decoder.output_projection();
+        Ok(projection_cross_entropy(
+            &x,
+            weight,
+            bias,
+            &b.tgt_out,
+            &b.tgt_mask,
+            label_smoothing,
+        )?)
+    }
+
+    /// `log p(y_t | y_<t, x)` of every target position (flattened like `tgt_out`; padding
+    /// included), teacher-forced in eval mode.
+    pub fn target_log_probs(&self, b: &BatchTensors) -> Result<Tensor> {
+        let x = self.readout(b, &mut Ctx::eval())?;
+        let (weight, bias) = self.decoder.output_projection();
+        let logits = candle_nn::Linear::new(weight.clone(), bias.cloned()).forward(&x)?;
+        Ok(
+            candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
+                .gather(&b.tgt_out.unsqueeze(1)?, 1)?
+                .squeeze(1)?,
+        )
+    }
+
+    /// The decoder's readout vectors (the output projection's input), one row per target position.
+    fn readout(&self, b: &BatchTensors, ctx: &mut Ctx) -> Result<Tensor> {
         let (enc, rows) = self.encode_distinct(&b.src, ctx)?;
         let (batch, _) = b.tgt_in.dims2()?;
         // Attention keys are computed once per distinct input, then shared by its rows.
@@ -273,14 +314,6 @@ impl Seq2Seq {
             .decoder
             .forward_teacher_readout(&b.tgt_in, &state, &mem, ctx)?;
         let d = x.dim(2)?;
-        let (weight, bias) = self.decoder.output_projection();
-        Ok(projection_cross_entropy(
-            &x.reshape(((), d))?,
-            weight,
-            bias,
-            &b.tgt_out,
-            &b.tgt_mask,
-            label_smoothing,
-        )?)
+        Ok(x.reshape(((), d))?)
     }
 }

@@ -400,9 +400,13 @@ fn validate(
     decode_limit: usize,
     dev: &Device,
 ) -> Result<Validation> {
-    let loss = held_out_loss(model, examples, cfg.train.batch_size, &p.tgt_vocab, |b| {
-        batch_tensors(b, examples, bank, false, 0, dev)
-    })?;
+    let loss = held_out_loss(
+        &[model],
+        examples,
+        cfg.train.batch_size,
+        &p.tgt_vocab,
+        |b| batch_tensors(b, examples, bank, false, 0, dev),
+    )?;
     if cfg.task == Task::Generation {
         // A language model has no reference output: show greedy continuations of the first
         // tokens of a few held-out items instead of an exact-match rate.
@@ -438,14 +442,14 @@ fn validate(
         ..cfg.decoding.clone()
     };
     let hyps = match bank {
-        None => decode_ids(model, &srcs, &p.tgt_vocab, p.src_vocab.pad, &opts, dev)?,
+        None => decode_ids(&[model], &srcs, &p.tgt_vocab, p.src_vocab.pad, &opts, dev)?,
         Some(bank) => {
             let order: Vec<usize> = (0..n).collect();
             let source = |chunk: &[usize]| -> Result<Source> {
                 let ids: Vec<usize> = chunk.iter().map(|&i| srcs[i][0] as usize).collect();
                 Ok(Source::image(bank.batch(&ids, false, 0, dev)?))
             };
-            decode_sources(model, n, &order, source, &p.tgt_vocab, &opts, dev)?
+            decode_sources(&[model], n, &order, source, &p.tgt_vocab, &opts, dev)?
         }
     };
     let hyps: Vec<String> = hyps

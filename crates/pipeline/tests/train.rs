@@ -270,6 +270,103 @@ fn broken_model_directories_are_named() {
 }
 
 #[test]
+fn checkpoint_ensembles_decode_and_score_as_a_mixture() {
+    let dir = tmp("ensemble");
+    write_corpus(&dir);
+    let run = dir.join("run");
+    let cfg = tiny_with(PARALLEL, |c| {
+        c.train.batch_size = 6;
+        c.train.max_steps = 60;
+        c.train.max_epochs = 0;
+        c.train.valid_every = 20;
+        c.train.keep_checkpoints = 3;
+    });
+    train(cfg, &opts(&run, &dir)).unwrap();
+    let eval = |t: &Translator| {
+        seq2seq_pipeline::evaluate(t, seq2seq_pipeline::Split::Test, &dir, &t.config.decoding)
+            .unwrap()
+    };
+    let single = Translator::load(&run).unwrap();
+    let alone = eval(&single);
+
+    // A model ensembled with itself is the model: same outputs, same loss.
+    let mut twice = Translator::load(&run).unwrap();
+    twice.add_members(std::slice::from_ref(&run)).unwrap();
+    assert_eq!(twice.members().len(), 2);
+    let r = eval(&twice);
+    assert_eq!(r.hypotheses, alone.hypotheses);
+    assert!(
+        (r.loss - alone.loss).abs() < 1e-5,
+        "{} vs {}",
+        r.loss,
+        alone.loss
+    );
+
+    // The first validation's weights (step 20) are a different model. The mixture's loss is
+    // below the mean of the members' losses (-log is strictly convex); a geometric mean of the
+    // distributions would give exactly the mean.
+    let early = run.join("checkpoint-step20.safetensors");
+    assert!(early.exists());
+    let mut first = Translator::load(&run).unwrap();
+    first.model = {
+        let mut m = Translator::load(&run).unwrap();
+        m.add_members(std::slice::from_ref(&early)).unwrap();
+        m.ensemble.pop().unwrap()
+    };
+    let loss_early = eval(&first).loss;
+    let mut pair = Translator::load(&run).unwrap();
+    pair.add_members(std::slice::from_ref(&early)).unwrap();
+    let mixed = eval(&pair);
+    let mean = (alone.loss + loss_early) / 2.0;
+    assert!(
+        (loss_early - alone.loss).abs() > 1e-3 && mixed.loss < mean - 1e-4,
+        "mixture {} vs members {} and {}",
+        mixed.loss,
+        alone.loss,
+        loss_early
+    );
+    assert_eq!(mixed.hypotheses.len(), PAIRS.len());
+
+    // Members that cannot join are named.
+    let mut t = Translator::load(&run).unwrap();
+    let e = t
+        .add_members(&[dir.join("absent.safetensors")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("absent.safetensors: no such file"), "{e}");
+    let other = dir.join("other");
+    train(
+        tiny_with(PARALLEL, |c| {
+            c.model.decoder.hidden_size = 24;
+            c.train.max_steps = 1;
+        }),
+        &opts(&other, &dir),
+    )
+    .unwrap();
+    let e = t
+        .add_members(&[other.join(checkpoint::BEST)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ensemble member") && e.contains("same config"),
+        "{e}"
+    );
+    // As a directory it may join: same data, so the same vocabularies.
+    t.add_members(std::slice::from_ref(&other)).unwrap();
+    // Same size, one token spelled differently.
+    let tok = std::fs::read_to_string(other.join(checkpoint::TGT_TOKENIZER)).unwrap();
+    assert!(tok.contains("\"mann\""));
+    std::fs::write(
+        other.join(checkpoint::TGT_TOKENIZER),
+        tok.replace("\"mann\"", "\"maNN\""),
+    )
+    .unwrap();
+    let e = t.add_members(&[other]).unwrap_err().to_string();
+    assert!(e.contains("tgt_tokenizer.json differs"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn language_model_learns_a_text_and_continues_a_prompt() {
     let dir = tmp("lm");
     std::fs::create_dir_all(dir.join("book")).unwrap();
