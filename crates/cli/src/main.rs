@@ -28,6 +28,29 @@ enum StrategyArg {
     Beam,
 }
 
+/// The ensemble option of the translation subcommands.
+#[derive(Args)]
+struct EnsembleArgs {
+    /// Ensemble members decoded together with --model (the mean of their next-token
+    /// distributions): checkpoint files of the same run (`checkpoint-step*.safetensors`, kept by
+    /// train.keep_checkpoints) or model directories with the same vocabularies. The list takes
+    /// every following argument: end it with `--` when positional arguments follow.
+    #[arg(long, num_args = 1.., value_name = "CHECKPOINT_OR_DIR")]
+    ensemble: Vec<PathBuf>,
+}
+
+impl EnsembleArgs {
+    /// The translation model in `model` with the ensemble members added.
+    fn load(&self, model: &std::path::Path) -> Result<Translator> {
+        let mut t = Translator::load(model)?;
+        t.add_members(&self.ensemble)?;
+        if !self.ensemble.is_empty() {
+            eprintln!("ensemble of {} models", t.members().len());
+        }
+        Ok(t)
+    }
+}
+
 /// Decoding options shared by every subcommand that decodes; each overrides the model's own
 /// `decoding` config section.
 #[derive(Args, Default)]
@@ -147,12 +170,8 @@ enum Command {
         /// The model directory written by `train`.
         #[arg(long)]
         model: PathBuf,
-        /// Ensemble members decoded together with --model (the mean of their next-token
-        /// distributions): checkpoint files of the same run (`checkpoint-step*.safetensors`, kept
-        /// by train.keep_checkpoints) or model directories with the same vocabularies. The list
-        /// takes every following argument: end it with `--` when positional arguments follow.
-        #[arg(long, num_args = 1.., value_name = "CHECKPOINT_OR_DIR")]
-        ensemble: Vec<PathBuf>,
+        #[command(flatten)]
+        ensemble: EnsembleArgs,
         #[command(flatten)]
         decoding: DecodingArgs,
         /// Sentences to translate; with none, read stdin.
@@ -232,12 +251,8 @@ enum Command {
         /// The model directory written by `train`.
         #[arg(long)]
         model: PathBuf,
-        /// Ensemble members decoded together with --model (the mean of their next-token
-        /// distributions): checkpoint files of the same run (`checkpoint-step*.safetensors`, kept
-        /// by train.keep_checkpoints) or model directories with the same vocabularies. The list
-        /// takes every following argument: end it with `--` when positional arguments follow.
-        #[arg(long, num_args = 1.., value_name = "CHECKPOINT_OR_DIR")]
-        ensemble: Vec<PathBuf>,
+        #[command(flatten)]
+        ensemble: EnsembleArgs,
         /// valid | test
         #[arg(long, default_value = "test")]
         split: String,
@@ -660,16 +675,12 @@ fn run(cli: Cli) -> Result<()> {
             let output = output.unwrap_or_else(|| model.join(format!("hyp.{name}.txt")));
             let task = Config::from_file(&model.join("config.yaml")).map(|c| c.task);
             if let Ok(seq2seq_pipeline::config::Task::Captioning) = task {
-                if !ensemble.is_empty() {
+                if !ensemble.ensemble.is_empty() {
                     anyhow::bail!("--ensemble: captioning models are evaluated one at a time (ensembles are for translation)");
                 }
                 return eval_captions(&model, split, name, data_dir, &output, json, &decoding);
             }
-            let mut t = Translator::load(&model)?;
-            t.add_members(&ensemble)?;
-            if !ensemble.is_empty() {
-                eprintln!("ensemble of {} models", t.members().len());
-            }
+            let t = ensemble.load(&model)?;
             let opts = decoding.apply(&t.config.decoding)?;
             let r = seq2seq_pipeline::evaluate(
                 &t,
@@ -787,11 +798,7 @@ fn run(cli: Cli) -> Result<()> {
             decoding,
             text,
         } => {
-            let mut t = Translator::load(&model)?;
-            t.add_members(&ensemble)?;
-            if !ensemble.is_empty() {
-                eprintln!("ensemble of {} models", t.members().len());
-            }
+            let t = ensemble.load(&model)?;
             let opts = decoding.apply(&t.config.decoding)?;
             let lines = if text.is_empty() {
                 let mut lines = Vec::new();

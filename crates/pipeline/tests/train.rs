@@ -307,12 +307,10 @@ fn checkpoint_ensembles_decode_and_score_as_a_mixture() {
     // distributions would give exactly the mean.
     let early = run.join("checkpoint-step20.safetensors");
     assert!(early.exists());
+    // The early checkpoint alone: loaded as a member, then made the only model.
     let mut first = Translator::load(&run).unwrap();
-    first.model = {
-        let mut m = Translator::load(&run).unwrap();
-        m.add_members(std::slice::from_ref(&early)).unwrap();
-        m.ensemble.pop().unwrap()
-    };
+    first.add_members(std::slice::from_ref(&early)).unwrap();
+    first.model = first.ensemble.pop().unwrap();
     let loss_early = eval(&first).loss;
     let mut pair = Translator::load(&run).unwrap();
     pair.add_members(std::slice::from_ref(&early)).unwrap();
