@@ -12,6 +12,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Embedding, Init, Linear, Module, VarBuilder};
+use seq2seq_nn::attentive::{attentive_sequence, attentive_supported};
 use seq2seq_nn::{
     attention, rnn, Attention, AttentionKeys, AttentionKind, CellKind, CellState, Ctx, Rnn,
     RnnConfig,
@@ -454,6 +455,31 @@ impl Decoder {
         Ok((self.logits(&att, ctx)?, last))
     }
 
+    /// The Bahdanau-style teacher-forced pass as one fused op (one layer, additive attention,
+    /// GRU or LSTM, f32 on the CPU): `[h; c; e]` for every step and the final state, or `None`
+    /// where the op does not apply and the step loop runs instead.
+    fn fused_bahdanau(
+        &self,
+        e: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+    ) -> Result<Option<(Tensor, DecoderState)>> {
+        let (Some(a), Some(k)) = (&self.attention, &mem.keys) else {
+            return Ok(None);
+        };
+        let cell = &self.rnn.cells()[0];
+        if !self.bahdanau || self.cfg.num_layers != 1 || !attentive_supported(cell, a, e) {
+            return Ok(None);
+        }
+        let (h, context, last) = attentive_sequence(cell, a, e, k, &state.layers[0])?;
+        let out = Tensor::cat(&[&h, &context, e], D::Minus1)?;
+        let last = DecoderState {
+            layers: vec![last],
+            prev_att: None,
+        };
+        Ok(Some((out, last)))
+    }
+
     /// The attentional vectors (B, T, D) of a teacher-forced pass and the final state.
     fn teacher_att(
         &self,
@@ -474,6 +500,8 @@ impl Decoder {
                     prev_att: None,
                 },
             )
+        } else if let Some(fused) = self.fused_bahdanau(&e, state, mem)? {
+            fused
         } else {
             let t = e.dim(1)?;
             let mut state = state.clone();

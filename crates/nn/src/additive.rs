@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::fastmath::{dot_tanh, tanh};
 use crate::fused::{cpu_slice as f32_slice, with_data};
 
 /// Scores `(B, Tq, S)` from projected queries `q` `(B, Tq, A)`, projected keys `k` `(B, S, A)`
@@ -49,12 +50,7 @@ impl CustomOp3 for AdditiveScore {
             let qr = &q[bt * a..(bt + 1) * a];
             for (si, o) in row.iter_mut().enumerate() {
                 let kr = &k[(bi * s + si) * a..(bi * s + si + 1) * a];
-                *o = qr
-                    .iter()
-                    .zip(kr)
-                    .zip(v)
-                    .map(|((&x, &y), &w)| w * (x + y).tanh())
-                    .sum();
+                *o = dot_tanh(qr, kr, v);
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((b, tq, s))))
@@ -93,12 +89,14 @@ impl CustomOp3 for AdditiveScore {
                                 let kr = &kd[(bi * s + si) * a..(bi * s + si + 1) * a];
                                 let dqr = &mut dqb[t * a..(t + 1) * a];
                                 let dkr = &mut dkb[si * a..(si + 1) * a];
-                                for j in 0..a {
-                                    let u = (qr[j] + kr[j]).tanh();
-                                    let du = gv * v_data[j] * (1.0 - u * u);
-                                    dqr[j] += du;
-                                    dkr[j] += du;
-                                    dvb[j] += gv * u;
+                                let lanes = dqr.iter_mut().zip(dkr.iter_mut()).zip(dvb.iter_mut());
+                                let inputs = qr.iter().zip(kr).zip(&v_data);
+                                for (((dq, dk), dv), ((&x, &y), &w)) in lanes.zip(inputs) {
+                                    let u = tanh(x + y);
+                                    let du = gv * w * (1.0 - u * u);
+                                    *dq += du;
+                                    *dk += du;
+                                    *dv += gv * u;
                                 }
                             }
                         }

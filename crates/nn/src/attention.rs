@@ -41,6 +41,14 @@ impl AttentionKeys {
         &self.memory
     }
 
+    pub(crate) fn keys(&self) -> &Tensor {
+        &self.keys
+    }
+
+    pub(crate) fn mask_bias(&self) -> &Tensor {
+        &self.mask_bias
+    }
+
     /// Keeps only the given batch rows (beam search and finished-row pruning use this).
     pub fn index_select(&self, rows: &Tensor) -> Result<Self> {
         Ok(Self {
@@ -99,6 +107,14 @@ pub fn attention(
 impl Attention {
     pub fn kind(&self) -> AttentionKind {
         self.kind
+    }
+
+    /// The additive score's query weight `W_q` `(A, H)` and energy weight `v` `(1, A)`.
+    pub(crate) fn additive_weights(&self) -> Option<(&Tensor, &Tensor)> {
+        match (self.kind, &self.query_layer, &self.energy_layer) {
+            (AttentionKind::Bahdanau, Some(q), Some(e)) => Some((q.weight(), e.weight())),
+            _ => None,
+        }
     }
 
     /// Precomputes the keys for `memory` (B, S, C) with `mask` (B, S) (1 = real token).

@@ -161,13 +161,13 @@ pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result
 }
 
 /// Copies a tensor's data out (the backward pass reads its saved activations this way).
-fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
 /// GRU forward for one batch row: `gi`, `gh` (with `b_hh`) are its 3H gate pre-activations, `hp`
 /// the previous state, `m` its mask. Writes `[h | r | z | n | W_hn h + b_hn]` into `row`.
-fn gru_row(hs: usize, gi: &[f32], gh: &[f32], hp: &[f32], m: f32, row: &mut [f32]) {
+pub(crate) fn gru_row(hs: usize, gi: &[f32], gh: &[f32], hp: &[f32], m: f32, row: &mut [f32]) {
     for j in 0..hs {
         let r = sigmoid(gi[j] + gh[j]);
         let z = sigmoid(gi[hs + j] + gh[hs + j]);
@@ -187,7 +187,7 @@ fn gru_row(hs: usize, gi: &[f32], gh: &[f32], hp: &[f32], m: f32, row: &mut [f32
 /// gradients of the input and recurrent pre-activations and the direct part of the previous
 /// state's gradient (the part through `W_hh` is added by the caller's matmul).
 #[allow(clippy::too_many_arguments)]
-fn gru_row_bwd(
+pub(crate) fn gru_row_bwd(
     hs: usize,
     row: &[f32],
     hp: &[f32],
@@ -221,7 +221,15 @@ fn gru_row_bwd(
 /// LSTM forward for one row: pre-activations `gi + gh` (4H, biases included), previous `hp`,
 /// `cp`, mask `m`. Writes `[h | c | i | f | g | o]` into `row`.
 #[allow(clippy::too_many_arguments)]
-fn lstm_row(hs: usize, gi: &[f32], gh: &[f32], hp: &[f32], cp: &[f32], m: f32, row: &mut [f32]) {
+pub(crate) fn lstm_row(
+    hs: usize,
+    gi: &[f32],
+    gh: &[f32],
+    hp: &[f32],
+    cp: &[f32],
+    m: f32,
+    row: &mut [f32],
+) {
     for j in 0..hs {
         let a = |q: usize| gi[q * hs + j] + gh[q * hs + j];
         let (i, f, g, o) = (sigmoid(a(0)), sigmoid(a(1)), a(2).tanh(), sigmoid(a(3)));
@@ -240,7 +248,7 @@ fn lstm_row(hs: usize, gi: &[f32], gh: &[f32], hp: &[f32], cp: &[f32], m: f32, r
 /// gradient `dg` (the same for the input and the recurrent product) and the direct parts of the
 /// previous state's gradients.
 #[allow(clippy::too_many_arguments)]
-fn lstm_row_bwd(
+pub(crate) fn lstm_row_bwd(
     hs: usize,
     row: &[f32],
     cp: &[f32],

@@ -10,7 +10,9 @@
 pub mod adam;
 pub mod additive;
 pub mod attention;
+pub mod attentive;
 pub mod ctx;
+pub mod fastmath;
 pub mod fused;
 pub mod init;
 pub mod loss;

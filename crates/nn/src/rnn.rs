@@ -111,6 +111,14 @@ impl Cell {
         self.hidden
     }
 
+    pub(crate) fn w_ih(&self) -> &Tensor {
+        &self.w_ih
+    }
+
+    pub(crate) fn b_ih(&self) -> &Tensor {
+        &self.b_ih
+    }
+
     /// Input projection `x W_ihᵀ + b_ih` for any leading shape: computed for all time steps of a
     /// sequence in one matmul so that only the recurrent product remains per step.
     pub fn input_proj(&self, x: &Tensor) -> Result<Tensor> {

@@ -1,0 +1,662 @@
+//! The Bahdanau decoder's recurrence over a whole teacher-forced target as one candle custom op:
+//! per step, the previous state queries the memory with additive attention, and the context
+//! joins the embedding's input projection into a GRU or LSTM cell. Back-propagation through time
+//! runs inside the op.
+//!
+//! Why: op by op, one step of this decoder is about twenty small tensor ops, and the backward
+//! pass keeps each step's gradients (the `(B, S, A)` key gradient, the zero-padded gradient of the
+//! narrowed embedding, the concatenations) alive until autograd reaches that step. That loop, not
+//! the output layer, set the peak memory and most of the time of the attentive decoder. Here a
+//! step is two matmuls (`h [W_hh; W_q]ᵀ` and `c W_icᵀ`) and two fused loops (attention, gates), the
+//! backward pass is two matmuls per step, and the weight gradients are three matmuls over all
+//! steps at once.
+//!
+//! The op takes three tensors (candle's custom ops take at most three):
+//! - `gx` `(T, B, G·H)`: the embeddings' part of the input projection, `e W_ieᵀ + b_ih`;
+//! - `w` (flat): `[W_hh; W_q]` `(G·H + A, H)`, `W_ic` `(G·H, C)`, `b_hh` `(G·H)`, `v` `(A)`, where
+//!   `W_ih = [W_ie | W_ic]` splits the cell's input weights at the embedding size;
+//! - `mk` `(B, ·)`: per batch row `[h0 | c0 | memory (S·C) | keys (S·A) | mask bias (S)]`, `c0`
+//!   for the LSTM only, the bias 0 at real source positions and -1e9 at padding.
+//!
+//! It returns `(T, B, W)`: per step the cell's row as [`crate::fused`] lays it out (GRU
+//! `[h | r | z | n | W_hn h + b_hn]`, LSTM `[h | c | i | f | g | o]`), then the context `(C)`, the
+//! projected query `(A)` and the attention weights `(S)`. Only `h`, `c` and the context may be
+//! used downstream: gradients arriving at the other parts are ignored. [`attentive_sequence`]
+//! wraps the op. Numerics equal the op-by-op step (the test below checks values and gradients).
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::attention::{Attention, AttentionKeys};
+use crate::fastmath::{dot_tanh, tanh};
+use crate::fused::{
+    cpu_slice, gru_row, gru_row_bwd, lstm_row, lstm_row_bwd, matmul, on_cpu_f32, to_vec, View,
+};
+use crate::rnn::{Cell, CellKind, CellState};
+
+#[derive(Clone, Copy, Debug)]
+struct AttentiveRecurrence {
+    kind: CellKind,
+    /// H, C, A, S.
+    hidden: usize,
+    memory: usize,
+    att: usize,
+    src: usize,
+}
+
+/// Offsets derived from the sizes, shared by both passes.
+#[derive(Clone, Copy)]
+struct Dims {
+    hs: usize,
+    c: usize,
+    a: usize,
+    s: usize,
+    /// G·H, the gate pre-activations per row.
+    g: usize,
+    /// Width of the cell's part of an output row (K·H).
+    kh: usize,
+    /// Width of an output row.
+    wd: usize,
+    /// Width of an `mk` row and where its memory starts (after the initial state).
+    sw: usize,
+    m0: usize,
+    lstm: bool,
+}
+
+impl AttentiveRecurrence {
+    fn dims(&self) -> Dims {
+        let lstm = self.kind == CellKind::Lstm;
+        let (hs, c, a, s) = (self.hidden, self.memory, self.att, self.src);
+        let kh = if lstm { 6 * hs } else { 5 * hs };
+        let m0 = if lstm { 2 * hs } else { hs };
+        Dims {
+            hs,
+            c,
+            a,
+            s,
+            g: self.kind.gates() * hs,
+            kh,
+            wd: kh + c + a + s,
+            sw: m0 + s * (c + a + 1),
+            m0,
+            lstm,
+        }
+    }
+}
+
+impl Dims {
+    fn w_len(&self) -> usize {
+        (self.g + self.a) * self.hs + self.g * self.c + self.g + self.a
+    }
+
+    /// `(W_hq, W_ic, b_hh, v)` out of the flat weights.
+    fn split_w<'a>(&self, w: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32], &'a [f32]) {
+        let (whq, rest) = w.split_at((self.g + self.a) * self.hs);
+        let (wic, rest) = rest.split_at(self.g * self.c);
+        let (bhh, v) = rest.split_at(self.g);
+        (whq, wic, bhh, v)
+    }
+
+    /// `(memory, keys, bias)` of one `mk` row.
+    fn split_mk<'a>(&self, row: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32]) {
+        let (mem, rest) = row[self.m0..].split_at(self.s * self.c);
+        let (keys, bias) = rest.split_at(self.s * self.a);
+        (mem, keys, &bias[..self.s])
+    }
+}
+
+/// Additive attention for one batch row: writes the weights `al` (S) and the context `ctx` (C)
+/// for the projected query `q`.
+fn attend_row(d: &Dims, q: &[f32], v: &[f32], mk: &[f32], ctx: &mut [f32], al: &mut [f32]) {
+    let (mem, keys, bias) = d.split_mk(mk);
+    let mut mx = f32::NEG_INFINITY;
+    for si in 0..d.s {
+        let kr = &keys[si * d.a..(si + 1) * d.a];
+        al[si] = dot_tanh(q, kr, v) + bias[si];
+        mx = mx.max(al[si]);
+    }
+    let mut z = 0.0;
+    for x in al.iter_mut() {
+        *x = (*x - mx).exp();
+        z += *x;
+    }
+    ctx.fill(0.0);
+    for (si, x) in al.iter_mut().enumerate() {
+        *x /= z;
+        if *x != 0.0 {
+            for (o, m) in ctx.iter_mut().zip(&mem[si * d.c..(si + 1) * d.c]) {
+                *o += *x * m;
+            }
+        }
+    }
+}
+
+/// Backward of [`attend_row`]: from the context's gradient `dctx`, accumulates the memory's and
+/// keys' gradients into `dmk` and `dv`, and writes the query's gradient `dq`.
+#[allow(clippy::too_many_arguments)]
+fn attend_row_bwd(
+    d: &Dims,
+    q: &[f32],
+    al: &[f32],
+    v: &[f32],
+    mk: &[f32],
+    dctx: &[f32],
+    dmk: &mut [f32],
+    dq: &mut [f32],
+    dv: &mut [f32],
+) {
+    let (mem, keys, _) = d.split_mk(mk);
+    let (dmem, dkeys) = dmk[d.m0..].split_at_mut(d.s * d.c);
+    let mut da = vec![0f32; d.s];
+    for si in 0..d.s {
+        let mr = &mem[si * d.c..(si + 1) * d.c];
+        da[si] = mr.iter().zip(dctx).map(|(m, g)| m * g).sum();
+        if al[si] != 0.0 {
+            for (o, g) in dmem[si * d.c..(si + 1) * d.c].iter_mut().zip(dctx) {
+                *o += al[si] * g;
+            }
+        }
+    }
+    // Softmax backward: dscore = α (da - Σ α da).
+    let mean: f32 = al.iter().zip(&da).map(|(a, g)| a * g).sum();
+    dq.fill(0.0);
+    for si in 0..d.s {
+        let ds = al[si] * (da[si] - mean);
+        if ds == 0.0 {
+            continue;
+        }
+        let kr = &keys[si * d.a..(si + 1) * d.a];
+        let dk = &mut dkeys[si * d.a..(si + 1) * d.a];
+        let lanes = dq.iter_mut().zip(dk.iter_mut()).zip(dv.iter_mut());
+        for (((dqj, dkj), dvj), ((&qj, &kj), &vj)) in lanes.zip(q.iter().zip(kr).zip(v)) {
+            let u = tanh(qj + kj);
+            let du = ds * vj * (1.0 - u * u);
+            *dqj += du;
+            *dkj += du;
+            *dvj += ds * u;
+        }
+    }
+}
+
+impl CustomOp3 for AttentiveRecurrence {
+    fn name(&self) -> &'static str {
+        "attentive-recurrence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims();
+        let (t, b, g) = l1.shape().dims3()?;
+        if self.kind == CellKind::Rnn
+            || g != d.g
+            || l2.shape().elem_count() != d.w_len()
+            || l3.shape().dims2()? != (b, d.sw)
+        {
+            candle_core::bail!(
+                "attentive recurrence: {self:?} with gx {:?}, w {:?}, mk {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let gx = cpu_slice(s1, l1, "gx")?;
+        let w = cpu_slice(s2, l2, "w")?;
+        let mk = cpu_slice(s3, l3, "mk")?;
+        let (whq, wic, bhh, v) = d.split_w(w);
+        let (hs, wd, gq) = (d.hs, d.wd, d.g + d.a);
+        let mut out = vec![0f32; t * b * wd];
+        let mut ghq = vec![0f32; b * gq];
+        let mut gc = vec![0f32; b * g];
+        for ti in 0..t {
+            let (done, cur) = out.split_at_mut(ti * b * wd);
+            let done: &[f32] = done;
+            let cur = &mut cur[..b * wd];
+            // The previous state: h0 from `mk`, else the h of the step before.
+            let hp = if ti == 0 {
+                View {
+                    data: mk,
+                    rs: d.sw,
+                    cs: 1,
+                }
+            } else {
+                View {
+                    data: &done[(ti - 1) * b * wd..],
+                    rs: wd,
+                    cs: 1,
+                }
+            };
+            // [h W_hhᵀ | q] = h [W_hh; W_q]ᵀ
+            let whq_t = View {
+                data: whq,
+                rs: 1,
+                cs: hs,
+            };
+            matmul((b, gq, hs), &mut ghq, gq, false, hp, whq_t);
+            cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
+                let q = &ghq[bi * gq + g..(bi + 1) * gq];
+                let (ctx, rest) = row[d.kh..].split_at_mut(d.c);
+                let (qs, al) = rest.split_at_mut(d.a);
+                qs.copy_from_slice(q);
+                attend_row(&d, q, v, &mk[bi * d.sw..(bi + 1) * d.sw], ctx, al);
+            });
+            let ctx = View {
+                data: &cur[d.kh..],
+                rs: wd,
+                cs: 1,
+            };
+            let wic_t = View {
+                data: wic,
+                rs: 1,
+                cs: d.c,
+            };
+            matmul((b, g, d.c), &mut gc, g, false, ctx, wic_t);
+            let (ghq, gc) = (&ghq, &gc);
+            cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
+                let o = (ti * b + bi) * g;
+                let gi: Vec<f32> = gx[o..o + g]
+                    .iter()
+                    .zip(&gc[bi * g..(bi + 1) * g])
+                    .map(|(x, y)| x + y)
+                    .collect();
+                let gh: Vec<f32> = ghq[bi * gq..bi * gq + g]
+                    .iter()
+                    .zip(bhh)
+                    .map(|(x, y)| x + y)
+                    .collect();
+                let prev = if ti == 0 {
+                    &mk[bi * d.sw..bi * d.sw + d.m0]
+                } else {
+                    let p = ((ti - 1) * b + bi) * wd;
+                    &done[p..p + 2 * hs]
+                };
+                let row = &mut row[..d.kh];
+                if d.lstm {
+                    lstm_row(hs, &gi, &gh, &prev[..hs], &prev[hs..2 * hs], 1.0, row);
+                } else {
+                    gru_row(hs, &gi, &gh, &prev[..hs], 1.0, row);
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((t, b, wd))))
+    }
+
+    fn bwd(
+        &self,
+        gx: &Tensor,
+        w: &Tensor,
+        mk: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = self.dims();
+        let (t, b, g) = gx.dims3()?;
+        let (hs, wd, gq) = (d.hs, d.wd, d.g + d.a);
+        let w = to_vec(w)?;
+        let (whq, wic, _, v) = d.split_w(&w);
+        let mk = to_vec(mk)?;
+        let res = to_vec(res)?;
+        let gres = to_vec(grad_res)?;
+        // The state before each step, (T, B, H) for h and c.
+        let mut h_prev = vec![0f32; t * b * hs];
+        let mut c_prev = vec![0f32; if d.lstm { t * b * hs } else { 0 }];
+        for ti in 0..t {
+            for bi in 0..b {
+                let (buf, o) = if ti == 0 {
+                    (&mk, bi * d.sw)
+                } else {
+                    (&res, ((ti - 1) * b + bi) * wd)
+                };
+                let dst = (ti * b + bi) * hs;
+                h_prev[dst..dst + hs].copy_from_slice(&buf[o..o + hs]);
+                if d.lstm {
+                    c_prev[dst..dst + hs].copy_from_slice(&buf[o + hs..o + 2 * hs]);
+                }
+            }
+        }
+        // Gradients of the gate pre-activations from the input side (that of gx) and of
+        // [h W_hhᵀ + b_hh | q]: they differ in the GRU's n gate.
+        let mut dgi = vec![0f32; t * b * g];
+        let mut dghq = vec![0f32; t * b * gq];
+        let mut dmk = vec![0f32; b * d.sw];
+        let mut dv_rows = vec![0f32; b * d.a];
+        let mut dh = vec![0f32; b * hs];
+        let mut dc = vec![0f32; b * hs];
+        let mut dh_next = vec![0f32; b * hs];
+        let mut dc_next = vec![0f32; b * hs];
+        let mut dctx = vec![0f32; b * d.c];
+        let mut dht = vec![0f32; hs];
+        let mut dct = vec![0f32; hs];
+        for ti in (0..t).rev() {
+            for bi in 0..b {
+                let o = (ti * b + bi) * wd;
+                let row = &res[o..o + d.kh];
+                let pr = (ti * b + bi) * hs..(ti * b + bi + 1) * hs;
+                let hr = bi * hs..(bi + 1) * hs;
+                let gsl = (ti * b + bi) * g..(ti * b + bi + 1) * g;
+                let qsl = (ti * b + bi) * gq..(ti * b + bi) * gq + g;
+                for j in 0..hs {
+                    dht[j] = gres[o + j] + dh[bi * hs + j];
+                }
+                if d.lstm {
+                    for j in 0..hs {
+                        dct[j] = gres[o + hs + j] + dc[bi * hs + j];
+                    }
+                    lstm_row_bwd(
+                        hs,
+                        row,
+                        &c_prev[pr],
+                        1.0,
+                        &dht,
+                        &dct,
+                        &mut dgi[gsl.clone()],
+                        &mut dh_next[hr.clone()],
+                        &mut dc_next[hr],
+                    );
+                    let (src, dst) = (&dgi[gsl], &mut dghq[qsl]);
+                    dst.copy_from_slice(src);
+                } else {
+                    gru_row_bwd(
+                        hs,
+                        row,
+                        &h_prev[pr],
+                        1.0,
+                        &dht,
+                        &mut dgi[gsl],
+                        &mut dghq[qsl],
+                        &mut dh_next[hr],
+                    );
+                }
+            }
+            // dctx = (its gradient from downstream) + dgi W_ic
+            for bi in 0..b {
+                let o = (ti * b + bi) * wd + d.kh;
+                dctx[bi * d.c..(bi + 1) * d.c].copy_from_slice(&gres[o..o + d.c]);
+            }
+            let dgi_t = View {
+                data: &dgi[ti * b * g..(ti + 1) * b * g],
+                rs: g,
+                cs: 1,
+            };
+            let wic_v = View {
+                data: wic,
+                rs: d.c,
+                cs: 1,
+            };
+            matmul((b, d.c, g), &mut dctx, d.c, true, dgi_t, wic_v);
+            let (res, mk, dctx) = (&res, &mk, &dctx);
+            dghq[ti * b * gq..(ti + 1) * b * gq]
+                .par_chunks_mut(gq)
+                .zip(dmk.par_chunks_mut(d.sw))
+                .zip(dv_rows.par_chunks_mut(d.a))
+                .enumerate()
+                .for_each(|(bi, ((dghq_row, dmk_row), dv))| {
+                    let o = (ti * b + bi) * wd + d.kh + d.c;
+                    attend_row_bwd(
+                        &d,
+                        &res[o..o + d.a],
+                        &res[o + d.a..o + d.a + d.s],
+                        v,
+                        &mk[bi * d.sw..(bi + 1) * d.sw],
+                        &dctx[bi * d.c..(bi + 1) * d.c],
+                        dmk_row,
+                        &mut dghq_row[g..],
+                        dv,
+                    );
+                });
+            // dh_prev += [dgh | dq] [W_hh; W_q]
+            let dghq_t = View {
+                data: &dghq[ti * b * gq..(ti + 1) * b * gq],
+                rs: gq,
+                cs: 1,
+            };
+            let whq_v = View {
+                data: whq,
+                rs: hs,
+                cs: 1,
+            };
+            matmul((b, hs, gq), &mut dh_next, hs, true, dghq_t, whq_v);
+            std::mem::swap(&mut dh, &mut dh_next);
+            std::mem::swap(&mut dc, &mut dc_next);
+        }
+        // Weight gradients over all steps at once: [dW_hh; dW_q] = Σ [dgh | dq]ᵀ h_prev,
+        // dW_ic = Σ dgiᵀ ctx, db_hh = Σ dgh, dv from the rows.
+        let rows = t * b;
+        let mut dw = vec![0f32; d.w_len()];
+        {
+            let (dwhq, rest) = dw.split_at_mut(gq * hs);
+            let (dwic, rest) = rest.split_at_mut(g * d.c);
+            let (dbhh, dvv) = rest.split_at_mut(g);
+            let dghq_t = View {
+                data: &dghq,
+                rs: 1,
+                cs: gq,
+            };
+            let hp = View {
+                data: &h_prev,
+                rs: hs,
+                cs: 1,
+            };
+            matmul((gq, hs, rows), dwhq, hs, false, dghq_t, hp);
+            let dgi_t = View {
+                data: &dgi,
+                rs: 1,
+                cs: g,
+            };
+            let ctx = View {
+                data: &res[d.kh..],
+                rs: wd,
+                cs: 1,
+            };
+            matmul((g, d.c, rows), dwic, d.c, false, dgi_t, ctx);
+            for r in 0..rows {
+                for (o, x) in dbhh.iter_mut().zip(&dghq[r * gq..r * gq + g]) {
+                    *o += x;
+                }
+            }
+            for row in dv_rows.chunks(d.a) {
+                for (o, x) in dvv.iter_mut().zip(row) {
+                    *o += x;
+                }
+            }
+        }
+        for bi in 0..b {
+            let o = bi * d.sw;
+            dmk[o..o + hs].copy_from_slice(&dh[bi * hs..(bi + 1) * hs]);
+            if d.lstm {
+                dmk[o + hs..o + 2 * hs].copy_from_slice(&dc[bi * hs..(bi + 1) * hs]);
+            }
+        }
+        let dev = gx.device();
+        Ok((
+            Some(Tensor::from_vec(dgi, (t, b, g), dev)?),
+            Some(Tensor::from_vec(dw, d.w_len(), dev)?),
+            Some(Tensor::from_vec(dmk, (b, d.sw), dev)?),
+        ))
+    }
+}
+
+/// Whether [`attentive_sequence`] runs for this cell, attention and input.
+pub fn attentive_supported(cell: &Cell, attention: &Attention, e: &Tensor) -> bool {
+    cell.kind() != CellKind::Rnn && attention.additive_weights().is_some() && on_cpu_f32(e)
+}
+
+/// The Bahdanau-style recurrence over a teacher-forced sequence: embeddings `e` `(B, T, E)`, the
+/// prepared memory `keys` and the initial state; the cell's input is `[e_t; c_t]` where `c_t`
+/// attends with the previous state. Returns the states `(B, T, H)`, the contexts `(B, T, C)`
+/// and the final state.
+pub fn attentive_sequence(
+    cell: &Cell,
+    attention: &Attention,
+    e: &Tensor,
+    keys: &AttentionKeys,
+    init: &CellState,
+) -> Result<(Tensor, Tensor, CellState)> {
+    let Some((w_q, v)) = attention.additive_weights() else {
+        candle_core::bail!("the attentive recurrence needs additive (Bahdanau) attention");
+    };
+    let (b, t, emb) = e.dims3()?;
+    let memory = keys.memory();
+    let (_, s, c) = memory.dims3()?;
+    let (a, hs) = w_q.dims2()?;
+    let kind = cell.kind();
+    let w_ih = cell.w_ih();
+    // gx = e W_ieᵀ + b_ih for every step, time-major.
+    let gx = e
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((t * b, emb))?
+        .matmul(&w_ih.narrow(1, 0, emb)?.t()?)?
+        .broadcast_add(cell.b_ih())?
+        .reshape((t, b, ()))?;
+    let w = Tensor::cat(
+        &[
+            cell.w_hh.flatten_all()?,
+            w_q.flatten_all()?,
+            w_ih.narrow(1, emb, c)?.contiguous()?.flatten_all()?,
+            cell.b_hh.flatten_all()?,
+            v.flatten_all()?,
+        ],
+        0,
+    )?;
+    let mut parts = vec![init.h.clone()];
+    if kind == CellKind::Lstm {
+        parts.push(match &init.c {
+            Some(c) => c.clone(),
+            None => init.h.zeros_like()?,
+        });
+    }
+    parts.push(memory.reshape((b, s * c))?);
+    parts.push(keys.keys().reshape((b, s * a))?);
+    parts.push(keys.mask_bias().reshape((b, s))?);
+    let mk = Tensor::cat(&parts, 1)?;
+    let op = AttentiveRecurrence {
+        kind,
+        hidden: hs,
+        memory: c,
+        att: a,
+        src: s,
+    };
+    let res = gx
+        .contiguous()?
+        .apply_op3(&w.contiguous()?, &mk.contiguous()?, op)?;
+    let kh = op.dims().kh;
+    let h = res.narrow(2, 0, hs)?;
+    let last = CellState {
+        h: h.get(t - 1)?,
+        c: match kind {
+            CellKind::Lstm => Some(res.narrow(2, hs, hs)?.get(t - 1)?),
+            _ => None,
+        },
+    };
+    let context = res.narrow(2, kh, c)?;
+    Ok((h.transpose(0, 1)?, context.transpose(0, 1)?, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::{attention, AttentionKind};
+    use crate::init::SeededVarMap;
+    use crate::rnn::cell;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    /// Values and gradients of every input against the op-by-op loop the decoder runs otherwise:
+    /// attention on the previous state, then `Cell::step_ops` on `[e; c]`.
+    fn check(kind: CellKind) -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, t, s, emb, c, hs, a) = (3, 4, 5, 6, 7, 8, 9);
+        let vm = SeededVarMap::new(11);
+        let vb = vm.var_builder(&dev);
+        let cl = cell(kind, emb + c, hs, "l0", vb.pp("rnn"))?;
+        let att = attention(AttentionKind::Bahdanau, c, hs, a, vb.pp("attention"))?;
+        let e = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, emb), &dev)?)?;
+        let mem = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, s, c), &dev)?)?;
+        let h0 = Var::from_tensor(&Tensor::randn(0f32, 0.5, (b, hs), &dev)?)?;
+        let c0 = Var::from_tensor(&Tensor::randn(0f32, 0.5, (b, hs), &dev)?)?;
+        // The last row's last two source positions are padding.
+        let mask = Tensor::from_vec(
+            (0..b * s)
+                .map(|i| if i >= (b - 1) * s + s - 2 { 0f32 } else { 1.0 })
+                .collect(),
+            (b, s),
+            &dev,
+        )?;
+        let init = CellState {
+            h: h0.as_tensor().clone(),
+            c: (kind == CellKind::Lstm).then(|| c0.as_tensor().clone()),
+        };
+        let keys = att.keys(mem.as_tensor(), &mask)?;
+        let mut state = init.clone();
+        let (mut hs_ref, mut cs_ref) = (Vec::new(), Vec::new());
+        for i in 0..t {
+            let et = e.as_tensor().narrow(1, i, 1)?.squeeze(1)?;
+            let (ctx, _) = att.forward(&state.h.unsqueeze(1)?, &keys)?;
+            let ctx = ctx.squeeze(1)?;
+            let x = Tensor::cat(&[&et, &ctx], 1)?;
+            state = cl.step_ops(&cl.input_proj(&x)?, &state)?;
+            hs_ref.push(state.h.clone());
+            cs_ref.push(ctx);
+        }
+        let (h_ref, c_ref) = (Tensor::stack(&hs_ref, 1)?, Tensor::stack(&cs_ref, 1)?);
+        let (h, ctx, last) = attentive_sequence(&cl, &att, e.as_tensor(), &keys, &init)?;
+        assert!(max_diff(&h, &h_ref)? < 1e-5, "states differ");
+        assert!(max_diff(&ctx, &c_ref)? < 1e-5, "contexts differ");
+        assert!(max_diff(&last.h, &state.h)? < 1e-5, "final state differs");
+        if kind == CellKind::Lstm {
+            let (x, y) = (last.c.as_ref().unwrap(), state.c.as_ref().unwrap());
+            assert!(max_diff(x, y)? < 1e-5, "final cell differs");
+        }
+        // A loss that reaches every output: weighted states, contexts and the final cell.
+        let wh = Tensor::randn(0f32, 1.0, (b, t, hs), &dev)?;
+        let wc = Tensor::randn(0f32, 1.0, (b, t, c), &dev)?;
+        let loss = |h: &Tensor, ctx: &Tensor, st: &CellState| -> Result<Tensor> {
+            let mut l = ((h * &wh)?.sum_all()? + (ctx * &wc)?.sum_all()?)?;
+            if let Some(cc) = &st.c {
+                l = (l + cc.sum_all()?)?;
+            }
+            Ok(l)
+        };
+        let gr = loss(&h_ref, &c_ref, &state)?.backward()?;
+        let gf = loss(&h, &ctx, &last)?.backward()?;
+        let mut vars: Vec<(String, Tensor)> = vec![
+            ("e".into(), e.as_tensor().clone()),
+            ("memory".into(), mem.as_tensor().clone()),
+            ("h0".into(), h0.as_tensor().clone()),
+        ];
+        if kind == CellKind::Lstm {
+            vars.push(("c0".into(), c0.as_tensor().clone()));
+        }
+        for (name, v) in vm.var_map().data().lock().unwrap().iter() {
+            vars.push((name.clone(), v.as_tensor().clone()));
+        }
+        for (name, v) in &vars {
+            let (Some(x), Some(y)) = (gr.get(v), gf.get(v)) else {
+                panic!("no gradient for {name}");
+            };
+            let dd = max_diff(x, y)?;
+            assert!(dd < 1e-4, "{kind:?}: gradient of {name} differs by {dd}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gru_matches_the_op_by_op_decoder_loop_in_values_and_gradients() -> Result<()> {
+        check(CellKind::Gru)
+    }
+
+    #[test]
+    fn lstm_matches_the_op_by_op_decoder_loop_in_values_and_gradients() -> Result<()> {
+        check(CellKind::Lstm)
+    }
+}
