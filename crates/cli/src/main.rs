@@ -28,7 +28,7 @@ enum StrategyArg {
     Beam,
 }
 
-/// The ensemble option of the translation subcommands.
+/// The ensemble option of the subcommands that decode with a trained model.
 #[derive(Args)]
 struct EnsembleArgs {
     /// Ensemble members decoded together with --model (the mean of their next-token
@@ -48,6 +48,16 @@ impl EnsembleArgs {
             eprintln!("ensemble of {} models", t.members().len());
         }
         Ok(t)
+    }
+
+    /// The captioning model in `model` with the ensemble members added.
+    fn load_captioner(&self, model: &std::path::Path) -> Result<seq2seq_pipeline::Captioner> {
+        let mut c = seq2seq_pipeline::Captioner::load(model)?;
+        c.add_members(&self.ensemble)?;
+        if !self.ensemble.is_empty() {
+            eprintln!("ensemble of {} models", c.members());
+        }
+        Ok(c)
     }
 }
 
@@ -185,6 +195,8 @@ enum Command {
         /// Print one JSON object per line (`{"image", "caption", "score"}`, or `"error"`).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        ensemble: EnsembleArgs,
         #[command(flatten)]
         decoding: DecodingArgs,
         /// Image files, or folders whose image files (by extension) are captioned in name order.
@@ -405,12 +417,11 @@ fn score(
 /// Captions images; a file that cannot be used gets an error line on stderr and a non-zero exit
 /// status, and the others are still captioned.
 fn caption(
-    model: &std::path::Path,
+    c: &seq2seq_pipeline::Captioner,
     images: &[PathBuf],
     json: bool,
     decoding: &DecodingArgs,
 ) -> Result<()> {
-    let c = seq2seq_pipeline::Captioner::load(model)?;
     let opts = decoding.apply(&c.config().decoding)?;
     let files = seq2seq_pipeline::expand_inputs(images).context("cannot list an image folder")?;
     anyhow::ensure!(
@@ -456,7 +467,7 @@ fn caption(
 }
 
 fn eval_captions(
-    model: &std::path::Path,
+    c: &seq2seq_pipeline::Captioner,
     split: seq2seq_pipeline::Split,
     name: &str,
     data_dir: Option<PathBuf>,
@@ -464,10 +475,9 @@ fn eval_captions(
     json: bool,
     decoding: &DecodingArgs,
 ) -> Result<()> {
-    let c = seq2seq_pipeline::Captioner::load(model)?;
     let opts = decoding.apply(&c.config().decoding)?;
     let r = seq2seq_pipeline::evaluate_captions(
-        &c,
+        c,
         split,
         &resolve_data_dir(data_dir.as_deref()),
         &opts,
@@ -517,9 +527,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Caption {
             model,
             json,
+            ensemble,
             decoding,
             images,
-        } => caption(&model, &images, json, &decoding),
+        } => caption(&ensemble.load_captioner(&model)?, &images, json, &decoding),
         Command::Bench {
             config,
             data_dir,
@@ -675,10 +686,8 @@ fn run(cli: Cli) -> Result<()> {
             let output = output.unwrap_or_else(|| model.join(format!("hyp.{name}.txt")));
             let task = Config::from_file(&model.join("config.yaml")).map(|c| c.task);
             if let Ok(seq2seq_pipeline::config::Task::Captioning) = task {
-                if !ensemble.ensemble.is_empty() {
-                    anyhow::bail!("--ensemble: captioning models are evaluated one at a time (ensembles are for translation)");
-                }
-                return eval_captions(&model, split, name, data_dir, &output, json, &decoding);
+                let c = ensemble.load_captioner(&model)?;
+                return eval_captions(&c, split, name, data_dir, &output, json, &decoding);
             }
             let t = ensemble.load(&model)?;
             let opts = decoding.apply(&t.config.decoding)?;

@@ -198,6 +198,42 @@ fn caption_files_and_folders_with_bad_files_among_them() {
     assert_eq!(hyps.lines().count(), 40);
     assert!(hyps.starts_with("shapes-test-0\ta "), "{hyps}");
 
+    // An ensemble of the model with itself is the model: the same captions and scores.
+    let out = run(&["eval", "--model", model, "--json", "--ensemble", model]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("ensemble of 2 models"));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["bleu4", "cider_d", "exact_match"] {
+        assert_eq!(e[key], r[key], "{key}: {e} vs {r}");
+    }
+    let (l1, l2) = (r["loss"].as_f64().unwrap(), e["loss"].as_f64().unwrap());
+    assert!((l1 - l2).abs() < 1e-4, "{l1} vs {l2}");
+    let out = args(&["--ensemble", model, "--"], &[&a, &b]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), text(&args(&[], &[&a, &b]).stdout));
+    // A member whose frozen image encoder differs (here its image size) is refused by name.
+    let other = d.join("other");
+    std::fs::create_dir(&other).unwrap();
+    for f in std::fs::read_dir(model).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::copy(&f, other.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let cfg = std::fs::read_to_string(other.join("config.yaml")).unwrap();
+    std::fs::write(
+        other.join("config.yaml"),
+        cfg.replace("image_size: 32", "image_size: 40"),
+    )
+    .unwrap();
+    let out = args(&["--ensemble", other.to_str().unwrap(), "--"], &[&a]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("ensemble member") && err.contains("data.image_size"),
+        "{err}"
+    );
+
     // A captioning model is not a translation model.
     let out = run(&["translate", "--model", model, "x"]);
     assert!(

@@ -52,6 +52,17 @@ impl Captioner {
         &self.0.config
     }
 
+    /// Adds ensemble members ([`Translator::add_members`]); a member given as a model directory
+    /// must have this model's frozen image encoder, so that one pass of it serves them all.
+    pub fn add_members(&mut self, paths: &[PathBuf]) -> Result<()> {
+        self.0.add_members(paths)
+    }
+
+    /// How many models caption together (1 without ensemble members).
+    pub fn members(&self) -> usize {
+        self.0.members().len()
+    }
+
     /// Captions image files in order: each entry is the n-best list, or the reason the file could
     /// not be used (unreadable, not an image, over the size limits).
     pub fn caption_files(
@@ -131,7 +142,7 @@ impl Captioner {
             Ok(Source::image(Tensor::stack(&rows, 0)?))
         };
         let hyps = decode_sources(
-            &[&m.model],
+            &m.members(),
             feats.len(),
             &order,
             source,
@@ -227,7 +238,7 @@ pub fn evaluate_captions(
         }
     }
     let loss = held_out_loss(
-        &[&m.model],
+        &m.members(),
         &examples,
         cfg.train.batch_size,
         &m.tgt_vocab,

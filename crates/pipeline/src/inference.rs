@@ -112,6 +112,26 @@ pub struct Translator {
 }
 
 /// Reads a model directory: config, vocabularies and weights, checked against the task.
+/// For captioning models, the first setting that makes their frozen image encoders (and so their
+/// image features) differ; `None` where one pass of the first serves both.
+fn frozen_image_mismatch(a: &Config, b: &Config) -> Option<&'static str> {
+    if a.task != Task::Captioning {
+        return None;
+    }
+    let (x, y) = (&a.model.image_encoder, &b.model.image_encoder);
+    if a.data.image_size != b.data.image_size {
+        Some("data.image_size")
+    } else if x.backbone != y.backbone {
+        Some("model.image_encoder.backbone")
+    } else if x.checkpoint != y.checkpoint {
+        Some("model.image_encoder.checkpoint")
+    } else if x.fine_tune_blocks != y.fine_tune_blocks {
+        Some("model.image_encoder.fine_tune_blocks")
+    } else {
+        None
+    }
+}
+
 pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
     let missing = |name: &str| Error::ModelDir {
         path: dir.to_path_buf(),
@@ -201,6 +221,12 @@ impl Translator {
             }
             let model = if p.is_dir() {
                 let other = load_dir(p, self.config.task)?;
+                if let Some(why) = frozen_image_mismatch(&self.config, &other.config) {
+                    return Err(member(format!(
+                        "its {why} differs from the first model's: captioning ensemble members \
+                         must share the frozen image encoder (its features are computed once)"
+                    )));
+                }
                 for (name, a, b) in [
                     (SRC_TOKENIZER, &self.src_vocab, &other.src_vocab),
                     (TGT_TOKENIZER, &self.tgt_vocab, &other.tgt_vocab),
