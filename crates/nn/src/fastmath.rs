@@ -60,8 +60,8 @@ pub fn dot_tanh(q: &[f32], k: &[f32], v: &[f32]) -> f32 {
         .map(|((&x, &y), &w)| w * tanh(x + y))
         .sum();
     for ((qs, ks), vs) in qc.zip(kc).zip(vc) {
-        for l in 0..8 {
-            acc[l] += vs[l] * tanh(qs[l] + ks[l]);
+        for (a, ((&x, &y), &w)) in acc.iter_mut().zip(qs.iter().zip(ks).zip(vs)) {
+            *a += w * tanh(x + y);
         }
     }
     acc.iter().sum::<f32>() + tail
