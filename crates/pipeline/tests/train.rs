@@ -257,6 +257,10 @@ fn broken_model_directories_are_named() {
     std::fs::write(run.join(checkpoint::BEST), b"garbage").unwrap();
     let e = err(&run);
     assert!(e.contains("model.safetensors is corrupt"), "{e}");
+    // An empty file maps to nothing: still an error naming the file, not a panic.
+    std::fs::write(run.join(checkpoint::BEST), b"").unwrap();
+    let e = err(&run);
+    assert!(e.contains("model.safetensors is corrupt"), "{e}");
     std::fs::remove_file(run.join(checkpoint::TGT_TOKENIZER)).unwrap();
     let e = err(&run);
     assert!(e.contains("tgt_tokenizer.json is missing"), "{e}");
