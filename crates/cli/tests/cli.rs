@@ -300,6 +300,7 @@ fn train_then_translate_args_and_stdin() {
         "greedy_sent_per_s",
         "beam5_sent_per_s",
         "cold_start_ms",
+        "process_cold_start_ms",
     ] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
