@@ -348,6 +348,17 @@ decoding: {{max_length: 5}}
         second.contains("features: 6 images ready (6 from the cache"),
         "{second}"
     );
+    // The cache is keyed by contents: rewritten files (new modification times, as after a copy
+    // or a re-mount of the data directory) still hit it.
+    for n in &names {
+        let p = root.join("images").join(n);
+        std::fs::write(&p, std::fs::read(&p).unwrap()).unwrap();
+    }
+    let third = train("m3");
+    assert!(
+        third.contains("features: 6 images ready (6 from the cache"),
+        "{third}"
+    );
     // The model directory stands alone: it captions without the checkpoint.
     let img = root.join("images").join(names[5]);
     let o = run(&[
