@@ -28,7 +28,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::attention::{Attention, AttentionKeys};
-use crate::fastmath::{dot_tanh, tanh};
+use crate::fastmath::{dot_tanh, exp, tanh};
 use crate::fused::{
     cpu_slice, gru_row, gru_row_bwd, lstm_row, lstm_row_bwd, matmul, on_cpu_f32, to_vec, View,
 };
@@ -117,7 +117,7 @@ fn attend_row(d: &Dims, q: &[f32], v: &[f32], mk: &[f32], ctx: &mut [f32], al: &
     }
     let mut z = 0.0;
     for x in al.iter_mut() {
-        *x = (*x - mx).exp();
+        *x = exp(*x - mx);
         z += *x;
     }
     ctx.fill(0.0);

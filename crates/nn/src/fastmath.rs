@@ -1,4 +1,4 @@
-//! `tanh` and the logistic sigmoid as inline rational approximations, for the fused CPU loops.
+//! `tanh`, the logistic sigmoid and `exp` as inline approximations, for the fused CPU loops.
 //!
 //! Why: `f32::tanh` is a libm call, so a loop over it runs one element at a time; the additive
 //! attention score alone takes `B·T·S·A` of them per training step (twice: forward and backward)
@@ -6,6 +6,11 @@
 //! so the loops that call them vectorise. The approximation is Eigen's (and so PyTorch's CPU
 //! `tanh` on vectorised paths): a degree-13/6 rational function on `[-7.99, 7.99]`, exact to
 //! within a few float ulps there, and ±1 to float precision outside. NaN stays NaN.
+//!
+//! `exp` is for the softmax over the vocabulary (`N·V` of them per training step: a libm call
+//! each, `__expf_fma`, was 3 % of a training profile). It is Cephes' `expf`: `2^n · e^r` with
+//! `|r| ≤ ln 2 / 2` and a degree-6 polynomial, 1–2 ulps from libm; the rounding and the `2^n`
+//! are done with float and integer arithmetic so that the loop vectorises on plain SSE2.
 
 /// `tanh(x)`.
 #[inline(always)]
@@ -42,6 +47,67 @@ pub fn tanh(x: f32) -> f32 {
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
     0.5 + 0.5 * tanh(0.5 * x)
+}
+
+/// `e^x`. Inputs below -87.3 give ~1e-38 rather than 0 or a subnormal (harmless in a sum of
+/// exponentials), inputs above 88.3 saturate at e^88.3 ≈ 2e38; NaN stays NaN.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 in two parts, so that `x - n ln 2` is exact for the n that occur.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // 2^n from n's bits: (n + 127) << 23, with n read back out of t's mantissa.
+    let n_int = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let pow2n = f32::from_bits(((n_int + 127) as u32) << 23);
+    y * pow2n
+}
+
+/// `Σ x`, summed in eight lanes so that it vectorises (a plain float sum is one long dependency
+/// chain: the compiler may not reorder it).
+#[inline]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest element (−∞ for an empty slice; NaNs are skipped, as by `f32::max`), in eight
+/// lanes.
+#[inline]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
 }
 
 /// `Σ_j v_j tanh(q_j + k_j)`, the additive attention energy of one (query, key) pair, summed in
@@ -95,6 +161,35 @@ mod tests {
             assert!((tanh(x) - x.tanh()).abs() <= 1e-7 * x.abs().max(1.0), "{x}");
         }
         assert!(tanh(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn exp_matches_libm() {
+        let mut worst = 0f32;
+        for i in -873_000..=883_000 {
+            let x = i as f32 * 1e-4;
+            let (got, want) = (exp(x), x.exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "exp off by a relative {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1e4) < 1e-37 && exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp(100.0) == exp(88.3) && exp(88.3).is_finite() && exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn lane_sum_and_max_see_every_element() {
+        for n in [0usize, 1, 7, 8, 9, 100] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32) - 5.0).collect();
+            assert_eq!(sum(&x), x.iter().sum::<f32>(), "n = {n}");
+            let want = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&x), want, "n = {n}");
+            if n > 0 {
+                let mut y = x.clone();
+                y[n - 1] = 99.0;
+                assert_eq!(max(&y), 99.0, "n = {n}: the largest element last");
+            }
+        }
     }
 
     #[test]

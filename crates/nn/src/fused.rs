@@ -26,6 +26,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 
+use crate::fastmath::{sigmoid, tanh};
 use crate::rnn::{CellKind, CellState};
 
 /// The op: which recurrence, its hidden size and its direction.
@@ -64,10 +65,6 @@ impl FusedRecurrence {
             s
         }
     }
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 fn parallelism() -> Parallelism {
@@ -172,7 +169,7 @@ pub(crate) fn gru_row(hs: usize, gi: &[f32], gh: &[f32], hp: &[f32], m: f32, row
         let r = sigmoid(gi[j] + gh[j]);
         let z = sigmoid(gi[hs + j] + gh[hs + j]);
         let ghn = gh[2 * hs + j];
-        let n = (gi[2 * hs + j] + r * ghn).tanh();
+        let n = tanh(gi[2 * hs + j] + r * ghn);
         // h' = (1 - z) n + z h; a padded step (m = 0) carries h over.
         let hn = n + z * (hp[j] - n);
         row[j] = hp[j] + (hn - hp[j]) * m;
@@ -232,9 +229,9 @@ pub(crate) fn lstm_row(
 ) {
     for j in 0..hs {
         let a = |q: usize| gi[q * hs + j] + gh[q * hs + j];
-        let (i, f, g, o) = (sigmoid(a(0)), sigmoid(a(1)), a(2).tanh(), sigmoid(a(3)));
+        let (i, f, g, o) = (sigmoid(a(0)), sigmoid(a(1)), tanh(a(2)), sigmoid(a(3)));
         let cn = f * cp[j] + i * g;
-        let hn = o * cn.tanh();
+        let hn = o * tanh(cn);
         row[j] = hp[j] + (hn - hp[j]) * m;
         row[hs + j] = cp[j] + (cn - cp[j]) * m;
         row[2 * hs + j] = i;
@@ -269,7 +266,7 @@ pub(crate) fn lstm_row_bwd(
         );
         let dhn = dh[j] * m;
         // Where m = 1 the carried c is the new one; where m = 0 every gate gradient is zero.
-        let tc = c.tanh();
+        let tc = tanh(c);
         let dcn = dc[j] * m + dhn * o * (1.0 - tc * tc);
         dg[j] = dcn * g * i * (1.0 - i);
         dg[hs + j] = dcn * cp[j] * f * (1.0 - f);

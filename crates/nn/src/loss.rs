@@ -9,6 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use crate::fastmath::{self, exp};
 use crate::fused::{cpu_slice, on_cpu_f32, with_data};
 
 /// The training loss of one batch.
@@ -78,8 +79,16 @@ struct FusedCrossEntropy {
 
 /// `logsumexp` of a row.
 pub(crate) fn lse(row: &[f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
+    let max = fastmath::max(row);
+    let mut acc = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&x| exp(x - max)).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += exp(x - max);
+        }
+    }
+    max + (acc.iter().sum::<f32>() + tail).ln()
 }
 
 /// One row's loss into `o`: `[m · ((1-ε) nll + ε mean(-log p)), m · nll]` (zeros where m = 0).
@@ -90,9 +99,27 @@ pub(crate) fn row_loss(o: &mut [f32], row: &[f32], m: f32, target: u32, eps: f32
     let lse = lse(row);
     let nll = lse - row[target as usize];
     // mean over the vocabulary of -log p = lse - mean(x)
-    let smooth = lse - row.iter().sum::<f32>() / row.len() as f32;
+    let smooth = lse - fastmath::sum(row) / row.len() as f32;
     o[0] = m * ((1.0 - eps) * nll + eps * smooth);
     o[1] = m * nll;
+}
+
+/// [`row_loss`], leaving the row's softmax in place of its logits for [`probs_minus_q`]: the
+/// backward pass then needs no second `exp` over the row.
+pub(crate) fn row_loss_to_probs(o: &mut [f32], row: &mut [f32], m: f32, target: u32, eps: f32) {
+    if m == 0.0 {
+        return;
+    }
+    let max = fastmath::max(row);
+    let (mean, at_target) = (fastmath::sum(row) / row.len() as f32, row[target as usize]);
+    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    let sum = fastmath::sum(row);
+    let lse = max + sum.ln();
+    let nll = lse - at_target;
+    o[0] = m * ((1.0 - eps) * nll + eps * (lse - mean));
+    o[1] = m * nll;
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|p| *p *= inv);
 }
 
 /// The gradient of one row's smoothed loss times `scale`, computed in place over the row's
@@ -103,9 +130,19 @@ pub(crate) fn softmax_minus_q(row: &mut [f32], scale: f32, target: u32, eps: f32
         return;
     }
     let lse = lse(row);
+    row.iter_mut().for_each(|x| *x = exp(*x - lse));
+    probs_minus_q(row, scale, target, eps);
+}
+
+/// [`softmax_minus_q`] from the row's softmax `p` (as [`row_loss_to_probs`] leaves it).
+pub(crate) fn probs_minus_q(row: &mut [f32], scale: f32, target: u32, eps: f32) {
+    if scale == 0.0 {
+        row.fill(0.0);
+        return;
+    }
     let uniform = eps / row.len() as f32;
-    for x in row.iter_mut() {
-        *x = scale * ((*x - lse).exp() - uniform);
+    for p in row.iter_mut() {
+        *p = scale * (*p - uniform);
     }
     row[target as usize] -= scale * (1.0 - eps);
 }

@@ -4,9 +4,10 @@
 //! The logits `(N, V)` are the largest tensor of a training step (N = batch × target length,
 //! V = vocabulary: 64 × 50 × 8000 floats = 100 MB for the longest Multi30k batch). As separate ops,
 //! the matmul output, the bias sum, the loss's gradient and the gradients passing back through the
-//! bias add each hold an `(N, V)` buffer at the peak. Here the op keeps one: the logits, saved at the
-//! forward pass and turned into their own gradient in place at the backward pass, which then runs
-//! the two matmuls of the projection's backward (`∂x = ∂logits W`, `∂W = ∂logitsᵀ x`) directly.
+//! bias add each hold an `(N, V)` buffer at the peak. Here the op keeps one: the logits, turned
+//! into their softmax in place at the forward pass (so the backward pass needs no second `exp`)
+//! and into their own gradient in place at the backward pass, which then runs the two matmuls of
+//! the projection's backward (`∂x = ∂logits W`, `∂W = ∂logitsᵀ x`) directly.
 
 use std::sync::Mutex;
 
@@ -15,7 +16,8 @@ use rayon::prelude::*;
 
 use crate::fused::{cpu_slice, matmul, on_cpu_f32, with_data, View};
 use crate::loss::{
-    host_targets, masked_cross_entropy, row_loss, softmax_minus_q, token_loss, TokenLoss,
+    host_targets, masked_cross_entropy, probs_minus_q, row_loss_to_probs, softmax_minus_q,
+    token_loss, TokenLoss,
 };
 
 /// Inputs `x` `(N, D)`, `w` `(V, D)`, `b` `(V)`; output `(N, 2)`: per row the smoothed loss and
@@ -24,8 +26,9 @@ struct ProjectionLoss {
     targets: Vec<u32>,
     mask: Vec<f32>,
     eps: f32,
-    /// The logits of the forward pass, taken by the backward pass (recomputed if absent).
-    logits: Mutex<Option<Vec<f32>>>,
+    /// The softmax of the forward pass's logits, taken by the backward pass (recomputed if
+    /// absent).
+    probs: Mutex<Option<Vec<f32>>>,
 }
 
 /// `logits (N, V) = x (N, D) wᵀ + b`.
@@ -81,13 +84,15 @@ impl CustomOp3 for ProjectionLoss {
             cpu_slice(s2, l2, "w")?,
             cpu_slice(s3, l3, "b")?,
         );
-        let logits = project(x, w, b, n, d, v);
+        let mut probs = project(x, w, b, n, d, v);
         let mut out = vec![0f32; n * 2];
         out.par_chunks_mut(2)
-            .zip(logits.par_chunks(v))
+            .zip(probs.par_chunks_mut(v))
             .enumerate()
-            .for_each(|(i, (o, row))| row_loss(o, row, self.mask[i], self.targets[i], self.eps));
-        *self.logits.lock().unwrap_or_else(|e| e.into_inner()) = Some(logits);
+            .for_each(|(i, (o, row))| {
+                row_loss_to_probs(o, row, self.mask[i], self.targets[i], self.eps)
+            });
+        *self.probs.lock().unwrap_or_else(|e| e.into_inner()) = Some(probs);
         Ok((CpuStorage::F32(out), Shape::from((n, 2))))
     }
 
@@ -102,18 +107,26 @@ impl CustomOp3 for ProjectionLoss {
         let (n, d) = x.dims2()?;
         let v = w.dim(0)?;
         let g = grad_res.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
-        let saved = self.logits.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut dl = match saved {
-            Some(l) => l,
-            None => with_data(x, "x", |xd| {
-                with_data(w, "w", |wd| {
-                    with_data(b, "b", |bd| Ok(project(xd, wd, bd, n, d, v)))
-                })
-            })?,
+        let saved = self.probs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let dl = match saved {
+            Some(mut p) => {
+                p.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
+                    probs_minus_q(row, g[i] * self.mask[i], self.targets[i], self.eps)
+                });
+                p
+            }
+            None => {
+                let mut l = with_data(x, "x", |xd| {
+                    with_data(w, "w", |wd| {
+                        with_data(b, "b", |bd| Ok(project(xd, wd, bd, n, d, v)))
+                    })
+                })?;
+                l.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
+                    softmax_minus_q(row, g[i] * self.mask[i], self.targets[i], self.eps)
+                });
+                l
+            }
         };
-        dl.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
-            softmax_minus_q(row, g[i] * self.mask[i], self.targets[i], self.eps)
-        });
         let dlv = View {
             data: &dl,
             rs: v,
@@ -209,7 +222,7 @@ pub fn projection_cross_entropy(
         targets,
         mask,
         eps: label_smoothing as f32,
-        logits: Mutex::new(None),
+        probs: Mutex::new(None),
     };
     let rows = x
         .contiguous()?
@@ -250,14 +263,21 @@ mod tests {
             assert!((r.nll_sum - f.nll_sum).abs() < 1e-4);
             assert_eq!(f.tokens, 4.0);
             let rg = (r.loss * 2.0)?.backward()?;
-            let fg = (f.loss * 2.0)?.backward()?;
+            let fg = (&f.loss * 2.0)?.backward()?;
+            // A second backward pass finds the saved softmax taken and recomputes the logits.
+            let fg2 = (&f.loss * 2.0)?.backward()?;
             for (name, t) in [("x", &x), ("w", &w), ("b", &b)] {
-                let dd = (rg.get(t.as_tensor()).unwrap() - fg.get(t.as_tensor()).unwrap())?
-                    .abs()?
-                    .flatten_all()?
-                    .max(0)?
-                    .to_scalar::<f32>()?;
-                assert!(dd < 1e-5, "eps {eps}: gradient of {name} differs by {dd}");
+                for (pass, g) in [("saved", &fg), ("recomputed", &fg2)] {
+                    let dd = (rg.get(t.as_tensor()).unwrap() - g.get(t.as_tensor()).unwrap())?
+                        .abs()?
+                        .flatten_all()?
+                        .max(0)?
+                        .to_scalar::<f32>()?;
+                    assert!(
+                        dd < 1e-5,
+                        "eps {eps}, {pass}: gradient of {name} differs by {dd}"
+                    );
+                }
             }
         }
         Ok(())
