@@ -596,7 +596,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let r = seq2seq_pipeline::bench::bench(&o)?;
             let share = r.flops_per_token * r.train_tokens_per_s / (r.matmul_gflops * 1e9);
-            let process_ms = process_model.as_deref().and_then(process_cold_start_ms);
+            let process_ms = process_model.as_deref().map(process_cold_start_ms);
             if json {
                 println!(
                     "{}",
@@ -606,7 +606,8 @@ fn run(cli: Cli) -> Result<()> {
                         "matmul_gflops": r.matmul_gflops, "flop_share": share,
                         "greedy_sent_per_s": r.greedy_sent_per_s, "beam5_sent_per_s": r.beam5_sent_per_s,
                         "decode_sentences": r.decode_sentences, "cold_start_ms": r.cold_start_ms,
-                        "process_cold_start_ms": process_ms,
+                        "process_cold_start_ms": process_ms.as_ref().and_then(|p| p.as_ref().ok()),
+                        "process_cold_start_error": process_ms.as_ref().and_then(|p| p.as_ref().err()),
                     })
                 );
             } else {
@@ -633,10 +634,14 @@ fn run(cli: Cli) -> Result<()> {
                         );
                         println!("beam-5 decoding sentences/s  {b:.1}");
                         println!("cold start (load + 1 sent.)  {c:.0} ms (in this process)");
-                        if let Some(p) = process_ms {
-                            println!(
+                        match process_ms {
+                            Some(Ok(p)) => println!(
                                 "`seq2seq translate`, 1 sent. {p:.0} ms (new process, median of 5)"
-                            );
+                            ),
+                            Some(Err(why)) => {
+                                println!("`seq2seq translate`, 1 sent. not measured: {why}")
+                            }
+                            None => {}
                         }
                     }
                     _ => println!("decoding figures: no trained model (pass --model DIR)"),
@@ -868,10 +873,10 @@ fn main() -> ExitCode {
 
 /// What a user waits for: a fresh `seq2seq translate` process loading the model and translating one
 /// sentence (the in-process figure reuses pages the benchmark's training already faulted in).
-/// The median of five runs, so that one page-cache miss does not decide it; None if it cannot run.
-fn process_cold_start_ms(model: &std::path::Path) -> Option<f64> {
+/// The median of five runs, so that one page-cache miss does not decide it; else why it could not run.
+fn process_cold_start_ms(model: &std::path::Path) -> Result<f64, String> {
     use std::io::Write as _;
-    let exe = std::env::current_exe().ok()?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let mut times = Vec::new();
     for _ in 0..5 {
         let started = std::time::Instant::now();
@@ -883,17 +888,23 @@ fn process_cold_start_ms(model: &std::path::Path) -> Option<f64> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .ok()?;
-        child
-            .stdin
-            .take()?
-            .write_all(b"a man is walking a dog .\n")
-            .ok()?;
-        if !child.wait().ok()?.success() {
-            return None;
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(b"a man is walking a dog .\n")
+                .map_err(|e| format!("cannot write to `seq2seq translate`: {e}"))?;
+        }
+        let status = child
+            .wait()
+            .map_err(|e| format!("`seq2seq translate` did not finish: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "`seq2seq translate --model {}` failed ({status}); run it by hand to see why",
+                model.display()
+            ));
         }
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(f64::total_cmp);
-    Some(times[2])
+    Ok(times[2])
 }

@@ -304,6 +304,7 @@ fn train_then_translate_args_and_stdin() {
     ] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
+    assert!(v["process_cold_start_error"].is_null(), "{v}");
 
     // --resume continues the same run; without it the directory is protected.
     let out = run(&[
