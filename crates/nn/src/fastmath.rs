@@ -76,19 +76,25 @@ pub fn exp(x: f32) -> f32 {
     y * pow2n
 }
 
-/// `Σ x`, summed in eight lanes so that it vectorises (a plain float sum is one long dependency
-/// chain: the compiler may not reorder it).
+/// `Σ f(x)`, summed in eight lanes so that it vectorises (a plain float sum is one long
+/// dependency chain: the compiler may not reorder it).
 #[inline]
-pub fn sum(x: &[f32]) -> f32 {
+pub fn sum_by(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
+            *a += f(v);
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ x`, in eight lanes ([`sum_by`]).
+#[inline]
+pub fn sum(x: &[f32]) -> f32 {
+    sum_by(x, |v| v)
 }
 
 /// The largest element (−∞ for an empty slice; NaNs are skipped, as by `f32::max`), in eight

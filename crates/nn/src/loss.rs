@@ -80,15 +80,17 @@ struct FusedCrossEntropy {
 /// `logsumexp` of a row.
 pub(crate) fn lse(row: &[f32]) -> f32 {
     let max = fastmath::max(row);
-    let mut acc = [0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&x| exp(x - max)).sum();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += exp(x - max);
-        }
-    }
-    max + (acc.iter().sum::<f32>() + tail).ln()
+    max + fastmath::sum_by(row, |x| exp(x - max)).ln()
+}
+
+/// Turns a row of logits into its softmax in place; returns the row's `logsumexp`.
+fn softmax_in_place(row: &mut [f32]) -> f32 {
+    let max = fastmath::max(row);
+    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    let sum = fastmath::sum(row);
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|p| *p *= inv);
+    max + sum.ln()
 }
 
 /// One row's loss into `o`: `[m · ((1-ε) nll + ε mean(-log p)), m · nll]` (zeros where m = 0).
@@ -105,21 +107,18 @@ pub(crate) fn row_loss(o: &mut [f32], row: &[f32], m: f32, target: u32, eps: f32
 }
 
 /// [`row_loss`], leaving the row's softmax in place of its logits for [`probs_minus_q`]: the
-/// backward pass then needs no second `exp` over the row.
+/// backward pass then needs no second `exp` over the row. A masked row (m = 0) is left as it is:
+/// its gradient is zero whatever it holds.
 pub(crate) fn row_loss_to_probs(o: &mut [f32], row: &mut [f32], m: f32, target: u32, eps: f32) {
     if m == 0.0 {
         return;
     }
-    let max = fastmath::max(row);
     let (mean, at_target) = (fastmath::sum(row) / row.len() as f32, row[target as usize]);
-    row.iter_mut().for_each(|x| *x = exp(*x - max));
-    let sum = fastmath::sum(row);
-    let lse = max + sum.ln();
+    let lse = softmax_in_place(row);
     let nll = lse - at_target;
+    // mean over the vocabulary of -log p = lse - mean(x)
     o[0] = m * ((1.0 - eps) * nll + eps * (lse - mean));
     o[1] = m * nll;
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|p| *p *= inv);
 }
 
 /// The gradient of one row's smoothed loss times `scale`, computed in place over the row's
@@ -129,8 +128,7 @@ pub(crate) fn softmax_minus_q(row: &mut [f32], scale: f32, target: u32, eps: f32
         row.fill(0.0);
         return;
     }
-    let lse = lse(row);
-    row.iter_mut().for_each(|x| *x = exp(*x - lse));
+    softmax_in_place(row);
     probs_minus_q(row, scale, target, eps);
 }
 
