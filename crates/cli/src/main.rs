@@ -800,6 +800,9 @@ fn run(cli: Cli) -> Result<()> {
             seed,
         } => {
             let cfg = Config::from_file(&config)?;
+            for w in cfg.warnings() {
+                eprintln!("warning: {}: {w}", config.display());
+            }
             let out = out.unwrap_or_else(|| default_out(&cfg, &config));
             let opts = TrainOptions {
                 data_dir: resolve_data_dir(data_dir.as_deref()),

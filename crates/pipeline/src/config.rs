@@ -436,6 +436,37 @@ impl Config {
         })
     }
 
+    /// Settings that are valid but do nothing, so a user who set them is told rather than
+    /// left believing they regularise (PyTorch's `nn.GRU` warns the same way about `dropout`
+    /// with one layer).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stacked = |key: &str, p: f32, layers: usize, instead: &str| {
+            if p > 0.0 && layers == 1 {
+                out.push(format!(
+                    "{key}: {p} has no effect with num_layers: 1 (it drops between stacked layers); \
+                     {instead}"
+                ));
+            }
+        };
+        let (e, d) = (&self.model.encoder, &self.model.decoder);
+        if self.task == Task::Translation {
+            stacked(
+                "model.encoder.dropout",
+                e.dropout,
+                e.num_layers,
+                "emb_dropout and word_dropout act on a one-layer encoder",
+            );
+        }
+        stacked(
+            "model.decoder.dropout",
+            d.dropout,
+            d.num_layers,
+            "hidden_dropout drops the attentional vector before the output projection",
+        );
+        out
+    }
+
     /// Parses and validates YAML text; the error says where and what was expected.
     pub fn from_yaml(text: &str) -> Result<Self, String> {
         let cfg: Config =

@@ -28,8 +28,26 @@ fn shipped_configs_parse_and_validate() {
     ] {
         let p = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"))
             .join(format!("{name}.yaml"));
-        Config::from_file(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = Config::from_file(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.warnings(), Vec::<String>::new(), "{name}");
     }
+}
+
+#[test]
+fn dropout_between_layers_of_a_one_layer_stack_is_reported() {
+    let mut c = Config::default();
+    c.model.decoder.dropout = 0.5;
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("model.decoder.dropout: 0.5 has no effect"),
+        "{}",
+        w[0]
+    );
+    c.model.decoder.num_layers = 2;
+    assert!(c.warnings().is_empty());
+    c.model.encoder.dropout = 0.3;
+    assert!(c.warnings()[0].starts_with("model.encoder.dropout"));
 }
 
 #[test]
