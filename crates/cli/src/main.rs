@@ -604,6 +604,7 @@ fn run(cli: Cli) -> Result<()> {
                         "threads": r.threads, "train_tokens_per_s": r.train_tokens_per_s, "train_steps": r.train_steps,
                         "peak_rss_mb": r.peak_rss_mb, "flops_per_token": r.flops_per_token,
                         "matmul_gflops": r.matmul_gflops, "flop_share": share,
+                        "phase_shares": {"forward": r.phase_shares[0], "backward": r.phase_shares[1], "clip_update": r.phase_shares[2]},
                         "greedy_sent_per_s": r.greedy_sent_per_s, "beam5_sent_per_s": r.beam5_sent_per_s,
                         "decode_sentences": r.decode_sentences, "cold_start_ms": r.cold_start_ms,
                         "process_cold_start_ms": process_ms.as_ref().and_then(|p| p.as_ref().ok()),
@@ -615,6 +616,10 @@ fn run(cli: Cli) -> Result<()> {
                 println!(
                     "training target tokens/s     {:.0} ({} timed steps)",
                     r.train_tokens_per_s, r.train_steps
+                );
+                let [fw, bw, up] = r.phase_shares.map(|p| 100.0 * p);
+                println!(
+                    "  of a step                  forward {fw:.0} %, backward {bw:.0} %, clip + update {up:.0} %"
                 );
                 println!("peak resident memory         {:.0} MiB", r.peak_rss_mb);
                 println!(

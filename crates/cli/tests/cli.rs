@@ -305,6 +305,13 @@ fn train_then_translate_args_and_stdin() {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
     assert!(v["process_cold_start_error"].is_null(), "{v}");
+    // The step's time split: three positive shares that add up to the whole.
+    let shares: Vec<f64> = ["forward", "backward", "clip_update"]
+        .iter()
+        .map(|k| v["phase_shares"][k].as_f64().unwrap())
+        .collect();
+    assert!(shares.iter().all(|s| *s > 0.0), "{v}");
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{v}");
 
     // --resume continues the same run; without it the directory is protected.
     let out = run(&[

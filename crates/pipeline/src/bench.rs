@@ -39,6 +39,9 @@ pub struct BenchReport {
     pub beam5_sent_per_s: Option<f64>,
     pub decode_sentences: usize,
     pub cold_start_ms: Option<f64>,
+    /// Shares of the timed training steps spent in the forward pass (loss included), the
+    /// backward pass, and gradient clipping plus the optimizer update; they sum to 1.
+    pub phase_shares: [f64; 3],
 }
 
 /// Peak resident set size of this process (VmHWM), in MiB.
@@ -169,6 +172,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let batches = bucket_batches(&train, t.batch_size, cfg.seed, 0, true);
     let (mut tokens, mut src_tokens, mut src_len_sum, mut steps) = (0usize, 0usize, 0usize, 0usize);
     let mut timed = 0.0;
+    let mut phases = [0.0f64; 3];
     for (i, idx) in batches
         .iter()
         .cycle()
@@ -178,15 +182,22 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         let b = Batch::new(&train, idx, tv.pad, tv.bos, tv.eos);
         let start = Instant::now();
         let bt = BatchTensors::new(&b, &dev)?;
-        let grads = model
+        let loss = model
             .loss(&bt, t.label_smoothing, &mut Ctx::train(i as u64))?
-            .loss
-            .backward()?;
+            .loss;
+        let forward = start.elapsed().as_secs_f64();
+        let grads = loss.backward()?;
+        drop(loss);
+        let backward = start.elapsed().as_secs_f64();
         opt.clip(&grads, t.clip_grad_norm)?;
         opt.update(&grads)?;
         drop(grads);
         if i >= o.warmup_steps {
-            timed += start.elapsed().as_secs_f64();
+            let total = start.elapsed().as_secs_f64();
+            phases[0] += forward;
+            phases[1] += backward - forward;
+            phases[2] += total - backward;
+            timed += total;
             tokens += b.target_tokens();
             src_tokens += b.src_mask.iter().filter(|m| **m > 0.0).count();
             src_len_sum += b.src_len;
@@ -198,6 +209,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         train_tokens_per_s: tokens as f64 / timed.max(1e-9),
         train_steps: steps,
         peak_rss_mb: peak_rss_mb(),
+        phase_shares: phases.map(|p| p / timed.max(1e-9)),
         ..Default::default()
     };
     let src_per_tgt = src_tokens as f64 / tokens.max(1) as f64;
