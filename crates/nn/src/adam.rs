@@ -1,11 +1,16 @@
-//! The Adam/AdamW parameter update as in-place CPU kernels.
+//! The Adam/AdamW parameter update as one in-place CPU pass.
 //!
 //! Written with tensor ops, one update allocates and sweeps about a dozen temporaries the size of
 //! the parameter; for a 17 M-parameter translation model that is more memory traffic per step
-//! than some of the model's own matmuls. Here the update is three in-place passes (first moment,
-//! second moment, parameter), in parallel over chunks, with no allocation.
+//! than some of the model's own matmuls. Here the moments are plain host buffers owned by the
+//! optimizer, so one parallel pass reads the parameter, its gradient and both moments once and
+//! writes the parameter and the moments: seven words per parameter, the least an Adam step can
+//! move. (Three passes with the moments as tensors — candle's in-place ops mutate one tensor each —
+//! moved twelve, and the division and square root ran one element at a time.)
 
-use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::fused::{cpu_slice, on_cpu_f32};
@@ -28,32 +33,63 @@ pub struct AdamStep {
 
 const CHUNK: usize = 1 << 14;
 
-fn mut_slice<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("adam: {what} must be contiguous f32"),
+/// Whether [`adam_step_host`] can update `p`: f32, contiguous, on the CPU, fused ops not turned
+/// off with `SEQ2SEQ_FUSED=0`. The optimizer keeps host moments for such parameters and tensor
+/// moments for the others.
+pub fn host_update_applies(p: &Tensor) -> bool {
+    on_cpu_f32(p) && p.is_contiguous()
+}
+
+/// The update's constants in f32, hoisted out of the element loop.
+#[derive(Clone, Copy)]
+struct Consts {
+    lr: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    wd: f32,
+    scale: f32,
+    c1: f32,
+    c2: f32,
+}
+
+/// One chunk of the update. `L2`: coupled weight decay (added to the gradient); `DECOUPLED`:
+/// AdamW's decay of the parameter. Both are compile-time so the loop has no branch and
+/// vectorises. The arithmetic, in its order, is the tensor path's.
+#[inline(always)]
+fn update_chunk<const L2: bool, const DECOUPLED: bool>(
+    k: Consts,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    let lanes = p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()));
+    for ((p, &g), (m, v)) in lanes {
+        let mut g = g * k.scale;
+        if L2 {
+            g += k.wd * *p;
+        }
+        *m = k.b1 * *m + (1.0 - k.b1) * g;
+        *v = k.b2 * *v + (1.0 - k.b2) * (g * g);
+        let mut delta = (*m / k.c1) / ((*v / k.c2).sqrt() + k.eps);
+        if DECOUPLED {
+            delta += k.wd * *p;
+        }
+        *p -= delta * k.lr;
     }
 }
 
-/// The gradient Adam sees: scaled, plus L2 weight decay for (coupled) Adam.
-fn effective_grad(h: &AdamStep, g: f32, p: f32) -> f32 {
-    let g = g * h.grad_scale as f32;
-    if h.weight_decay > 0.0 && !h.decoupled {
-        g + h.weight_decay as f32 * p
-    } else {
-        g
-    }
-}
-
-/// `m ← β m + (1 − β) ĝ` (or `ĝ²` for the second moment), in place; reads `g` and `p`.
-struct Moment {
+/// `m ← β₁ m + (1 − β₁) ĝ`, `v ← β₂ v + (1 − β₂) ĝ²`, `p ← p − lr (m̂ / (√v̂ + ε) [+ wd p])`,
+/// applied to the parameter with the moments borrowed from the optimizer.
+struct FusedAdam<'a> {
     h: AdamStep,
-    second: bool,
+    moments: Mutex<(&'a mut [f32], &'a mut [f32])>,
 }
 
-impl InplaceOp3 for Moment {
+impl InplaceOp2 for FusedAdam<'_> {
     fn name(&self) -> &'static str {
-        "adam-moment"
+        "adam"
     }
 
     fn cpu_fwd(
@@ -62,104 +98,85 @@ impl InplaceOp3 for Moment {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> Result<()> {
-        let m = mut_slice(s1, l1, "moment")?;
+        let p = match (s1, l1.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => &mut v[a..b],
+            _ => candle_core::bail!("adam: the parameter must be contiguous f32"),
+        };
         let g = cpu_slice(s2, l2, "gradient")?;
-        let p = cpu_slice(s3, l3, "parameter")?;
-        if m.len() != g.len() || m.len() != p.len() {
-            candle_core::bail!("adam: moment, gradient and parameter sizes differ");
-        }
-        let beta = if self.second {
-            self.h.beta2
-        } else {
-            self.h.beta1
-        } as f32;
-        let h = &self.h;
-        m.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
-            .for_each(|(m, (g, p))| {
-                for ((m, &g), &p) in m.iter_mut().zip(g).zip(p) {
-                    let g = effective_grad(h, g, p);
-                    let x = if self.second { g * g } else { g };
-                    *m = beta * *m + (1.0 - beta) * x;
-                }
-            });
-        Ok(())
-    }
-}
-
-/// `p ← p − lr (m̂ / (√v̂ + ε) [+ wd p])`, in place; reads `m` and `v`.
-struct Step {
-    h: AdamStep,
-}
-
-impl InplaceOp3 for Step {
-    fn name(&self) -> &'static str {
-        "adam-step"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        let p = mut_slice(s1, l1, "parameter")?;
-        let m = cpu_slice(s2, l2, "first moment")?;
-        let v = cpu_slice(s3, l3, "second moment")?;
-        if m.len() != p.len() || v.len() != p.len() {
-            candle_core::bail!("adam: moment and parameter sizes differ");
+        let mut guard = self.moments.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, v) = &mut *guard;
+        if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
+            candle_core::bail!(
+                "adam: parameter {}, gradient {}, moments {} and {} elements",
+                p.len(),
+                g.len(),
+                m.len(),
+                v.len()
+            );
         }
         let h = &self.h;
-        let (lr, eps, wd) = (h.lr as f32, h.eps as f32, h.weight_decay as f32);
-        let (c1, c2) = (h.bias1 as f32, h.bias2 as f32);
+        let k = Consts {
+            lr: h.lr as f32,
+            b1: h.beta1 as f32,
+            b2: h.beta2 as f32,
+            eps: h.eps as f32,
+            wd: h.weight_decay as f32,
+            scale: h.grad_scale as f32,
+            c1: h.bias1 as f32,
+            c2: h.bias2 as f32,
+        };
+        let decay = h.weight_decay > 0.0;
+        let f = match (decay && !h.decoupled, decay && h.decoupled) {
+            (true, _) => update_chunk::<true, false>,
+            (_, true) => update_chunk::<false, true>,
+            _ => update_chunk::<false, false>,
+        };
         p.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
-            .for_each(|(p, (m, v))| {
-                for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-                    let mut delta = (m / c1) / ((v / c2).sqrt() + eps);
-                    if h.decoupled && wd > 0.0 {
-                        delta += wd * *p;
-                    }
-                    *p -= delta * lr;
-                }
-            });
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (m, v))| f(k, p, g, m, v));
         Ok(())
     }
 }
 
-/// Updates `p`, `m` and `v` in place from the gradient `g`. Returns `false`, touching nothing,
-/// where the kernels do not apply (not f32 on the CPU, or `SEQ2SEQ_FUSED=0`): the caller then
-/// updates with tensor ops. `m` and `v` must not share storage with each other or with `p`.
-pub fn adam_step_in_place(
+/// Updates `p` in place from its gradient `g` and the host moments `m`, `v` (updated in place
+/// too). `p` must satisfy [`host_update_applies`].
+pub fn adam_step_host(
     p: &Tensor,
-    m: &Tensor,
-    v: &Tensor,
     g: &Tensor,
+    m: &mut [f32],
+    v: &mut [f32],
     h: AdamStep,
-) -> Result<bool> {
-    if !on_cpu_f32(p) || !p.is_contiguous() || !m.is_contiguous() || !v.is_contiguous() {
-        return Ok(false);
-    }
+) -> Result<()> {
     let g = g.contiguous()?;
-    m.inplace_op3(&g, p, &Moment { h, second: false })?;
-    v.inplace_op3(&g, p, &Moment { h, second: true })?;
-    p.inplace_op3(m, v, &Step { h })?;
-    Ok(true)
+    p.inplace_op2(
+        &g,
+        &FusedAdam {
+            h,
+            moments: Mutex::new((m, v)),
+        },
+    )
 }
 
 /// `Σ x²` over a tensor, in f64: one pass and no temporary on the CPU (global norm clipping
-/// reads every gradient once per step).
+/// reads every gradient once per step). Eight running sums, so that the loop vectorises (one
+/// sum is a chain of dependent additions).
 pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
     if on_cpu_f32(t) && t.is_contiguous() {
         return crate::fused::with_data(t, "tensor", |x| {
             Ok(x.par_chunks(CHUNK)
-                .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+                .map(|c| {
+                    let mut acc = [0f64; 8];
+                    let lanes = c.chunks_exact(8);
+                    let tail: f64 = lanes.remainder().iter().map(|&v| (v as f64).powi(2)).sum();
+                    for l in lanes {
+                        for (a, &v) in acc.iter_mut().zip(l) {
+                            *a += (v as f64) * (v as f64);
+                        }
+                    }
+                    acc.iter().sum::<f64>() + tail
+                })
                 .sum())
         });
     }
@@ -167,4 +184,25 @@ pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
         .sum_all()?
         .to_dtype(candle_core::DType::F64)?
         .to_scalar::<f64>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn sum_of_squares_matches_the_tensor_ops() -> Result<()> {
+        // 8·CHUNK + 13 elements: several chunks, and a tail that is not a multiple of the lanes.
+        let n = 8 * CHUNK + 13;
+        let t = Tensor::randn(0f32, 1.0, n, &Device::Cpu)?;
+        let want = t
+            .to_dtype(candle_core::DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+        let got = sum_of_squares(&t)?;
+        assert!((got - want).abs() < 1e-9 * want, "{got} vs {want}");
+        Ok(())
+    }
 }

@@ -5,13 +5,19 @@ use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
-use seq2seq_nn::adam::{adam_step_in_place, sum_of_squares, AdamStep};
+use seq2seq_nn::adam::{adam_step_host, host_update_applies, sum_of_squares, AdamStep};
+
+/// The first and second moments of one parameter: host buffers where the fused CPU update
+/// applies (it updates them in place, in the same pass as the parameter), tensors elsewhere.
+enum Moments {
+    Host(Vec<f32>, Vec<f32>),
+    Tensors(Tensor, Tensor),
+}
 
 pub struct Adam {
     /// Parameters in name order, so updates and saved moments are deterministic.
     params: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    moments: Vec<Moments>,
     pub lr: f64,
     pub betas: [f64; 2],
     pub eps: f64,
@@ -35,18 +41,20 @@ impl Adam {
         let mut params: Vec<(String, Var)> =
             vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        // Separate allocations: the moments are updated in place.
-        let zeros = || {
-            params
-                .iter()
-                .map(|(_, v)| v.zeros_like())
-                .collect::<Result<Vec<_>>>()
-        };
-        let (m, v) = (zeros()?, zeros()?);
+        let moments = params
+            .iter()
+            .map(|(_, p)| {
+                Ok(if host_update_applies(p) {
+                    let n = p.elem_count();
+                    Moments::Host(vec![0.0; n], vec![0.0; n])
+                } else {
+                    Moments::Tensors(p.zeros_like()?, p.zeros_like()?)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             params,
-            m,
-            v,
+            moments,
             lr,
             betas,
             eps,
@@ -92,20 +100,24 @@ impl Adam {
             bias1: 1.0 - b1.powi(self.step as i32),
             bias2: 1.0 - b2.powi(self.step as i32),
         };
-        for (i, (_, p)) in self.params.iter().enumerate() {
+        for ((_, p), moments) in self.params.iter().zip(&mut self.moments) {
             let Some(g) = grads.get(p) else { continue };
-            if adam_step_in_place(p.as_tensor(), &self.m[i], &self.v[i], g, h)? {
-                continue;
-            }
+            let (m, v) = match moments {
+                Moments::Host(m, v) => {
+                    adam_step_host(p.as_tensor(), g, m, v, h)?;
+                    continue;
+                }
+                Moments::Tensors(m, v) => (m, v),
+            };
             // The same update with tensor ops (other devices, SEQ2SEQ_FUSED=0).
             let mut g = (g.detach() * h.grad_scale)?;
             if self.weight_decay > 0.0 && !self.decoupled {
                 g = (g + (p.as_tensor() * self.weight_decay)?)?;
             }
-            self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?.detach();
-            self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
-            let m_hat = (&self.m[i] / h.bias1)?;
-            let v_hat = (&self.v[i] / h.bias2)?;
+            *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?.detach();
+            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
+            let m_hat = (&*m / h.bias1)?;
+            let v_hat = (&*v / h.bias2)?;
             let mut delta = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
             if self.weight_decay > 0.0 && self.decoupled {
                 delta = (delta + (p.as_tensor() * self.weight_decay)?)?;
@@ -115,21 +127,29 @@ impl Adam {
         Ok(())
     }
 
-    pub fn state(&self) -> HashMap<String, Tensor> {
+    /// The moments as tensors named `m.<parameter>` and `v.<parameter>` (for resume checkpoints).
+    pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
-        for (i, (name, _)) in self.params.iter().enumerate() {
-            out.insert(format!("m.{name}"), self.m[i].clone());
-            out.insert(format!("v.{name}"), self.v[i].clone());
+        for ((name, p), moments) in self.params.iter().zip(&self.moments) {
+            let (m, v) = match moments {
+                Moments::Host(m, v) => (
+                    Tensor::from_slice(m, p.shape(), p.device())?,
+                    Tensor::from_slice(v, p.shape(), p.device())?,
+                ),
+                Moments::Tensors(m, v) => (m.clone(), v.clone()),
+            };
+            out.insert(format!("m.{name}"), m);
+            out.insert(format!("v.{name}"), v);
         }
-        out
+        Ok(out)
     }
 
     pub fn load_state(
         &mut self,
         state: &HashMap<String, Tensor>,
     ) -> std::result::Result<(), String> {
-        for (i, (name, p)) in self.params.iter().enumerate() {
-            for (prefix, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
+        for ((name, p), moments) in self.params.iter().zip(&mut self.moments) {
+            let get = |prefix: &str| {
                 let key = format!("{prefix}.{name}");
                 let t = state
                     .get(&key)
@@ -141,9 +161,20 @@ impl Adam {
                         p.shape()
                     ));
                 }
-                // A private copy: the moments are updated in place.
-                *slot = t.copy().map_err(|e| e.to_string())?;
-            }
+                Ok(t)
+            };
+            let (m, v) = (get("m")?, get("v")?);
+            let err = |e: candle_core::Error| e.to_string();
+            // Private copies: the moments are updated in place.
+            *moments = match moments {
+                Moments::Host(..) => Moments::Host(
+                    m.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?,
+                    v.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?,
+                ),
+                Moments::Tensors(..) => {
+                    Moments::Tensors(m.copy().map_err(err)?, v.copy().map_err(err)?)
+                }
+            };
         }
         Ok(())
     }
@@ -152,7 +183,7 @@ impl Adam {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// Three clipped steps of Adam and AdamW against PyTorch 2.15:
     /// ```python
@@ -169,11 +200,6 @@ mod tests {
     #[test]
     fn clipped_adam_and_adamw_match_pytorch() -> Result<()> {
         let dev = Device::Cpu;
-        let grads = [
-            [[0.3f32, -0.2, 0.5], [1.5, -2.0, 0.05]],
-            [[-0.1, 0.4, 0.2], [0.7, 0.3, -1.2]],
-            [[0.2, 0.2, -0.6], [-0.4, 1.0, 0.9]],
-        ];
         let expected: [(bool, [f32; 6]); 2] = [
             (
                 false,
@@ -198,25 +224,83 @@ mod tests {
                 ],
             ),
         ];
-        for (decoupled, want) in expected {
-            let p = Var::new(&[[0.5f32, -1.0, 2.0], [0.1, 0.2, -0.3]], &dev)?;
-            let vars = HashMap::from([("p".to_string(), p.clone())]);
-            let mut opt = Adam::new(&vars, 0.1, [0.9, 0.999], 1e-8, 0.01, decoupled)?;
-            for g in grads {
-                // The gradient store of a loss whose gradient with respect to p is g.
-                let loss = (p.as_tensor() * Tensor::new(&g, &dev)?)?.sum_all()?;
-                let store = loss.backward()?;
-                opt.clip(&store, 1.0)?;
-                opt.update(&store)?;
-            }
-            let got = p.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            for (g, w) in got.iter().zip(want) {
-                assert!(
-                    (g - w).abs() < 2e-6,
-                    "decoupled={decoupled}: {got:?} vs {want:?}"
-                );
+        // f32 takes the one-pass host kernel, f64 the tensor-op path.
+        for dtype in [DType::F32, DType::F64] {
+            for (decoupled, want) in expected {
+                let p = Var::from_tensor(&Tensor::new(START, &dev)?.to_dtype(dtype)?)?;
+                let vars = HashMap::from([("p".to_string(), p.clone())]);
+                let mut opt = Adam::new(&vars, 0.1, [0.9, 0.999], 1e-8, 0.01, decoupled)?;
+                for g in GRADS {
+                    step(&mut opt, &p, g)?;
+                }
+                let got = p.as_tensor().flatten_all()?.to_dtype(DType::F32)?;
+                let got = got.to_vec1::<f32>()?;
+                for (g, w) in got.iter().zip(want) {
+                    assert!(
+                        (g - w).abs() < 2e-6,
+                        "{dtype:?}, decoupled={decoupled}: {got:?} vs {want:?}"
+                    );
+                }
             }
         }
         Ok(())
+    }
+
+    /// Saving the moments after two steps and loading them into a fresh optimizer gives the
+    /// third step of an uninterrupted run, bit for bit (host and tensor moments).
+    #[test]
+    fn moments_round_trip_through_state() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let run = |interrupt: bool| -> Result<Vec<f64>> {
+                let p = Var::from_tensor(&Tensor::new(START, &dev)?.to_dtype(dtype)?)?;
+                let vars = HashMap::from([("p".to_string(), p.clone())]);
+                let new = || Adam::new(&vars, 0.1, [0.9, 0.999], 1e-8, 0.0, false);
+                let mut opt = new()?;
+                for g in &GRADS[..2] {
+                    step(&mut opt, &p, *g)?;
+                }
+                if interrupt {
+                    let state = opt.state()?;
+                    let (lr, steps) = (opt.lr, opt.step);
+                    opt = new()?;
+                    opt.load_state(&state).map_err(candle_core::Error::msg)?;
+                    (opt.lr, opt.step) = (lr, steps);
+                }
+                step(&mut opt, &p, GRADS[2])?;
+                p.as_tensor()
+                    .flatten_all()?
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()
+            };
+            assert_eq!(run(false)?, run(true)?, "{dtype:?}");
+            let p = Var::from_tensor(&Tensor::new(START, &dev)?.to_dtype(dtype)?)?;
+            let mut opt = Adam::new(
+                &HashMap::from([("p".to_string(), p)]),
+                0.1,
+                [0.9, 0.999],
+                1e-8,
+                0.0,
+                false,
+            )?;
+            let err = opt.load_state(&HashMap::new()).unwrap_err();
+            assert!(err.contains("missing tensor m.p"), "{err}");
+        }
+        Ok(())
+    }
+
+    const START: &[[f32; 3]; 2] = &[[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]];
+    const GRADS: [[[f32; 3]; 2]; 3] = [
+        [[0.3, -0.2, 0.5], [1.5, -2.0, 0.05]],
+        [[-0.1, 0.4, 0.2], [0.7, 0.3, -1.2]],
+        [[0.2, 0.2, -0.6], [-0.4, 1.0, 0.9]],
+    ];
+
+    /// One clipped update with the gradient store of a loss whose gradient with respect to p is g.
+    fn step(opt: &mut Adam, p: &Var, g: [[f32; 3]; 2]) -> Result<()> {
+        let g = Tensor::new(&g, p.device())?.to_dtype(p.dtype())?;
+        let store = (p.as_tensor() * g)?.sum_all()?.backward()?;
+        opt.clip(&store, 1.0)?;
+        opt.update(&store)
     }
 }

@@ -658,7 +658,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         w
     };
     let save_last = |state: &TrainerState, opt: &Adam| -> Result<()> {
-        checkpoint::save_resume(out, all_weights(), opt.state(), state)
+        checkpoint::save_resume(out, all_weights(), opt.state()?, state)
     };
     let bank = match (&p.images, &model.encoder) {
         (Some(images), Encoder::Image(enc)) => {
