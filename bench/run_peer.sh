@@ -30,7 +30,13 @@ PEER=$(OMP_NUM_THREADS=2 "$VENV/bin/python" ../shared/bench/torch_mt.py "$DATA/m
 echo "$PEER"
 STEPS=$(echo "$PEER" | sed -n 's/.* steps \([0-9]*\) .*/\1/p' | head -1)
 echo "== ours: the same architecture trained for the peer's $STEPS steps"
-RAYON_NUM_THREADS=2 $S train configs/multi30k-en-de-bahdanau.yaml --data-dir "$DATA" --out runs/bench-bahdanau --max-steps "$STEPS" 2>&1 | grep -E "^(stopped|test)" || true
+# A fresh model every run: an earlier run's model (trained for another step count) would make the
+# decoding figures compare unequally trained models.
+rm -rf runs/bench-bahdanau
+mkdir -p runs
+RAYON_NUM_THREADS=2 $S train configs/multi30k-en-de-bahdanau.yaml --data-dir "$DATA" --out runs/bench-bahdanau --max-steps "$STEPS" > runs/bench-bahdanau.log 2>&1 \
+  || { echo "training failed:"; tail -5 runs/bench-bahdanau.log; exit 1; }
+grep -E "^(stopped|test)" runs/bench-bahdanau.log
 for fused in 1 0; do
   echo "== seq2seq bench configs/multi30k-en-de-bahdanau.yaml (RAYON_NUM_THREADS=2, SEQ2SEQ_FUSED=$fused)"
   SEQ2SEQ_FUSED=$fused RAYON_NUM_THREADS=2 $S bench configs/multi30k-en-de-bahdanau.yaml --data-dir "$DATA" --model runs/bench-bahdanau --train-steps 100
