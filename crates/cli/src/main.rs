@@ -603,6 +603,7 @@ fn run(cli: Cli) -> Result<()> {
                     "{}",
                     serde_json::json!({
                         "threads": r.threads, "train_tokens_per_s": r.train_tokens_per_s, "train_steps": r.train_steps,
+                        "train_tokens_per_s_median": r.train_tokens_per_s_median,
                         "peak_rss_mb": r.peak_rss_mb, "flops_per_token": r.flops_per_token,
                         "matmul_gflops": r.matmul_gflops, "flop_share": share,
                         "phase_shares": {"forward": r.phase_shares[0], "backward": r.phase_shares[1], "clip_update": r.phase_shares[2]},
@@ -618,6 +619,11 @@ fn run(cli: Cli) -> Result<()> {
                     "training target tokens/s     {:.0} ({} timed steps)",
                     r.train_tokens_per_s, r.train_steps
                 );
+                if let Some(m) = r.train_tokens_per_s_median {
+                    println!(
+                        "  median of 20-step windows  {m:.0} (the first left out: the peer's statistic)"
+                    );
+                }
                 let [fw, bw, up] = r.phase_shares.map(|p| 100.0 * p);
                 println!(
                     "  of a step                  forward {fw:.0} %, backward {bw:.0} %, clip + update {up:.0} %"

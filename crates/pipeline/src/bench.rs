@@ -30,7 +30,12 @@ pub struct BenchOptions {
 #[derive(Debug, Default)]
 pub struct BenchReport {
     pub threads: usize,
+    /// Mean over all timed steps: target tokens / training time.
     pub train_tokens_per_s: f64,
+    /// The peer's statistic (`torch_mt.py`): the median of the rates of consecutive 20-step
+    /// windows, the first window left out. Less moved by a passing slowdown of the host than the
+    /// mean; `None` with fewer than two windows after the first.
+    pub train_tokens_per_s_median: Option<f64>,
     pub train_steps: usize,
     pub peak_rss_mb: f64,
     pub flops_per_token: f64,
@@ -172,6 +177,8 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let batches = bucket_batches(&train, t.batch_size, cfg.seed, 0, true);
     let (mut tokens, mut src_tokens, mut src_len_sum, mut steps) = (0usize, 0usize, 0usize, 0usize);
     let mut timed = 0.0;
+    // (target tokens, seconds) of each timed step, for the windowed median.
+    let mut per_step = Vec::new();
     let mut phases = [0.0f64; 3];
     for (i, idx) in batches
         .iter()
@@ -198,6 +205,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
             phases[1] += backward - forward;
             phases[2] += total - backward;
             timed += total;
+            per_step.push((b.target_tokens(), total));
             tokens += b.target_tokens();
             src_tokens += b.src_mask.iter().filter(|m| **m > 0.0).count();
             src_len_sum += b.src_len;
@@ -207,6 +215,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let mut r = BenchReport {
         threads: rayon_threads(),
         train_tokens_per_s: tokens as f64 / timed.max(1e-9),
+        train_tokens_per_s_median: windowed_median_rate(&per_step, 20),
         train_steps: steps,
         peak_rss_mb: peak_rss_mb(),
         phase_shares: phases.map(|p| p / timed.max(1e-9)),
@@ -261,6 +270,28 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     Ok(r)
 }
 
+/// The median of the tokens/s of consecutive `window`-step windows of `steps` (tokens,
+/// seconds), leaving out the first window (warm-up) and an incomplete last one, as the PyTorch
+/// peer reports its training speed. `None` unless at least two windows remain.
+fn windowed_median_rate(steps: &[(usize, f64)], window: usize) -> Option<f64> {
+    let mut rates: Vec<f64> = steps
+        .chunks_exact(window)
+        .skip(1)
+        .map(|w| {
+            let (tokens, secs) = w
+                .iter()
+                .fold((0usize, 0f64), |(t, s), (n, d)| (t + n, s + d));
+            tokens as f64 / secs.max(1e-9)
+        })
+        .collect();
+    if rates.len() < 2 {
+        return None;
+    }
+    rates.sort_by(f64::total_cmp);
+    // The upper median for an even count, as the peer's `rates[len // 2]`.
+    Some(rates[rates.len() / 2])
+}
+
 fn rayon_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
@@ -281,6 +312,27 @@ pub fn default_model(cfg: &Config, config_path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windowed_median_leaves_out_the_first_window_like_the_peer() {
+        // Windows of 2 steps: rates 10 (dropped: warm-up), 100, 50, 200; a lone last step is
+        // incomplete and dropped. Sorted [50, 100, 200]: median 100.
+        let steps = [
+            (10, 1.0),
+            (10, 1.0),
+            (100, 1.0),
+            (100, 1.0),
+            (50, 1.0),
+            (50, 1.0),
+            (200, 0.5),
+            (200, 1.5),
+            (999, 0.001),
+        ];
+        assert_eq!(windowed_median_rate(&steps, 2), Some(100.0));
+        // Even count: the upper median, as `rates[len // 2]` in torch_mt.py.
+        assert_eq!(windowed_median_rate(&steps[..6], 2), Some(100.0));
+        assert_eq!(windowed_median_rate(&steps[..4], 2), None);
+    }
 
     #[test]
     fn analytic_flops_of_the_benchmark_architectures() {
