@@ -84,6 +84,7 @@ fn update_chunk<const L2: bool, const DECOUPLED: bool>(
 /// applied to the parameter with the moments borrowed from the optimizer.
 struct FusedAdam<'a> {
     h: AdamStep,
+    /// Behind a lock because candle runs the op through `&self`; never contended.
     moments: Mutex<(&'a mut [f32], &'a mut [f32])>,
 }
 

@@ -175,9 +175,8 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         t.optimizer == OptimizerKind::Adamw,
     )?;
     let batches = bucket_batches(&train, t.batch_size, cfg.seed, 0, true);
-    let (mut tokens, mut src_tokens, mut src_len_sum, mut steps) = (0usize, 0usize, 0usize, 0usize);
-    let mut timed = 0.0;
-    // (target tokens, seconds) of each timed step, for the windowed median.
+    let (mut src_tokens, mut src_len_sum) = (0usize, 0usize);
+    // (target tokens, seconds) of each timed step; seconds per phase (forward, backward, update).
     let mut per_step = Vec::new();
     let mut phases = [0.0f64; 3];
     for (i, idx) in batches
@@ -204,14 +203,14 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
             phases[0] += forward;
             phases[1] += backward - forward;
             phases[2] += total - backward;
-            timed += total;
             per_step.push((b.target_tokens(), total));
-            tokens += b.target_tokens();
             src_tokens += b.src_mask.iter().filter(|m| **m > 0.0).count();
             src_len_sum += b.src_len;
-            steps += 1;
         }
     }
+    let timed: f64 = phases.iter().sum();
+    let tokens: usize = per_step.iter().map(|(n, _)| n).sum();
+    let steps = per_step.len();
     let mut r = BenchReport {
         threads: rayon_threads(),
         train_tokens_per_s: tokens as f64 / timed.max(1e-9),
