@@ -492,6 +492,9 @@ fn eval_captions(
         text.push('\n');
     }
     std::fs::write(output, text).with_context(|| format!("cannot write {}", output.display()))?;
+    if r.cache_rejected {
+        eprintln!("warning: data.feature_cache holds features this model's backbone does not reproduce (another checkpoint under the same name?); computed them instead");
+    }
     if json {
         println!(
             "{}",
@@ -499,7 +502,8 @@ fn eval_captions(
                 "split": name, "images": r.images, "bleu1": r.bleu[0], "bleu2": r.bleu[1],
                 "bleu3": r.bleu[2], "bleu4": r.bleu[3], "cider_d": r.cider_d,
                 "exact_match": r.exact_match, "loss": r.loss, "ppl": r.ppl,
-                "images_per_s": r.images_per_s, "hypotheses": output.display().to_string(),
+                "images_per_s": r.images_per_s, "cached_features": r.cached_features,
+                "cache_rejected": r.cache_rejected, "hypotheses": output.display().to_string(),
             })
         );
     } else {
@@ -508,6 +512,12 @@ fn eval_captions(
             r.images,
             output.display()
         );
+        if r.cached_features > 0 {
+            println!(
+                "{} images' backbone features from the training feature cache",
+                r.cached_features
+            );
+        }
         println!(
             "BLEU-1 {:.2} | BLEU-2 {:.2} | BLEU-3 {:.2} | BLEU-4 {:.2} | CIDEr-D {:.3} (pycocoevalcap definitions, all references)",
             r.bleu[0], r.bleu[1], r.bleu[2], r.bleu[3], r.cider_d

@@ -369,4 +369,53 @@ decoding: {{max_length: 5}}
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).starts_with(&format!("{}\t", img.display())));
+
+    // `eval` takes the test image's features from training's cache, and they are what the
+    // model's own backbone computes, up to f16 storage.
+    let eval = || -> (serde_json::Value, String) {
+        let o = run(&[
+            "eval",
+            "--model",
+            dir.path().join("m2").to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--strategy",
+            "greedy",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        (
+            serde_json::from_str(text(&o.stdout).trim()).unwrap(),
+            text(&o.stderr),
+        )
+    };
+    let (hit, _) = eval();
+    assert_eq!(hit["cached_features"], 1, "{hit}");
+    assert_eq!(hit["cache_rejected"], false, "{hit}");
+    let aside = dir.path().join("cache-aside");
+    std::fs::rename(&folder, &aside).unwrap();
+    let (computed, _) = eval();
+    assert_eq!(computed["cached_features"], 0, "{computed}");
+    let loss = |v: &serde_json::Value| v["loss"].as_f64().unwrap();
+    assert!(
+        (loss(&hit) - loss(&computed)).abs() < 1e-2,
+        "{hit} vs {computed}"
+    );
+    std::fs::rename(&aside, &folder).unwrap();
+    // An entry the model's backbone does not reproduce (here another image's features under the
+    // test image's name) makes eval ignore the cache rather than score the wrong features.
+    let entry = |n: &str| {
+        let stem = format!("{}-", Path::new(n).file_stem().unwrap().to_str().unwrap());
+        std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&stem))
+            .unwrap()
+    };
+    std::fs::copy(entry(names[0]), entry(names[5])).unwrap();
+    let (refused, err) = eval();
+    assert!(err.contains("does not reproduce"), "{err}");
+    assert_eq!(refused["cached_features"], 0, "{refused}");
+    assert_eq!(refused["cache_rejected"], true, "{refused}");
+    assert_eq!(loss(&refused), loss(&computed), "{refused} vs {computed}");
 }

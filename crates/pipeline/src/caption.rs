@@ -2,13 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use image::RgbImage;
 use seq2seq_image_encoder::preprocess::to_tensor;
 
 use crate::captioning::image_limits;
 use crate::config::{DecodingConfig, Task};
-use crate::images::preprocess;
+use crate::images::{backbone_checkpoint, cache_dir, cache_file, preprocess, read_cached};
 use crate::inference::{decode_sources, load_dir, NBest, Translator};
 use crate::model::{held_out_loss, BatchTensors, Encoder, Source};
 use crate::{Error, Result};
@@ -176,8 +176,13 @@ pub struct CaptionReport {
     pub ppl: f64,
     /// (image, caption) in split order.
     pub captions: Vec<(String, String)>,
-    /// Images decoded per second (decoding + the image encoder; corpus loading excluded).
+    /// Images decoded per second (decoding + the image encoder or the feature cache; corpus
+    /// loading excluded).
     pub images_per_s: f64,
+    /// Images whose frozen-backbone features came from training's feature cache.
+    pub cached_features: usize,
+    /// The cache held features that this model's backbone does not reproduce, so none were used.
+    pub cache_rejected: bool,
 }
 
 /// Captions `split` of the corpus the model was trained on (resolved against `data_dir`) with
@@ -205,19 +210,76 @@ pub fn evaluate_captions(
     }
     let limits = image_limits(&cfg.data);
     let size = cfg.data.image_size;
-    let images = rows
+    let load = |i: usize| {
+        corpus.images[rows[i].image]
+            .load(&limits)
+            .map(|img| preprocess(&img, size))
+            .map_err(|e| Error::Invalid(format!("captioning corpus: {e}")))
+    };
+    // Training's feature cache, when the backbone has a frozen part and its checkpoint is at hand.
+    let cache = (c.image_encoder()?.has_frozen_part() && !cfg.data.feature_cache.is_empty())
+        .then(|| backbone_checkpoint(cfg, data_dir))
+        .filter(|ckpt| ckpt.is_file())
+        .map(|ckpt| cache_dir(cfg, &ckpt));
+    let files: Vec<Option<PathBuf>> = rows
         .iter()
         .map(|r| {
-            corpus.images[r.image]
-                .load(&limits)
-                .map(|img| preprocess(&img, size))
-                .map_err(|e| Error::Invalid(format!("captioning corpus: {e}")))
+            let c = cache.as_ref()?;
+            cache_file(c, &corpus.images[r.image]).filter(|p| p.is_file())
         })
+        .collect();
+    // The cache is keyed by the checkpoint file, while the model carries its own copy of the
+    // backbone: one image's cached features must match the model's before any are trusted.
+    let mut cache_rejected = false;
+    if let Some(i) = files.iter().position(Option::is_some) {
+        let own = c.frozen_features(&[load(i)?], 1)?.remove(0);
+        let agrees = match files[i].as_ref().and_then(|p| read_cached(p, &m.device)) {
+            Some(cached) if cached.dims() == own.dims() => {
+                let diff = (cached.to_dtype(DType::F32)? - &own)?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f32>()?;
+                let scale = own.abs()?.max_all()?.to_scalar::<f32>()?;
+                // f16 storage: a relative error around 1e-3.
+                diff <= 1e-2 * scale.max(1e-6)
+            }
+            _ => false,
+        };
+        cache_rejected = !agrees;
+    }
+    let misses: Vec<usize> = (0..rows.len())
+        .filter(|&i| cache_rejected || files[i].is_none())
+        .collect();
+    let images = misses
+        .iter()
+        .map(|&i| load(i))
         .collect::<Result<Vec<_>>>()?;
     let started = std::time::Instant::now();
-    let feats = c.frozen_features(&images, opts.batch_size)?;
+    let mut feats: Vec<Option<Tensor>> = vec![None; rows.len()];
+    for (&i, f) in misses
+        .iter()
+        .zip(c.frozen_features(&images, opts.batch_size)?)
+    {
+        feats[i] = Some(f);
+    }
+    let mut cached_features = 0;
+    for (i, slot) in feats.iter_mut().enumerate() {
+        if slot.is_none() {
+            // A file that vanished or broke since it was listed is computed after all.
+            *slot = Some(
+                match files[i].as_ref().and_then(|p| read_cached(p, &m.device)) {
+                    Some(f) => {
+                        cached_features += 1;
+                        f.to_dtype(DType::F32)?
+                    }
+                    None => c.frozen_features(&[load(i)?], 1)?.remove(0),
+                },
+            );
+        }
+    }
+    let feats: Vec<Tensor> = feats.into_iter().flatten().collect();
     let nbest = c.caption_features(&feats, opts)?;
-    let images_per_s = images.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let images_per_s = rows.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let hyps: Vec<String> = nbest.iter().map(|n| n[0].0.clone()).collect();
     let h: Vec<String> = hyps.iter().map(|s| caption_tokenize(s)).collect();
     let r: Vec<Vec<String>> = rows
@@ -270,5 +332,7 @@ pub fn evaluate_captions(
             .zip(hyps)
             .collect(),
         images_per_s,
+        cached_features,
+        cache_rejected,
     })
 }

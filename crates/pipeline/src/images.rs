@@ -56,6 +56,41 @@ pub fn backbone_key(checkpoint: &Path, image_size: u32, frozen_blocks: usize) ->
     format!("lite0-{:016x}-s{image_size}-b{frozen_blocks}", h.finish())
 }
 
+/// The Lite0 checkpoint of a config: `model.image_encoder.checkpoint`, a relative path resolved
+/// against the data directory.
+pub fn backbone_checkpoint(cfg: &crate::Config, data_dir: &Path) -> PathBuf {
+    let p = Path::new(&cfg.model.image_encoder.checkpoint);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        data_dir.join(p)
+    }
+}
+
+/// The cache folder of a config's frozen Lite0 part, its checkpoint resolved to `checkpoint`.
+pub fn cache_dir(cfg: &crate::Config, checkpoint: &Path) -> PathBuf {
+    PathBuf::from(&cfg.data.feature_cache).join(backbone_key(
+        checkpoint,
+        cfg.data.image_size,
+        16 - cfg.model.image_encoder.fine_tune_blocks,
+    ))
+}
+
+/// The cache file of image `r` in `cache`, if it is a readable file.
+pub fn cache_file(cache: &Path, r: &ImageRef) -> Option<PathBuf> {
+    match r {
+        ImageRef::File(p) => file_key(p).map(|k| cache.join(k)),
+        _ => None,
+    }
+}
+
+/// The features stored in a cache file (f16 `(C, h, w)`), if it holds them.
+pub fn read_cached(path: &Path, dev: &Device) -> Option<Tensor> {
+    candle_core::safetensors::load(path, dev)
+        .ok()?
+        .remove("features")
+}
+
 /// The cache file of one image: its name and a hash of its bytes (an edited image misses the
 /// cache; a moved or copied one still hits it).
 fn file_key(path: &Path) -> Option<String> {
@@ -120,18 +155,13 @@ impl ImageBank {
         let mut todo = Vec::new();
         let mut hits = 0;
         for (i, r) in images.iter().enumerate() {
-            if let (Some(c), ImageRef::File(p)) = (&cache, r) {
-                if let Some(k) = file_key(p) {
-                    let path = c.join(k);
-                    if let Ok(t) = candle_core::safetensors::load(&path, dev) {
-                        if let Some(f) = t.get("features") {
-                            features[i] = Some(f.clone());
-                            hits += 1;
-                            continue;
-                        }
-                    }
-                    keys[i] = Some(path);
+            if let Some(path) = cache.as_ref().and_then(|c| cache_file(c, r)) {
+                if let Some(f) = read_cached(&path, dev) {
+                    features[i] = Some(f);
+                    hits += 1;
+                    continue;
                 }
+                keys[i] = Some(path);
             }
             todo.push(i);
         }

@@ -16,7 +16,7 @@ use crate::captioning::{load_captions, ImageRef};
 use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::config::{Config, DataFormat, EarlyStopMetric, OptimizerKind, Task};
 use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
-use crate::images::{backbone_key, ImageBank};
+use crate::images::{cache_dir, ImageBank};
 use crate::inference::{decode_ids, decode_sources};
 use crate::model::{build_model, held_out_loss, BatchTensors, Encoder, Seq2Seq, Source};
 use crate::optim::Adam;
@@ -667,11 +667,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     .as_ref()
                     .map(|(p, _)| p.clone())
                     .unwrap_or_default();
-                PathBuf::from(&cfg.data.feature_cache).join(backbone_key(
-                    &ckpt,
-                    cfg.data.image_size,
-                    16 - cfg.model.image_encoder.fine_tune_blocks,
-                ))
+                cache_dir(&cfg, &ckpt)
             });
             Some(ImageBank::new(
                 images,
@@ -950,12 +946,7 @@ fn load_backbone(
     if cfg.task != Task::Captioning || ie.backbone != BackboneKind::Lite0 {
         return Ok(None);
     }
-    let p = Path::new(&ie.checkpoint);
-    let path = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        data_dir.join(p)
-    };
+    let path = crate::images::backbone_checkpoint(cfg, data_dir);
     let tensors = seq2seq_image_encoder::pth::load_pth(&path, dev).map_err(|e| {
         Error::Invalid(format!(
             "model.image_encoder.checkpoint: cannot load {} ({e}); relative paths are resolved against the data directory",
