@@ -176,8 +176,8 @@ pub struct CaptionReport {
     pub ppl: f64,
     /// (image, caption) in split order.
     pub captions: Vec<(String, String)>,
-    /// Images decoded per second (decoding + the image encoder or the feature cache; corpus
-    /// loading excluded).
+    /// Images decoded per second (decoding + the image encoder on the images the feature cache
+    /// did not hold; corpus loading and cache reads excluded).
     pub images_per_s: f64,
     /// Images whose frozen-backbone features came from training's feature cache.
     pub cached_features: usize,
@@ -221,63 +221,57 @@ pub fn evaluate_captions(
         .then(|| backbone_checkpoint(cfg, data_dir))
         .filter(|ckpt| ckpt.is_file())
         .map(|ckpt| cache_dir(cfg, &ckpt));
-    let files: Vec<Option<PathBuf>> = rows
+    let mut cached: Vec<Option<Tensor>> = rows
         .iter()
         .map(|r| {
-            let c = cache.as_ref()?;
-            cache_file(c, &corpus.images[r.image]).filter(|p| p.is_file())
+            let path = cache_file(cache.as_ref()?, &corpus.images[r.image])?;
+            read_cached(&path, &m.device)
         })
         .collect();
     // The cache is keyed by the checkpoint file, while the model carries its own copy of the
     // backbone: one image's cached features must match the model's before any are trusted.
-    let mut cache_rejected = false;
-    if let Some(i) = files.iter().position(Option::is_some) {
-        let own = c.frozen_features(&[load(i)?], 1)?.remove(0);
-        let agrees = match files[i].as_ref().and_then(|p| read_cached(p, &m.device)) {
-            Some(cached) if cached.dims() == own.dims() => {
-                let diff = (cached.to_dtype(DType::F32)? - &own)?
-                    .abs()?
-                    .max_all()?
-                    .to_scalar::<f32>()?;
-                let scale = own.abs()?.max_all()?.to_scalar::<f32>()?;
-                // f16 storage: a relative error around 1e-3.
-                diff <= 1e-2 * scale.max(1e-6)
+    let cache_rejected = match cached.iter().position(Option::is_some) {
+        Some(i) => {
+            let own = c.frozen_features(&[load(i)?], 1)?.remove(0);
+            let f = cached[i]
+                .as_ref()
+                .map(|f| f.to_dtype(DType::F32))
+                .transpose()?;
+            match f {
+                Some(f) if f.dims() == own.dims() => {
+                    let diff = (f - &own)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    let scale = own.abs()?.max_all()?.to_scalar::<f32>()?;
+                    // f16 storage: a relative error around 1e-3.
+                    diff > 1e-2 * scale.max(1e-6)
+                }
+                _ => true,
             }
-            _ => false,
-        };
-        cache_rejected = !agrees;
+        }
+        None => false,
+    };
+    if cache_rejected {
+        cached.fill(None);
     }
-    let misses: Vec<usize> = (0..rows.len())
-        .filter(|&i| cache_rejected || files[i].is_none())
-        .collect();
+    let cached_features = cached.iter().flatten().count();
+    let misses: Vec<usize> = (0..rows.len()).filter(|&i| cached[i].is_none()).collect();
     let images = misses
         .iter()
         .map(|&i| load(i))
         .collect::<Result<Vec<_>>>()?;
     let started = std::time::Instant::now();
-    let mut feats: Vec<Option<Tensor>> = vec![None; rows.len()];
     for (&i, f) in misses
         .iter()
         .zip(c.frozen_features(&images, opts.batch_size)?)
     {
-        feats[i] = Some(f);
+        cached[i] = Some(f);
     }
-    let mut cached_features = 0;
-    for (i, slot) in feats.iter_mut().enumerate() {
-        if slot.is_none() {
-            // A file that vanished or broke since it was listed is computed after all.
-            *slot = Some(
-                match files[i].as_ref().and_then(|p| read_cached(p, &m.device)) {
-                    Some(f) => {
-                        cached_features += 1;
-                        f.to_dtype(DType::F32)?
-                    }
-                    None => c.frozen_features(&[load(i)?], 1)?.remove(0),
-                },
-            );
-        }
-    }
-    let feats: Vec<Tensor> = feats.into_iter().flatten().collect();
+    let feats = cached
+        .into_iter()
+        .map(|f| {
+            let f = f.ok_or_else(|| Error::Invalid("the image encoder skipped an image".into()))?;
+            Ok(f.to_dtype(DType::F32)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let nbest = c.caption_features(&feats, opts)?;
     let images_per_s = rows.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let hyps: Vec<String> = nbest.iter().map(|n| n[0].0.clone()).collect();

@@ -76,7 +76,7 @@ pub fn cache_dir(cfg: &crate::Config, checkpoint: &Path) -> PathBuf {
     ))
 }
 
-/// The cache file of image `r` in `cache`, if it is a readable file.
+/// The cache file of image `r` in `cache` (none for an in-memory or unreadable image).
 pub fn cache_file(cache: &Path, r: &ImageRef) -> Option<PathBuf> {
     match r {
         ImageRef::File(p) => file_key(p).map(|k| cache.join(k)),

@@ -16,7 +16,7 @@ use crate::captioning::{load_captions, ImageRef};
 use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::config::{Config, DataFormat, EarlyStopMetric, OptimizerKind, Task};
 use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
-use crate::images::{cache_dir, ImageBank};
+use crate::images::{backbone_checkpoint, cache_dir, ImageBank};
 use crate::inference::{decode_ids, decode_sources};
 use crate::model::{build_model, held_out_loss, BatchTensors, Encoder, Seq2Seq, Source};
 use crate::optim::Adam;
@@ -946,7 +946,7 @@ fn load_backbone(
     if cfg.task != Task::Captioning || ie.backbone != BackboneKind::Lite0 {
         return Ok(None);
     }
-    let path = crate::images::backbone_checkpoint(cfg, data_dir);
+    let path = backbone_checkpoint(cfg, data_dir);
     let tensors = seq2seq_image_encoder::pth::load_pth(&path, dev).map_err(|e| {
         Error::Invalid(format!(
             "model.image_encoder.checkpoint: cannot load {} ({e}); relative paths are resolved against the data directory",
