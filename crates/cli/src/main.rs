@@ -178,7 +178,9 @@ enum Command {
     },
     /// Translate TEXT arguments, or stdin line by line (one output line per input line).
     Translate {
-        /// The model directory written by `train`.
+        /// The model directory written by `train`, or one checkpoint file in it
+        /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
+        /// config and vocabularies.
         #[arg(long)]
         model: PathBuf,
         #[command(flatten)]
@@ -190,7 +192,9 @@ enum Command {
     },
     /// Caption images: one `path<TAB>caption` line per image, in input order.
     Caption {
-        /// The model directory written by `train` (task: captioning).
+        /// The model directory written by `train`, or one checkpoint file in it
+        /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
+        /// config and vocabularies; task: captioning.
         #[arg(long)]
         model: PathBuf,
         /// Print one JSON object per line (`{"image", "caption", "score"}`, or `"error"`).
@@ -261,7 +265,9 @@ enum Command {
     },
     /// Decode a held-out split of the model's own corpus and report BLEU, chrF and perplexity.
     Eval {
-        /// The model directory written by `train`.
+        /// The model directory written by `train`, or one checkpoint file in it
+        /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
+        /// config and vocabularies.
         #[arg(long)]
         model: PathBuf,
         #[command(flatten)]
@@ -282,7 +288,9 @@ enum Command {
     },
     /// Generate text with a language model (task: generation), primed by a prompt.
     Generate {
-        /// The model directory written by `train`.
+        /// The model directory written by `train`, or one checkpoint file in it
+        /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
+        /// config and vocabularies.
         #[arg(long)]
         model: PathBuf,
         /// The text to continue; without it, each stdin line is a prompt. Empty = from scratch.
@@ -718,8 +726,16 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 "test"
             };
-            let output = output.unwrap_or_else(|| model.join(format!("hyp.{name}.txt")));
-            let task = Config::from_file(&model.join("config.yaml")).map(|c| c.task);
+            // A checkpoint file names its hypotheses after itself, beside it.
+            let (dir, weights) = seq2seq_pipeline::checkpoint::checkpoint_file(&model);
+            let output = output.unwrap_or_else(|| match model.is_dir() {
+                true => model.join(format!("hyp.{name}.txt")),
+                false => {
+                    let stem = weights.strip_suffix(".safetensors").unwrap_or(&weights);
+                    dir.join(format!("hyp.{stem}.{name}.txt"))
+                }
+            });
+            let task = Config::from_file(&dir.join("config.yaml")).map(|c| c.task);
             if let Ok(seq2seq_pipeline::config::Task::Captioning) = task {
                 let c = ensemble.load_captioner(&model)?;
                 return eval_captions(&c, split, name, data_dir, &output, json, &decoding);

@@ -208,6 +208,18 @@ fn caption_files_and_folders_with_bad_files_among_them() {
     }
     let (l1, l2) = (r["loss"].as_f64().unwrap(), e["loss"].as_f64().unwrap());
     assert!((l1 - l2).abs() < 1e-4, "{l1} vs {l2}");
+    // A weights file in place of the directory: the same model, its hypotheses named after it.
+    let weights = Path::new(model).join("model.safetensors");
+    let out = run(&["eval", "--model", weights.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["bleu4", "cider_d", "exact_match", "loss"] {
+        assert_eq!(f[key], r[key], "{key}: {f} vs {r}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(Path::new(model).join("hyp.model.test.txt")).unwrap(),
+        hyps
+    );
     let out = args(&["--ensemble", model, "--"], &[&a, &b]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), text(&args(&[], &[&a, &b]).stdout));

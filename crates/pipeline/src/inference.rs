@@ -8,9 +8,7 @@ use seq2seq_data::Vocab;
 use seq2seq_decoder::{row_seeds, search, DecoderStepper, Ensemble, Hypothesis, SpecialTokens};
 use seq2seq_nn::Ctx;
 
-use crate::checkpoint::{
-    self, checkpoint_file, model_weights, BEST, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER,
-};
+use crate::checkpoint::{checkpoint_file, model_weights, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::config::{Config, DecodingConfig, Task};
 use crate::model::{build_model, Seq2Seq, Source};
 use crate::{Error, Result};
@@ -132,17 +130,22 @@ fn frozen_image_mismatch(a: &Config, b: &Config) -> Option<&'static str> {
     }
 }
 
-pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
+/// Loads a model directory written by `train`, or one weights file in it
+/// (`checkpoint-step<S>.safetensors`, `last.safetensors`, an average): the directory supplies the
+/// config and vocabularies, the file the weights in place of `model.safetensors`.
+pub(crate) fn load_dir(path: &Path, task: Task) -> Result<Translator> {
+    let (dir, weights) = checkpoint_file(path);
+    if !path.is_dir() && !path.is_file() {
+        return Err(Error::ModelDir {
+            path: path.to_path_buf(),
+            msg: "not a model directory or a checkpoint file in one".into(),
+        });
+    }
+    let dir = dir.as_path();
     let missing = |name: &str| Error::ModelDir {
         path: dir.to_path_buf(),
         msg: format!("{name} is missing"),
     };
-    if !dir.is_dir() {
-        return Err(Error::ModelDir {
-            path: dir.to_path_buf(),
-            msg: "not a directory".into(),
-        });
-    }
     let cfg_path = dir.join(CONFIG);
     if !cfg_path.exists() {
         return Err(missing(CONFIG));
@@ -161,7 +164,7 @@ pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
     }
     // Only translation has a source vocabulary.
     let gen = task != Task::Translation;
-    for name in [SRC_TOKENIZER, TGT_TOKENIZER, BEST] {
+    for name in [SRC_TOKENIZER, TGT_TOKENIZER, &weights] {
         let optional = gen && name == SRC_TOKENIZER;
         if !optional && !dir.join(name).exists() {
             return Err(missing(name));
@@ -174,8 +177,9 @@ pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
         Vocab::load(&dir.join(SRC_TOKENIZER))?
     };
     let device = Device::Cpu;
-    let weights = checkpoint::load_tensors(dir, BEST, &device)?;
-    let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
+    // A resume checkpoint also holds optimizer moments: only the model's tensors are kept.
+    let tensors = model_weights(dir, &weights)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
     let model = build_model(
         &config.model,
         config.task,
@@ -186,7 +190,7 @@ pub(crate) fn load_dir(dir: &Path, task: Task) -> Result<Translator> {
     )
     .map_err(|e| Error::ModelDir {
         path: dir.to_path_buf(),
-        msg: format!("{BEST} does not match {CONFIG}: {e}"),
+        msg: format!("{weights} does not match {CONFIG}: {e}"),
     })?;
     Ok(Translator {
         config,

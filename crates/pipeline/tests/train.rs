@@ -253,7 +253,15 @@ fn broken_model_directories_are_named() {
     assert!(Translator::load(&run).is_ok());
     let err = |d: &Path| Translator::load(d).err().unwrap().to_string();
     let e = err(&dir.join("absent"));
-    assert!(e.contains("absent") && e.contains("not a directory"), "{e}");
+    assert!(
+        e.contains("absent") && e.contains("not a model directory"),
+        "{e}"
+    );
+    let e = err(&run.join("checkpoint-step9.safetensors"));
+    assert!(
+        e.contains("checkpoint-step9.safetensors: not a model directory"),
+        "{e}"
+    );
     std::fs::write(run.join(checkpoint::BEST), b"garbage").unwrap();
     let e = err(&run);
     assert!(e.contains("model.safetensors is corrupt"), "{e}");
@@ -316,6 +324,13 @@ fn checkpoint_ensembles_decode_and_score_as_a_mixture() {
     first.add_members(std::slice::from_ref(&early)).unwrap();
     first.model = first.ensemble.pop().unwrap();
     let loss_early = eval(&first).loss;
+    // The same checkpoint given in place of the model directory is the same model; a resume
+    // checkpoint (`last.safetensors`, with optimizer moments) loads as its weights alone.
+    assert_eq!(
+        eval(&Translator::load(&early).unwrap()).loss.to_bits(),
+        loss_early.to_bits()
+    );
+    assert!(Translator::load(&run.join("last.safetensors")).is_ok());
     let mut pair = Translator::load(&run).unwrap();
     pair.add_members(std::slice::from_ref(&early)).unwrap();
     let mixed = eval(&pair);
