@@ -131,7 +131,7 @@ fn frozen_image_mismatch(a: &Config, b: &Config) -> Option<&'static str> {
 }
 
 /// Loads a model directory written by `train`, or one weights file in it
-/// (`checkpoint-step<S>.safetensors`, `last.safetensors`, an average): the directory supplies the
+/// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
 /// config and vocabularies, the file the weights in place of `model.safetensors`.
 pub(crate) fn load_dir(path: &Path, task: Task) -> Result<Translator> {
     let (dir, weights) = checkpoint_file(path);
@@ -203,7 +203,7 @@ pub(crate) fn load_dir(path: &Path, task: Task) -> Result<Translator> {
 }
 
 impl Translator {
-    /// Loads a translation model directory written by `train`.
+    /// Loads a translation model directory written by `train`, or one checkpoint file in it.
     pub fn load(dir: &Path) -> Result<Self> {
         load_dir(dir, Task::Translation)
     }
