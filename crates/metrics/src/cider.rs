@@ -2,11 +2,13 @@
 //! frequencies over the reference sets, clipped cosine similarity, a Gaussian length penalty
 //! (σ = 6), the mean over orders and references, ×10.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::py_split;
 
-type Counts<'a> = HashMap<&'a [&'a str], f64>;
+// Ordered maps: the norms and dot products sum over n-grams in a fixed order, so one input gives
+// bit-identical scores in every process (a HashMap's per-process seed changed the last digit).
+type Counts<'a> = BTreeMap<&'a [&'a str], f64>;
 
 fn precook<'a>(words: &'a [&'a str], n: usize) -> Counts<'a> {
     let mut c = Counts::new();
@@ -98,12 +100,12 @@ pub fn cider_d<S: AsRef<str>>(hyps: &[S], refs: &[Vec<S>]) -> (f64, Vec<f64>) {
     (corpus, scores)
 }
 
-type Vectors<'a> = (Vec<HashMap<&'a [&'a str], f64>>, [f64; 4], f64);
+type Vectors<'a> = (Vec<BTreeMap<&'a [&'a str], f64>>, [f64; 4], f64);
 
 /// tf-idf vectors per order, their norms, and the "length" pycocoevalcap uses: the number of
 /// bigrams (its `if n == 1` counts order index 1), kept as it is to give the same numbers.
 fn tf_idf<'a>(c: &Counts<'a>, df: &HashMap<&[&str], f64>, ref_len: f64) -> Vectors<'a> {
-    let mut vec: Vec<HashMap<&'a [&'a str], f64>> = vec![HashMap::new(); 4];
+    let mut vec: Vec<BTreeMap<&'a [&'a str], f64>> = vec![BTreeMap::new(); 4];
     let mut norm = [0.0f64; 4];
     let mut length = 0.0;
     for (&g, &tf) in c {

@@ -237,6 +237,31 @@ fn cider_d_equals_pycocoevalcap() {
     for (a, b) in each.iter().zip(CIDER_D_EACH) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
+    // The same input gives the same bits every time: sums run in a fixed n-gram order, not in
+    // a hash map's per-instance random order (which once changed eval's last digit).
+    // A larger corpus, so that many n-grams of unequal weight are summed.
+    let words = [
+        "a", "dog", "man", "red", "runs", "on", "the", "grass", "woman", "blue", "jumps", "over",
+        "wall", "child", "plays", "in", "water", "two", "people", "sit",
+    ];
+    let sentence = |seed: usize, len: usize| -> String {
+        (0..len)
+            .map(|k| words[(seed * 7 + k * k * 3 + k * seed) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let hyps: Vec<String> = (0..60).map(|i| sentence(i, 6 + i % 7)).collect();
+    let refs: Vec<Vec<String>> = (0..60)
+        .map(|i| {
+            (1..=5)
+                .map(|r| sentence(i + 13 * r, 5 + (i + r) % 9))
+                .collect()
+        })
+        .collect();
+    let first = cider_d(&hyps, &refs).0;
+    for _ in 0..20 {
+        assert_eq!(cider_d(&hyps, &refs).0.to_bits(), first.to_bits());
+    }
 }
 
 #[test]
