@@ -728,9 +728,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             // A checkpoint file names its hypotheses after itself, beside it.
             let (dir, weights) = seq2seq_pipeline::checkpoint::checkpoint_file(&model);
-            let output = output.unwrap_or_else(|| match model.is_dir() {
-                true => model.join(format!("hyp.{name}.txt")),
-                false => {
+            let output = output.unwrap_or_else(|| {
+                if model.is_dir() {
+                    model.join(format!("hyp.{name}.txt"))
+                } else {
                     let stem = weights.strip_suffix(".safetensors").unwrap_or(&weights);
                     dir.join(format!("hyp.{stem}.{name}.txt"))
                 }
