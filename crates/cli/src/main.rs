@@ -200,6 +200,10 @@ enum Command {
         /// Print one JSON object per line (`{"image", "caption", "score"}`, or `"error"`).
         #[arg(long)]
         json: bool,
+        /// Test-time augmentation: caption each image and its left-right mirror together (the
+        /// mean of the two next-token distributions), at twice the decoding cost.
+        #[arg(long)]
+        hflip_average: bool,
         #[command(flatten)]
         ensemble: EnsembleArgs,
         #[command(flatten)]
@@ -283,6 +287,10 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Captioning models: caption each image and its left-right mirror together (the mean
+        /// of the two next-token distributions), at twice the decoding cost.
+        #[arg(long)]
+        hflip_average: bool,
         #[command(flatten)]
         decoding: DecodingArgs,
     },
@@ -522,8 +530,9 @@ fn eval_captions(
         );
         if r.cached_features > 0 {
             println!(
-                "{} images' backbone features from the training feature cache",
-                r.cached_features
+                "{} of {} backbone feature maps from the training feature cache",
+                r.cached_features,
+                r.images * c.views()
             );
         }
         println!(
@@ -546,10 +555,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Caption {
             model,
             json,
+            hflip_average,
             ensemble,
             decoding,
             images,
-        } => caption(&ensemble.load_captioner(&model)?, &images, json, &decoding),
+        } => {
+            let mut c = ensemble.load_captioner(&model)?;
+            c.set_hflip_average(hflip_average);
+            caption(&c, &images, json, &decoding)
+        }
         Command::Bench {
             config,
             data_dir,
@@ -714,6 +728,7 @@ fn run(cli: Cli) -> Result<()> {
             data_dir,
             output,
             json,
+            hflip_average,
             decoding,
         } => {
             let split = match split.as_str() {
@@ -738,8 +753,12 @@ fn run(cli: Cli) -> Result<()> {
             });
             let task = Config::from_file(&dir.join("config.yaml")).map(|c| c.task);
             if let Ok(seq2seq_pipeline::config::Task::Captioning) = task {
-                let c = ensemble.load_captioner(&model)?;
+                let mut c = ensemble.load_captioner(&model)?;
+                c.set_hflip_average(hflip_average);
                 return eval_captions(&c, split, name, data_dir, &output, json, &decoding);
+            }
+            if hflip_average {
+                anyhow::bail!("--hflip-average: applies to captioning models only");
             }
             let t = ensemble.load(&model)?;
             let opts = decoding.apply(&t.config.decoding)?;

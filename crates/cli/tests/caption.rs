@@ -225,6 +225,51 @@ fn caption_files_and_folders_with_bad_files_among_them() {
     let out = args(&["--ensemble", model, "--"], &[&a, &b]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), text(&args(&[], &[&a, &b]).stdout));
+    // hflip averaging reads each image and its mirror image together: a lopsided picture and
+    // its mirror get the same caption and score (the two views swapped), which neither gets alone.
+    let lop = d.join("lopsided.png");
+    let mut img = RgbImage::from_pixel(32, 32, Rgb([240, 240, 240]));
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        if (x as i32 - 8).pow(2) + (y as i32 - 10).pow(2) < 36 {
+            *p = Rgb([220, 30, 30]);
+        } else if (18..30).contains(&x) && (16..28).contains(&y) {
+            *p = Rgb([30, 30, 220]);
+        }
+    }
+    img.save(&lop).unwrap();
+    let mirror = d.join("mirror.png");
+    image::imageops::flip_horizontal(&img)
+        .save(&mirror)
+        .unwrap();
+    let scored = |extra: &[&str], f: &Path| -> (String, f64) {
+        let mut a = vec!["--json", "--strategy", "beam", "--beam-size", "3"];
+        a.extend_from_slice(extra);
+        let out = args(&a, &[f]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["caption"].as_str().unwrap().to_string(),
+            v["score"].as_f64().unwrap(),
+        )
+    };
+    let (c1, s1) = scored(&["--hflip-average"], &lop);
+    let (c2, s2) = scored(&["--hflip-average"], &mirror);
+    assert_eq!(c1, c2);
+    assert!((s1 - s2).abs() < 1e-4, "{s1} vs {s2}");
+    let (_, plain) = scored(&[], &lop);
+    let (_, plain_mirror) = scored(&[], &mirror);
+    assert!(
+        (plain - s1).abs() > 1e-4 && (plain_mirror - s1).abs() > 1e-4,
+        "{plain} {plain_mirror} {s1}"
+    );
+    let out = run(&["eval", "--model", model, "--json", "--hflip-average"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["images"], 40);
+    assert!(h["bleu1"].as_f64().unwrap() > 40.0, "{h}");
+    // The loss is of the images as they are.
+    let lh = h["loss"].as_f64().unwrap();
+    assert!((lh - l1).abs() < 1e-6, "{lh} vs {l1}");
     // A member whose frozen image encoder differs (here its image size) is refused by name.
     let other = d.join("other");
     std::fs::create_dir(&other).unwrap();
@@ -373,6 +418,44 @@ decoding: {{max_length: 5}}
         third.contains("features: 6 images ready (6 from the cache"),
         "{third}"
     );
+    // data.hflip: the mirrors of the 4 training images join the cache (held-out images are
+    // never flipped in training), and the next run reads all 10 back.
+    let plain_cfg = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        plain_cfg.replace("  lowercase: true\n", "  lowercase: true\n  hflip: true\n"),
+    )
+    .unwrap();
+    let flipped = train("m4");
+    assert!(
+        flipped.contains("features: 4/4 images through the frozen backbone")
+            && flipped
+                .contains("features: 6 images ready with their training mirrors (6 from the cache"),
+        "{flipped}"
+    );
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 10);
+    let again = train("m5");
+    assert!(
+        again.contains("features: 6 images ready with their training mirrors (10 from the cache"),
+        "{again}"
+    );
+    std::fs::write(&cfg, plain_cfg).unwrap();
+    // Eval with hflip averaging: the test image from the cache, its mirror computed.
+    let o = run(&[
+        "eval",
+        "--model",
+        dir.path().join("m4").to_str().unwrap(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--strategy",
+        "greedy",
+        "--json",
+        "--hflip-average",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert_eq!(v["cached_features"], 1, "{v}");
+    assert_eq!(v["images"], 1, "{v}");
     // The model directory stands alone: it captions without the checkpoint.
     let img = root.join("images").join(names[5]);
     let o = run(&[

@@ -8,8 +8,10 @@ use seq2seq_image_encoder::preprocess::to_tensor;
 
 use crate::captioning::image_limits;
 use crate::config::{DecodingConfig, Task};
-use crate::images::{backbone_checkpoint, cache_dir, cache_file, preprocess, read_cached};
-use crate::inference::{decode_sources, load_dir, NBest, Translator};
+use crate::images::{
+    backbone_checkpoint, cache_dir, preprocess, read_cached, view, view_cache_file,
+};
+use crate::inference::{decode_views, load_dir, NBest, Translator};
 use crate::model::{held_out_loss, BatchTensors, Encoder, Source};
 use crate::{Error, Result};
 
@@ -17,7 +19,11 @@ use crate::{Error, Result};
 const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tiff"];
 
 /// A captioning model loaded from its directory.
-pub struct Captioner(Translator);
+pub struct Captioner {
+    t: Translator,
+    /// Average every caption over the image and its horizontal mirror.
+    hflip_average: bool,
+}
 
 /// Expands directory arguments into their image files (by extension, sorted); files are kept as
 /// given, in order, whatever their extension.
@@ -45,22 +51,42 @@ pub fn expand_inputs(args: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 
 impl Captioner {
     pub fn load(dir: &Path) -> Result<Self> {
-        Ok(Self(load_dir(dir, Task::Captioning)?))
+        Ok(Self {
+            t: load_dir(dir, Task::Captioning)?,
+            hflip_average: false,
+        })
+    }
+
+    /// Test-time augmentation: each image is read as it is and mirrored left to right, and the
+    /// next-token distribution is averaged over both views (and every ensemble member), at
+    /// twice the decoding cost. A caption rarely depends on left and right, while the
+    /// backbone's features of the two views differ, so the average smooths the model's errors.
+    pub fn set_hflip_average(&mut self, on: bool) {
+        self.hflip_average = on;
+    }
+
+    /// How many views of each image are captioned together (2 with hflip averaging).
+    pub fn views(&self) -> usize {
+        if self.hflip_average {
+            2
+        } else {
+            1
+        }
     }
 
     pub fn config(&self) -> &crate::Config {
-        &self.0.config
+        &self.t.config
     }
 
     /// Adds ensemble members ([`Translator::add_members`]); a member given as a model directory
     /// must have this model's frozen image encoder, so that one pass of it serves them all.
     pub fn add_members(&mut self, paths: &[PathBuf]) -> Result<()> {
-        self.0.add_members(paths)
+        self.t.add_members(paths)
     }
 
     /// How many models caption together (1 without ensemble members).
     pub fn members(&self) -> usize {
-        self.0.members().len()
+        self.t.members().len()
     }
 
     /// Captions image files in order: each entry is the n-best list, or the reason the file could
@@ -70,8 +96,8 @@ impl Captioner {
         paths: &[PathBuf],
         opts: &DecodingConfig,
     ) -> Result<Vec<std::result::Result<NBest, String>>> {
-        let limits = image_limits(&self.0.config.data);
-        let size = self.0.config.data.image_size;
+        let limits = image_limits(&self.t.config.data);
+        let size = self.t.config.data.image_size;
         let mut images = Vec::new();
         let mut slots = Vec::with_capacity(paths.len());
         for p in paths {
@@ -91,7 +117,7 @@ impl Captioner {
     }
 
     fn image_encoder(&self) -> Result<&seq2seq_image_encoder::ImageEncoder> {
-        match &self.0.model.encoder {
+        match &self.t.model.encoder {
             Encoder::Image(e) => Ok(e),
             _ => Err(Error::Invalid("not a captioning model".into())),
         }
@@ -105,7 +131,7 @@ impl Captioner {
         for chunk in images.chunks(batch.max(1)) {
             let px = chunk
                 .iter()
-                .map(|img| to_tensor(img, enc.normalization(), &self.0.device))
+                .map(|img| to_tensor(img, enc.normalization(), &self.t.device))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let f = enc.frozen(&Tensor::stack(&px, 0)?)?;
             for r in 0..chunk.len() {
@@ -129,21 +155,44 @@ impl Captioner {
 
     /// Captions images already resized and cropped to the model's `data.image_size`.
     pub fn caption_images(&self, images: &[RgbImage], opts: &DecodingConfig) -> Result<Vec<NBest>> {
-        let feats = self.frozen_features(images, opts.batch_size)?;
-        self.caption_features(&feats, opts)
+        let mut views = vec![self.frozen_features(images, opts.batch_size)?];
+        if self.hflip_average {
+            let mirrors: Vec<RgbImage> = images.iter().map(|i| view(i.clone(), true)).collect();
+            views.push(self.frozen_features(&mirrors, opts.batch_size)?);
+        }
+        self.caption_features(&views, opts)
     }
 
-    /// Captions images given as [`Self::frozen_features`].
-    pub fn caption_features(&self, feats: &[Tensor], opts: &DecodingConfig) -> Result<Vec<NBest>> {
-        let m = &self.0;
-        let order: Vec<usize> = (0..feats.len()).collect();
-        let source = |chunk: &[usize]| -> Result<Source> {
-            let rows: Vec<&Tensor> = chunk.iter().map(|&i| &feats[i]).collect();
-            Ok(Source::image(Tensor::stack(&rows, 0)?))
+    /// Captions images given as [`Self::frozen_features`]: one list per view ([`Self::views`]:
+    /// the images, then their mirrors), in the same image order.
+    pub fn caption_features(
+        &self,
+        views: &[Vec<Tensor>],
+        opts: &DecodingConfig,
+    ) -> Result<Vec<NBest>> {
+        let m = &self.t;
+        if views.len() != self.views() {
+            return Err(Error::Invalid(format!(
+                "expected {} views of the images, got {}",
+                self.views(),
+                views.len()
+            )));
+        }
+        let n = views[0].len();
+        let order: Vec<usize> = (0..n).collect();
+        let source = |chunk: &[usize]| -> Result<Vec<Source>> {
+            views
+                .iter()
+                .map(|feats| {
+                    let rows: Vec<&Tensor> = chunk.iter().map(|&i| &feats[i]).collect();
+                    Ok(Source::image(Tensor::stack(&rows, 0)?))
+                })
+                .collect()
         };
-        let hyps = decode_sources(
+        let hyps = decode_views(
             &m.members(),
-            feats.len(),
+            views.len(),
+            n,
             &order,
             source,
             &m.tgt_vocab,
@@ -171,7 +220,8 @@ pub struct CaptionReport {
     pub cider_d: f64,
     /// Share of images whose caption equals one of its references (after caption tokenisation).
     pub exact_match: f64,
-    /// Loss per target token over every reference caption, and its exponent.
+    /// Loss per target token over every reference caption, and its exponent (of the images as
+    /// they are, also with hflip averaging).
     pub loss: f64,
     pub ppl: f64,
     /// (image, caption) in split order.
@@ -179,7 +229,8 @@ pub struct CaptionReport {
     /// Images decoded per second (decoding + the image encoder on the images the feature cache
     /// did not hold; corpus loading and cache reads excluded).
     pub images_per_s: f64,
-    /// Images whose frozen-backbone features came from training's feature cache.
+    /// Image views (an image and, with hflip averaging, its mirror) whose frozen-backbone
+    /// features came from training's feature cache.
     pub cached_features: usize,
     /// The cache held features that this model's backbone does not reproduce, so none were used.
     pub cache_rejected: bool,
@@ -196,7 +247,7 @@ pub fn evaluate_captions(
     use seq2seq_data::Example;
     use seq2seq_metrics::{caption_tokenize, cider_d, coco_bleu};
 
-    let m = &c.0;
+    let m = &c.t;
     let cfg = &m.config;
     let corpus = crate::captioning::load_captions(&cfg.data, data_dir)?;
     let rows = match split {
@@ -210,10 +261,10 @@ pub fn evaluate_captions(
     }
     let limits = image_limits(&cfg.data);
     let size = cfg.data.image_size;
-    let load = |i: usize| {
+    let load = |i: usize, mirrored: bool| {
         corpus.images[rows[i].image]
             .load(&limits)
-            .map(|img| preprocess(&img, size))
+            .map(|img| view(preprocess(&img, size), mirrored))
             .map_err(|e| Error::Invalid(format!("captioning corpus: {e}")))
     };
     // Training's feature cache, when the backbone has a frozen part and its checkpoint is at hand.
@@ -221,59 +272,74 @@ pub fn evaluate_captions(
         .then(|| backbone_checkpoint(cfg, data_dir))
         .filter(|ckpt| ckpt.is_file())
         .map(|ckpt| cache_dir(cfg, &ckpt));
-    let mut cached: Vec<Option<Tensor>> = rows
-        .iter()
-        .map(|r| {
-            let path = cache_file(cache.as_ref()?, &corpus.images[r.image])?;
-            read_cached(&path, &m.device)
-        })
-        .collect();
-    // The cache is keyed by the checkpoint file, while the model carries its own copy of the
-    // backbone: one image's cached features must match the model's before any are trusted.
-    let cache_rejected = match cached.iter().position(Option::is_some) {
-        Some(i) => {
-            let own = c.frozen_features(&[load(i)?], 1)?.remove(0);
-            let f = cached[i]
-                .as_ref()
-                .map(|f| f.to_dtype(DType::F32))
-                .transpose()?;
-            match f {
-                Some(f) if f.dims() == own.dims() => {
-                    let diff = (f - &own)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                    let scale = own.abs()?.max_all()?.to_scalar::<f32>()?;
-                    // f16 storage: a relative error around 1e-3.
-                    diff > 1e-2 * scale.max(1e-6)
+    let mut cached_features = 0;
+    let mut cache_rejected = false;
+    let mut views = Vec::with_capacity(c.views());
+    let mut encode_time = std::time::Duration::ZERO;
+    for mirrored in [false, true].into_iter().take(c.views()) {
+        let mut cached: Vec<Option<Tensor>> = rows
+            .iter()
+            .map(|r| {
+                let path = view_cache_file(cache.as_ref()?, &corpus.images[r.image], mirrored)?;
+                read_cached(&path, &m.device)
+            })
+            .collect();
+        // The cache is keyed by the checkpoint file, while the model carries its own copy of the
+        // backbone: one image's cached features must match the model's before any are trusted.
+        let rejected = match cached.iter().position(Option::is_some) {
+            Some(i) => {
+                let own = c.frozen_features(&[load(i, mirrored)?], 1)?.remove(0);
+                let f = cached[i]
+                    .as_ref()
+                    .map(|f| f.to_dtype(DType::F32))
+                    .transpose()?;
+                match f {
+                    Some(f) if f.dims() == own.dims() => {
+                        let diff = (f - &own)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                        let scale = own.abs()?.max_all()?.to_scalar::<f32>()?;
+                        // f16 storage: a relative error around 1e-3.
+                        diff > 1e-2 * scale.max(1e-6)
+                    }
+                    _ => true,
                 }
-                _ => true,
             }
+            None => false,
+        };
+        if rejected {
+            cached.fill(None);
         }
-        None => false,
-    };
-    if cache_rejected {
-        cached.fill(None);
+        cache_rejected |= rejected;
+        cached_features += cached.iter().flatten().count();
+        let misses: Vec<usize> = (0..rows.len()).filter(|&i| cached[i].is_none()).collect();
+        let images = misses
+            .iter()
+            .map(|&i| load(i, mirrored))
+            .collect::<Result<Vec<_>>>()?;
+        let started = std::time::Instant::now();
+        for (&i, f) in misses
+            .iter()
+            .zip(c.frozen_features(&images, opts.batch_size)?)
+        {
+            cached[i] = Some(f);
+        }
+        encode_time += started.elapsed();
+        views.push(
+            cached
+                .into_iter()
+                .map(|f| {
+                    let f = f.ok_or_else(|| {
+                        Error::Invalid("the image encoder skipped an image".into())
+                    })?;
+                    Ok(f.to_dtype(DType::F32)?)
+                })
+                .collect::<Result<Vec<_>>>()?,
+        );
     }
-    let cached_features = cached.iter().flatten().count();
-    let misses: Vec<usize> = (0..rows.len()).filter(|&i| cached[i].is_none()).collect();
-    let images = misses
-        .iter()
-        .map(|&i| load(i))
-        .collect::<Result<Vec<_>>>()?;
     let started = std::time::Instant::now();
-    for (&i, f) in misses
-        .iter()
-        .zip(c.frozen_features(&images, opts.batch_size)?)
-    {
-        cached[i] = Some(f);
-    }
-    let feats = cached
-        .into_iter()
-        .map(|f| {
-            let f = f.ok_or_else(|| Error::Invalid("the image encoder skipped an image".into()))?;
-            Ok(f.to_dtype(DType::F32)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let nbest = c.caption_features(&feats, opts)?;
-    let images_per_s = rows.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let nbest = c.caption_features(&views, opts)?;
+    let images_per_s =
+        rows.len() as f64 / (started.elapsed() + encode_time).as_secs_f64().max(1e-9);
+    let feats = &views[0];
     let hyps: Vec<String> = nbest.iter().map(|n| n[0].0.clone()).collect();
     let h: Vec<String> = hyps.iter().map(|s| caption_tokenize(s)).collect();
     let r: Vec<Vec<String>> = rows

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seq2seq_image_encoder::preprocess::{crop, resize_shorter, to_tensor, Normalization};
 use seq2seq_image_encoder::ImageEncoder;
@@ -25,8 +25,12 @@ const FEATURE_BATCH: usize = 16;
 enum Store {
     /// Resized images (shorter side: the training load size, or the image size when held out).
     Pixels(Vec<RgbImage>),
-    /// The frozen part's output per image, as f16 `(C, h, w)`.
-    Features(Vec<Tensor>),
+    /// The frozen part's output per image, as f16 `(C, h, w)`, and of its mirror image for the
+    /// training images when `data.hflip` is set.
+    Features {
+        plain: Vec<Tensor>,
+        mirrored: Vec<Option<Tensor>>,
+    },
 }
 
 pub struct ImageBank {
@@ -78,9 +82,23 @@ pub fn cache_dir(cfg: &crate::Config, checkpoint: &Path) -> PathBuf {
 
 /// The cache file of image `r` in `cache` (none for an in-memory or unreadable image).
 pub fn cache_file(cache: &Path, r: &ImageRef) -> Option<PathBuf> {
+    view_cache_file(cache, r, false)
+}
+
+/// The cache file of image `r`, or of its horizontal mirror when `mirrored`.
+pub fn view_cache_file(cache: &Path, r: &ImageRef, mirrored: bool) -> Option<PathBuf> {
     match r {
-        ImageRef::File(p) => file_key(p).map(|k| cache.join(k)),
+        ImageRef::File(p) => file_key(p, mirrored).map(|k| cache.join(k)),
         _ => None,
+    }
+}
+
+/// One preprocessed image, or its horizontal mirror.
+pub fn view(img: RgbImage, mirrored: bool) -> RgbImage {
+    if mirrored {
+        image::imageops::flip_horizontal(&img)
+    } else {
+        img
     }
 }
 
@@ -91,14 +109,28 @@ pub fn read_cached(path: &Path, dev: &Device) -> Option<Tensor> {
         .remove("features")
 }
 
+/// Stores features in a cache file, atomically (a killed run leaves no half-written file).
+pub fn write_cached(path: &Path, f: &Tensor) -> Result<()> {
+    let tmp = checkpoint::tmp_path(path);
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("features".to_string(), f.clone())]),
+        &tmp,
+    )?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The cache file of one image: its name and a hash of its bytes (an edited image misses the
-/// cache; a moved or copied one still hits it).
-fn file_key(path: &Path) -> Option<String> {
+/// cache; a moved or copied one still hits it). A mirror image's features get a `-hflip` suffix.
+fn file_key(path: &Path, mirrored: bool) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
     let stem = path.file_stem()?.to_string_lossy().into_owned();
-    Some(format!("{stem}-{:016x}.safetensors", h.finish()))
+    let suffix = if mirrored { "-hflip" } else { "" };
+    Some(format!("{stem}-{:016x}{suffix}.safetensors", h.finish()))
 }
 
 impl ImageBank {
@@ -141,8 +173,11 @@ impl ImageBank {
                 norm: encoder.normalization(),
             });
         }
-        if cfg.hflip || cfg.crop_jitter > 0.0 {
-            log("images: data.hflip / data.crop_jitter are ignored: the frozen backbone's features are computed once per image");
+        if cfg.crop_jitter > 0.0 {
+            log("images: data.crop_jitter is ignored: the frozen backbone's features are computed once per image");
+        }
+        if cfg.hflip {
+            log("images: data.hflip with a frozen backbone: features of each training image and of its mirror are computed once; training draws one of the two per sample");
         }
         if let Some(c) = &cache {
             std::fs::create_dir_all(c).map_err(|source| Error::Write {
@@ -150,20 +185,33 @@ impl ImageBank {
                 source,
             })?;
         }
-        let mut features: Vec<Option<Tensor>> = vec![None; images.len()];
-        let mut keys: Vec<Option<PathBuf>> = vec![None; images.len()];
+        // Views to compute: every image as it is, and the training images' mirrors with hflip.
+        let views: Vec<(usize, bool)> = (0..images.len())
+            .map(|i| (i, false))
+            .chain(
+                (0..images.len())
+                    .filter(|&i| cfg.hflip && train[i])
+                    .map(|i| (i, true)),
+            )
+            .collect();
+        let mut plain: Vec<Option<Tensor>> = vec![None; images.len()];
+        let mut mirrored: Vec<Option<Tensor>> = vec![None; images.len()];
+        let mut keys: Vec<Option<PathBuf>> = vec![None; views.len()];
         let mut todo = Vec::new();
         let mut hits = 0;
-        for (i, r) in images.iter().enumerate() {
-            if let Some(path) = cache.as_ref().and_then(|c| cache_file(c, r)) {
+        for (v, &(i, m)) in views.iter().enumerate() {
+            if let Some(path) = cache
+                .as_ref()
+                .and_then(|c| view_cache_file(c, &images[i], m))
+            {
                 if let Some(f) = read_cached(&path, dev) {
-                    features[i] = Some(f);
+                    *if m { &mut mirrored[i] } else { &mut plain[i] } = Some(f);
                     hits += 1;
                     continue;
                 }
-                keys[i] = Some(path);
+                keys[v] = Some(path);
             }
-            todo.push(i);
+            todo.push(v);
         }
         let norm = encoder.normalization();
         let extract_start = Instant::now();
@@ -171,23 +219,23 @@ impl ImageBank {
         for chunk in todo.chunks(FEATURE_BATCH) {
             let batch = chunk
                 .iter()
-                .map(|&i| Ok(to_tensor(&preprocess(&load(&images[i])?, size), norm, dev)?))
+                .map(|&v| {
+                    let (i, m) = views[v];
+                    Ok(to_tensor(
+                        &view(preprocess(&load(&images[i])?, size), m),
+                        norm,
+                        dev,
+                    )?)
+                })
                 .collect::<Result<Vec<_>>>()?;
             let out = encoder.frozen(&Tensor::stack(&batch, 0)?)?;
-            for (r, &i) in chunk.iter().enumerate() {
+            for (r, &v) in chunk.iter().enumerate() {
                 let f = out.get(r)?.to_dtype(DType::F16)?;
-                if let Some(path) = &keys[i] {
-                    let tmp = checkpoint::tmp_path(path);
-                    candle_core::safetensors::save(
-                        &std::collections::HashMap::from([("features".to_string(), f.clone())]),
-                        &tmp,
-                    )?;
-                    std::fs::rename(&tmp, path).map_err(|source| Error::Write {
-                        path: path.clone(),
-                        source,
-                    })?;
+                if let Some(path) = &keys[v] {
+                    write_cached(path, &f)?;
                 }
-                features[i] = Some(f);
+                let (i, m) = views[v];
+                *if m { &mut mirrored[i] } else { &mut plain[i] } = Some(f);
             }
             done += chunk.len();
             if done % (FEATURE_BATCH * 32) < FEATURE_BATCH || done == todo.len() {
@@ -199,8 +247,13 @@ impl ImageBank {
             }
         }
         log(&format!(
-            "features: {} images ready ({hits} from the cache{}) in {:.1} s",
+            "features: {} images ready{} ({hits} from the cache{}) in {:.1} s",
             images.len(),
+            if cfg.hflip {
+                " with their training mirrors"
+            } else {
+                ""
+            },
             cache
                 .as_ref()
                 .map(|c| format!(" {}", c.display()))
@@ -208,9 +261,12 @@ impl ImageBank {
             started.elapsed().as_secs_f64()
         ));
         Ok(Self {
-            store: Store::Features(features.into_iter().map(|f| f.unwrap()).collect()),
+            store: Store::Features {
+                plain: plain.into_iter().map(|f| f.unwrap()).collect(),
+                mirrored,
+            },
             size,
-            hflip: false,
+            hflip: cfg.hflip,
             jitter: false,
             norm,
         })
@@ -220,8 +276,15 @@ impl ImageBank {
     /// with a generator seeded by `seed` when `train`.
     pub fn batch(&self, ids: &[usize], train: bool, seed: u64, dev: &Device) -> Result<Tensor> {
         match &self.store {
-            Store::Features(f) => {
-                let rows: Vec<&Tensor> = ids.iter().map(|&i| &f[i]).collect();
+            Store::Features { plain, mirrored } => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let rows: Vec<&Tensor> = ids
+                    .iter()
+                    .map(|&i| match &mirrored[i] {
+                        Some(m) if train && self.hflip && rng.random_bool(0.5) => m,
+                        _ => &plain[i],
+                    })
+                    .collect();
                 Ok(Tensor::stack(&rows, 0)?.to_dtype(DType::F32)?)
             }
             Store::Pixels(p) => {

@@ -27,6 +27,32 @@ pub fn decode_sources(
     opts: &DecodingConfig,
     dev: &Device,
 ) -> Result<Vec<Vec<Hypothesis>>> {
+    decode_views(
+        models,
+        1,
+        n,
+        order,
+        |c| Ok(vec![source(c)?]),
+        tgt,
+        opts,
+        dev,
+    )
+}
+
+/// [`decode_sources`] with `views` versions of each source (an image and its mirror, say):
+/// every model reads every view, and the `models.len() * views` encodings decode as one
+/// ensemble, so that the next-token distribution is averaged over models and views alike.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_views(
+    models: &[&Seq2Seq],
+    views: usize,
+    n: usize,
+    order: &[usize],
+    mut source: impl FnMut(&[usize]) -> Result<Vec<Source>>,
+    tgt: &Vocab,
+    opts: &DecodingConfig,
+    dev: &Device,
+) -> Result<Vec<Vec<Hypothesis>>> {
     let sp = SpecialTokens {
         pad: tgt.pad,
         bos: tgt.bos,
@@ -34,13 +60,26 @@ pub fn decode_sources(
         unk: tgt.unk,
     };
     let mut out = vec![Vec::new(); n];
-    let ensemble = Ensemble::new(models.iter().map(|m| DecoderStepper(&m.decoder)).collect())?;
+    let steppers = (0..views.max(1))
+        .flat_map(|_| models.iter().map(|m| DecoderStepper(&m.decoder)))
+        .collect();
+    let ensemble = Ensemble::new(steppers)?;
     for chunk in order.chunks(opts.batch_size.max(1)) {
-        let src = source(chunk)?;
-        let mut starts = Vec::with_capacity(models.len());
-        for (m, stepper) in models.iter().zip(ensemble.members()) {
-            let enc = m.encode(&src, &mut Ctx::eval())?;
-            starts.push(stepper.start(&enc, chunk.len(), dev)?);
+        let srcs = source(chunk)?;
+        if srcs.len() != views.max(1) {
+            return Err(Error::Invalid(format!(
+                "expected {} views of each source, got {}",
+                views.max(1),
+                srcs.len()
+            )));
+        }
+        let mut starts = Vec::with_capacity(models.len() * srcs.len());
+        let mut steppers = ensemble.members().iter();
+        for src in &srcs {
+            for (m, stepper) in models.iter().zip(&mut steppers) {
+                let enc = m.encode(src, &mut Ctx::eval())?;
+                starts.push(stepper.start(&enc, chunk.len(), dev)?);
+            }
         }
         let bos = vec![tgt.bos; chunk.len()];
         let hyps = search(
