@@ -224,6 +224,39 @@ pub fn append_metrics(dir: &Path, record: &serde_json::Value) -> Result<()> {
     writeln!(f, "{record}").map_err(write_err(&path))
 }
 
+/// Saves this validation's weights as `checkpoint-step<step>.safetensors` and removes all but the
+/// newest `keep` of them (by step).
+pub fn keep_checkpoint(
+    out: &Path,
+    step: usize,
+    keep: usize,
+    weights: &HashMap<String, Tensor>,
+) -> Result<()> {
+    save_tensors(
+        &out.join(format!("checkpoint-step{step}.safetensors")),
+        weights,
+    )?;
+    let mut steps: Vec<usize> = std::fs::read_dir(out)
+        .map_err(|source| Error::Write {
+            path: out.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("checkpoint-step")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    steps.sort_unstable();
+    for s in steps.iter().take(steps.len().saturating_sub(keep)) {
+        let old = out.join(format!("checkpoint-step{s}.safetensors"));
+        std::fs::remove_file(&old).map_err(|source| Error::Write { path: old, source })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,6 +71,33 @@ pub fn backbone_checkpoint(cfg: &crate::Config, data_dir: &Path) -> PathBuf {
     }
 }
 
+/// The Lite0 checkpoint of a captioning config (path and tensors), resolved against the data
+/// directory.
+pub(crate) fn load_backbone(
+    cfg: &crate::Config,
+    data_dir: &Path,
+    dev: &Device,
+) -> Result<Option<(PathBuf, std::collections::HashMap<String, Tensor>)>> {
+    let ie = &cfg.model.image_encoder;
+    if cfg.task != crate::config::Task::Captioning
+        || ie.backbone != seq2seq_image_encoder::BackboneKind::Lite0
+    {
+        return Ok(None);
+    }
+    let path = backbone_checkpoint(cfg, data_dir);
+    let tensors = seq2seq_image_encoder::pth::load_pth(&path, dev).map_err(|e| {
+        Error::Invalid(format!(
+            "model.image_encoder.checkpoint: cannot load {} ({e}); relative paths are resolved against the data directory",
+            path.display()
+        ))
+    })?;
+    let tensors = tensors
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+        .collect::<Result<_>>()?;
+    Ok(Some((path, tensors)))
+}
+
 /// The cache folder of a config's frozen Lite0 part, its checkpoint resolved to `checkpoint`.
 pub fn cache_dir(cfg: &crate::Config, checkpoint: &Path) -> PathBuf {
     PathBuf::from(&cfg.data.feature_cache).join(backbone_key(

@@ -16,7 +16,9 @@ pub mod images;
 pub mod inference;
 pub mod model;
 pub mod optim;
+mod prepare;
 pub mod train;
+mod validate;
 
 pub use caption::{evaluate_captions, expand_inputs, CaptionReport, Captioner};
 pub use config::{resolve_data_dir, Config};

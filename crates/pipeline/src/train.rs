@@ -9,19 +9,17 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use indicatif::{ProgressBar, ProgressStyle};
-use seq2seq_data::{bucket_batches, grouped_batches, Batch, Example, Pair, Vocab};
+use seq2seq_data::{bucket_batches, grouped_batches, Batch};
 use seq2seq_nn::{loss::TokenLoss, Ctx, SeededVarMap};
 
-use crate::captioning::{load_captions, ImageRef};
-use crate::checkpoint::{self, TrainerState, BEST, CONFIG, LAST, SRC_TOKENIZER, TGT_TOKENIZER};
-use crate::config::{Config, DataFormat, EarlyStopMetric, OptimizerKind, Task};
-use crate::dataset::{empty_after_filter, encode_pairs, load_splits};
-use crate::images::{backbone_checkpoint, cache_dir, ImageBank};
-use crate::inference::{decode_ids, decode_sources};
-use crate::model::{build_model, held_out_loss, BatchTensors, Encoder, Seq2Seq, Source};
+use crate::checkpoint::{self, keep_checkpoint, TrainerState, BEST, CONFIG, LAST};
+use crate::config::{Config, OptimizerKind, Task, TrainConfig};
+use crate::images::{cache_dir, load_backbone, ImageBank};
+use crate::model::{build_model, Encoder};
 use crate::optim::Adam;
+use crate::prepare::{batch_tensors, prepare};
+use crate::validate::{score, validate};
 use crate::{Error, Result};
-use seq2seq_image_encoder::BackboneKind;
 
 /// Options of one `train` invocation (the CLI flags).
 #[derive(Clone, Debug, Default)]
@@ -51,462 +49,9 @@ pub struct TrainSummary {
     pub out: PathBuf,
 }
 
-/// One held-out input decoded in validation: its source ids (for captioning: the image index),
-/// what to show for it, and its references.
-#[derive(Clone, Debug)]
-struct DecodeItem {
-    src: Vec<u32>,
-    label: String,
-    refs: Vec<String>,
-}
-
-struct Prepared {
-    src_vocab: Vocab,
-    tgt_vocab: Vocab,
-    train: Vec<Example>,
-    valid: Vec<Example>,
-    valid_items: Vec<DecodeItem>,
-    test: Vec<Example>,
-    test_items: Vec<DecodeItem>,
-    /// Captioning: every image of the corpus (examples' `src` is `[image index]`).
-    images: Option<Vec<ImageRef>>,
-    /// Captioning: which images are training images (augmented).
-    train_images: Vec<bool>,
-}
-
-fn items_of(pairs: &[Pair], ex: &[Example]) -> Vec<DecodeItem> {
-    pairs
-        .iter()
-        .zip(ex)
-        .map(|(p, e)| DecodeItem {
-            src: e.src.clone(),
-            label: p.src.clone(),
-            refs: vec![p.tgt.clone()],
-        })
-        .collect()
-}
-
-fn log(opts: &TrainOptions, msg: &str) {
+pub(crate) fn log(opts: &TrainOptions, msg: &str) {
     if !opts.quiet {
         eprintln!("{msg}");
-    }
-}
-
-/// Loads the corpus, builds or reloads the vocabularies and encodes every split.
-fn prepare(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
-    if cfg.task == Task::Captioning {
-        return prepare_captions(cfg, opts);
-    }
-    let d = &cfg.data;
-    let gen = cfg.task == Task::Generation;
-    let splits = load_splits(d, &opts.data_dir)?;
-    if splits.train.is_empty() {
-        return Err(Error::Data(seq2seq_data::DataError::Empty {
-            what: "the training corpus".into(),
-            hint: String::new(),
-        }));
-    }
-    // A language model has one vocabulary; it serves as its (unused) source vocabulary too.
-    let (src_vocab, tgt_vocab) = if opts.resume {
-        let t = Vocab::load(&opts.out.join(TGT_TOKENIZER))?;
-        let s = if gen {
-            t.clone()
-        } else {
-            Vocab::load(&opts.out.join(SRC_TOKENIZER))?
-        };
-        (s, t)
-    } else {
-        let mut tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
-        // A running text is learned with its line breaks (a char model must know "\n").
-        let joined = tgts.join("\n");
-        if d.format == DataFormat::Text {
-            tgts = vec![joined.as_str()];
-        }
-        let t = Vocab::train(&d.tgt_vocab.spec(d.lowercase), &tgts)?;
-        checkpoint::write_atomic(&opts.out.join(TGT_TOKENIZER), t.to_json()?.as_bytes())?;
-        let s = if gen {
-            t.clone()
-        } else {
-            let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
-            let s = Vocab::train(&d.src_vocab.spec(d.lowercase), &srcs)?;
-            checkpoint::write_atomic(&opts.out.join(SRC_TOKENIZER), s.to_json()?.as_bytes())?;
-            s
-        };
-        (s, t)
-    };
-    let p = if d.format == DataFormat::Text {
-        text_windows(&splits.train, &tgt_vocab, d)?
-    } else {
-        let (train, _, dropped) = encode_pairs(
-            &splits.train,
-            &src_vocab,
-            &tgt_vocab,
-            d.max_src_len,
-            d.max_tgt_len,
-            true,
-            gen,
-        )?;
-        if train.is_empty() {
-            return Err(empty_after_filter(splits.train.len(), d));
-        }
-        if dropped > 0 {
-            log(opts, &format!("data: {dropped} training items dropped (empty or longer than data.max_src_len / data.max_tgt_len)"));
-        }
-        // Held-out pairs are neither filtered by length nor truncated: every one is scored.
-        let held_out = |pairs: &[Pair]| {
-            encode_pairs(
-                pairs,
-                &src_vocab,
-                &tgt_vocab,
-                usize::MAX,
-                usize::MAX,
-                true,
-                gen,
-            )
-        };
-        let (valid, vk, _) = held_out(&splits.valid)?;
-        let (test, tk, _) = held_out(&splits.test)?;
-        let vp: Vec<Pair> = vk.iter().map(|&i| splits.valid[i].clone()).collect();
-        let tp: Vec<Pair> = tk.iter().map(|&i| splits.test[i].clone()).collect();
-        Prepared {
-            src_vocab: src_vocab.clone(),
-            tgt_vocab: tgt_vocab.clone(),
-            train,
-            valid_items: items_of(&vp, &valid),
-            valid,
-            test_items: items_of(&tp, &test),
-            test,
-            images: None,
-            train_images: Vec::new(),
-        }
-    };
-    let vocab = if gen {
-        format!("vocab {} ({:?})", tgt_vocab.len(), d.tgt_vocab.level)
-    } else {
-        format!(
-            "vocab src {} ({:?}), tgt {} ({:?})",
-            src_vocab.len(),
-            d.src_vocab.level,
-            tgt_vocab.len(),
-            d.tgt_vocab.level
-        )
-    };
-    let unit = if d.format == DataFormat::Text {
-        "windows"
-    } else {
-        "items"
-    };
-    log(
-        opts,
-        &format!(
-            "data: {} training {unit}, {} valid, {} test; {vocab}",
-            p.train.len(),
-            p.valid.len(),
-            p.test.len()
-        ),
-    );
-    Ok(p)
-}
-
-/// A running text cut into windows of `data.window` tokens; the last windows are held out
-/// (contiguously, so no held-out text overlaps the training windows).
-fn text_windows(lines: &[Pair], vocab: &Vocab, d: &crate::config::DataConfig) -> Result<Prepared> {
-    let text: Vec<&str> = lines.iter().map(|p| p.tgt.as_str()).collect();
-    let ids = vocab.encode(&text.join("\n"))?;
-    let mut windows: Vec<Example> = ids
-        .chunks(d.window)
-        .filter(|c| c.len() > 1)
-        .map(|c| Example {
-            ends: false,
-            ..Example::new(Vec::new(), c.to_vec())
-        })
-        .collect();
-    let n = windows.len();
-    if n <= d.valid_size + d.test_size {
-        return Err(Error::Data(seq2seq_data::DataError::Empty {
-            what: "the training set".into(),
-            hint: format!(
-                ": the text gives {n} windows of data.window={} tokens, not more than data.valid_size + data.test_size = {}",
-                d.window,
-                d.valid_size + d.test_size
-            ),
-        }));
-    }
-    let test = windows.split_off(n - d.test_size);
-    let valid = windows.split_off(n - d.test_size - d.valid_size);
-    let pairs = |w: &[Example]| -> Result<Vec<Pair>> {
-        w.iter()
-            .map(|e| {
-                Ok(Pair {
-                    src: String::new(),
-                    tgt: vocab.decode(&e.tgt)?,
-                })
-            })
-            .collect()
-    };
-    Ok(Prepared {
-        src_vocab: vocab.clone(),
-        tgt_vocab: vocab.clone(),
-        valid_items: items_of(&pairs(&valid)?, &valid),
-        test_items: items_of(&pairs(&test)?, &test),
-        train: windows,
-        valid,
-        test,
-        images: None,
-        train_images: Vec::new(),
-    })
-}
-
-/// A caption corpus: one training example per (image, caption); held-out images are decoded
-/// once each against all their captions.
-fn prepare_captions(cfg: &Config, opts: &TrainOptions) -> Result<Prepared> {
-    let d = &cfg.data;
-    let corpus = load_captions(d, &opts.data_dir)?;
-    if corpus.dropped_captions > 0 {
-        log(
-            opts,
-            &format!(
-                "data: {} captions dropped because their image file does not exist",
-                corpus.dropped_captions
-            ),
-        );
-    }
-    let vocab = if opts.resume {
-        Vocab::load(&opts.out.join(TGT_TOKENIZER))?
-    } else {
-        let caps: Vec<&str> = corpus
-            .train
-            .iter()
-            .flat_map(|r| r.captions.iter().map(|c| c.as_str()))
-            .collect();
-        let v = Vocab::train(&d.tgt_vocab.spec(d.lowercase), &caps)?;
-        checkpoint::write_atomic(&opts.out.join(TGT_TOKENIZER), v.to_json()?.as_bytes())?;
-        v
-    };
-    let mut train = Vec::new();
-    let mut dropped = 0;
-    for row in &corpus.train {
-        for c in &row.captions {
-            let t = vocab.encode(c)?;
-            if t.is_empty() || t.len() > d.max_tgt_len {
-                dropped += 1;
-                continue;
-            }
-            train.push(Example::new(vec![row.image as u32], t));
-        }
-    }
-    if train.is_empty() {
-        return Err(empty_after_filter(corpus.train.len(), d));
-    }
-    if dropped > 0 {
-        log(
-            opts,
-            &format!(
-                "data: {dropped} training captions dropped (empty or longer than data.max_tgt_len)"
-            ),
-        );
-    }
-    // Held-out captions are scored whole (loss), and each image decoded once.
-    let held_out =
-        |rows: &[crate::captioning::CaptionRow]| -> Result<(Vec<Example>, Vec<DecodeItem>)> {
-            let mut ex = Vec::new();
-            let mut items = Vec::new();
-            for r in rows {
-                for c in &r.captions {
-                    let t = vocab.encode(c)?;
-                    if !t.is_empty() {
-                        ex.push(Example::new(vec![r.image as u32], t));
-                    }
-                }
-                items.push(DecodeItem {
-                    src: vec![r.image as u32],
-                    label: corpus.images[r.image].label(),
-                    refs: r.captions.clone(),
-                });
-            }
-            Ok((ex, items))
-        };
-    let (valid, valid_items) = held_out(&corpus.valid)?;
-    let (test, test_items) = held_out(&corpus.test)?;
-    let mut train_images = vec![false; corpus.images.len()];
-    for r in &corpus.train {
-        train_images[r.image] = true;
-    }
-    log(
-        opts,
-        &format!(
-            "data: {} training captions of {} images, {} valid images, {} test images; vocab {} ({:?})",
-            train.len(),
-            corpus.train.len(),
-            valid_items.len(),
-            test_items.len(),
-            vocab.len(),
-            d.tgt_vocab.level
-        ),
-    );
-    Ok(Prepared {
-        src_vocab: vocab.clone(),
-        tgt_vocab: vocab,
-        train,
-        valid,
-        valid_items,
-        test,
-        test_items,
-        images: Some(corpus.images),
-        train_images,
-    })
-}
-
-/// The tensors of a batch: text ids, or the images' encoder input from the bank.
-fn batch_tensors(
-    b: &Batch,
-    examples: &[Example],
-    bank: Option<&ImageBank>,
-    train: bool,
-    seed: u64,
-    dev: &Device,
-) -> Result<BatchTensors> {
-    match bank {
-        None => BatchTensors::new(b, dev),
-        Some(bank) => {
-            let images: Vec<usize> = b
-                .indices
-                .iter()
-                .map(|&i| examples[i].src[0] as usize)
-                .collect();
-            let src = Source::images(&images, |ids| bank.batch(ids, train, seed, dev), dev)?;
-            BatchTensors::with_source(b, src, dev)
-        }
-    }
-}
-
-/// Validation figures.
-struct Validation {
-    loss: f64,
-    ppl: f64,
-    exact: Option<f64>,
-    bleu: Option<f64>,
-    hyps: Vec<String>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn validate(
-    model: &Seq2Seq,
-    p: &Prepared,
-    bank: Option<&ImageBank>,
-    cfg: &Config,
-    examples: &[Example],
-    items: &[DecodeItem],
-    decode_limit: usize,
-    dev: &Device,
-) -> Result<Validation> {
-    let loss = held_out_loss(
-        &[model],
-        examples,
-        cfg.train.batch_size,
-        &p.tgt_vocab,
-        |b| batch_tensors(b, examples, bank, false, 0, dev),
-    )?;
-    if cfg.task == Task::Generation {
-        // A language model has no reference output: show greedy continuations of the first
-        // tokens of a few held-out items instead of an exact-match rate.
-        let opts = seq2seq_decoder::DecodingOptions {
-            strategy: seq2seq_decoder::Strategy::Greedy,
-            max_length: cfg.decoding.max_length.min(100),
-            ..cfg.decoding.clone()
-        };
-        let mut hyps = Vec::new();
-        for e in examples.iter().take(cfg.train.valid_samples) {
-            let prompt = &e.tgt[..e.tgt.len().min(10)];
-            let s = crate::generate::continue_from(model, &p.tgt_vocab, prompt, 1, &opts, dev)?;
-            hyps.push(s[0].text.clone());
-        }
-        return Ok(Validation {
-            loss,
-            ppl: loss.exp(),
-            exact: None,
-            bleu: None,
-            hyps,
-        });
-    }
-    let n = if decode_limit == 0 {
-        items.len()
-    } else {
-        decode_limit.min(items.len())
-    };
-    let items = &items[..n];
-    let srcs: Vec<Vec<u32>> = items.iter().map(|e| e.src.clone()).collect();
-    // Validation decodes greedily whatever the configured strategy: fast and comparable.
-    let opts = seq2seq_decoder::DecodingOptions {
-        strategy: seq2seq_decoder::Strategy::Greedy,
-        ..cfg.decoding.clone()
-    };
-    let hyps = match bank {
-        None => decode_ids(&[model], &srcs, &p.tgt_vocab, p.src_vocab.pad, &opts, dev)?,
-        Some(bank) => {
-            let order: Vec<usize> = (0..n).collect();
-            let source = |chunk: &[usize]| -> Result<Source> {
-                let ids: Vec<usize> = chunk.iter().map(|&i| srcs[i][0] as usize).collect();
-                Ok(Source::image(bank.batch(&ids, false, 0, dev)?))
-            };
-            decode_sources(&[model], n, &order, source, &p.tgt_vocab, &opts, dev)?
-        }
-    };
-    let hyps: Vec<String> = hyps
-        .iter()
-        .map(|h| p.tgt_vocab.decode(&h[0].tokens))
-        .collect::<std::result::Result<_, _>>()?;
-    let captioning = cfg.task == Task::Captioning;
-    let norm = |s: &str| {
-        if captioning {
-            seq2seq_metrics::caption_tokenize(s)
-        } else if cfg.data.lowercase {
-            s.trim().to_lowercase()
-        } else {
-            s.trim().to_string()
-        }
-    };
-    let exact = (!hyps.is_empty()).then(|| {
-        let hits = hyps
-            .iter()
-            .zip(items)
-            .filter(|(h, it)| it.refs.iter().any(|r| norm(h) == norm(r)))
-            .count();
-        hits as f64 / hyps.len() as f64
-    });
-    let bleu = (!hyps.is_empty()).then(|| {
-        if captioning {
-            // BLEU-4 as the captioning papers report it (pycocoevalcap), in percent.
-            let h: Vec<String> = hyps.iter().map(|h| norm(h)).collect();
-            let r: Vec<Vec<String>> = items
-                .iter()
-                .map(|it| it.refs.iter().map(|r| norm(r)).collect())
-                .collect();
-            100.0 * seq2seq_metrics::coco_bleu(&h, &r)[3]
-        } else {
-            let refs: Vec<Vec<&str>> = items.iter().map(|it| vec![it.refs[0].as_str()]).collect();
-            let b = seq2seq_metrics::Bleu {
-                lowercase: cfg.data.lowercase,
-                ..Default::default()
-            };
-            b.corpus(&hyps.iter().map(|h| h.as_str()).collect::<Vec<_>>(), &refs)
-                .score
-        }
-    });
-    Ok(Validation {
-        loss,
-        ppl: loss.exp(),
-        exact,
-        bleu,
-        hyps,
-    })
-}
-
-fn score(v: &Validation, metric: EarlyStopMetric) -> f64 {
-    match metric {
-        EarlyStopMetric::Loss => v.loss,
-        EarlyStopMetric::Exact => 1.0 - v.exact.unwrap_or(0.0),
-        EarlyStopMetric::Bleu => 100.0 - v.bleu.unwrap_or(0.0),
     }
 }
 
@@ -528,6 +73,74 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 fn fmt_time(s: f64) -> String {
     let s = s as u64;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Books one validation's score (lower is better) into the run's state: a new best resets the
+/// patience counters; otherwise, after `lr_patience` validations without one, the learning rate
+/// is multiplied by `lr_decay_factor` (not below `min_lr`). Returns whether the score is a new best.
+fn record_validation(state: &mut TrainerState, score: f64, t: &TrainConfig) -> bool {
+    // A tie is not progress: early stopping must end a run whose score has stopped moving.
+    let improved = state.best_score.is_none_or(|b| score < b - 1e-9);
+    if improved {
+        state.best_score = Some(score);
+        state.best_step = state.step;
+        state.bad_validations = 0;
+        state.plateau = 0;
+    } else {
+        state.bad_validations += 1;
+        state.plateau += 1;
+        if state.plateau >= t.lr_patience && state.lr > t.min_lr {
+            state.lr = (state.lr * t.lr_decay_factor).max(t.min_lr);
+            state.plateau = 0;
+        }
+    }
+    improved
+}
+
+/// A pretrained backbone's checkpoint into a freshly built model: its fine-tuned layers start
+/// from the checkpoint, and its frozen layers are returned, to be saved with the model so that
+/// the model directory stands alone.
+fn seed_backbone(
+    vm: &SeededVarMap,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>> {
+    let vars = vm.var_map().data().lock().unwrap();
+    let mut frozen = HashMap::new();
+    for (name, t) in tensors {
+        // The ImageNet head is not part of the encoder.
+        if name.starts_with("_fc.") || name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let full = format!("encoder.backbone.{name}");
+        match vars.get(&full) {
+            Some(v) => v.set(t)?,
+            None => {
+                frozen.insert(full, t.clone());
+            }
+        }
+    }
+    Ok(frozen)
+}
+
+/// A resumed run's weights and optimizer moments (from `last.safetensors`) into the model.
+fn restore(
+    out: &Path,
+    vars: &HashMap<String, candle_core::Var>,
+    opt: &mut Adam,
+    weights: &HashMap<String, Tensor>,
+    moments: &HashMap<String, Tensor>,
+) -> Result<()> {
+    for (name, var) in vars {
+        let v = weights.get(name).ok_or_else(|| Error::ModelDir {
+            path: out.to_path_buf(),
+            msg: format!("{LAST} lacks {name}"),
+        })?;
+        var.set(v)?;
+    }
+    opt.load_state(moments).map_err(|msg| Error::ModelDir {
+        path: out.to_path_buf(),
+        msg: format!("{LAST}: {msg}"),
+    })
 }
 
 /// Trains a model from `cfg` into `opts.out` (or continues the run there with `resume`).
@@ -589,24 +202,10 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
             .as_ref()
             .map(|(_, t)| VarBuilder::from_tensors(t.clone(), DType::F32, &dev)),
     )?;
-    // A pretrained backbone: its fine-tuned layers start from the checkpoint, and its frozen
-    // layers are saved with the model so that the model directory stands alone.
-    let mut frozen_weights = HashMap::new();
-    if let Some((_, tensors)) = &backbone {
-        let vars = vm.var_map().data().lock().unwrap();
-        for (name, t) in tensors {
-            if name.starts_with("_fc.") || name.ends_with("num_batches_tracked") {
-                continue;
-            }
-            let full = format!("encoder.backbone.{name}");
-            match vars.get(&full) {
-                Some(v) => v.set(t)?,
-                None => {
-                    frozen_weights.insert(full, t.clone());
-                }
-            }
-        }
-    }
+    let frozen_weights = match &backbone {
+        Some((_, tensors)) => seed_backbone(&vm, tensors)?,
+        None => HashMap::new(),
+    };
     let t = &cfg.train;
     let all_vars = vm.var_map().data().lock().unwrap().clone();
     // Batch-norm statistics of a fine-tuned backbone stay as they are.
@@ -625,17 +224,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         t.optimizer == OptimizerKind::Adamw,
     )?;
     if let Some((w, moments)) = &resume {
-        for (name, var) in &all_vars {
-            let v = w.get(name).ok_or_else(|| Error::ModelDir {
-                path: out.clone(),
-                msg: format!("{LAST} lacks {name}"),
-            })?;
-            var.set(v)?;
-        }
-        opt.load_state(moments).map_err(|msg| Error::ModelDir {
-            path: out.clone(),
-            msg: format!("{LAST}: {msg}"),
-        })?;
+        restore(out, &all_vars, &mut opt, w, moments)?;
         opt.step = state.step as u64;
         log(
             opts,
@@ -802,45 +391,18 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 if t.keep_checkpoints > 0 {
                     keep_checkpoint(out, state.step, t.keep_checkpoints, &all_weights())?;
                 }
-                let s = score(&v, t.early_stopping_metric);
-                let improved = state.best_score.is_none_or(|b| s < b - 1e-9);
+                let improved = record_validation(&mut state, score(&v, t.early_stopping_metric), t);
                 if improved {
-                    state.best_score = Some(s);
-                    state.best_step = state.step;
-                    state.bad_validations = 0;
-                    state.plateau = 0;
                     checkpoint::save_tensors(&out.join(BEST), &all_weights())?;
-                } else {
-                    state.bad_validations += 1;
-                    state.plateau += 1;
-                    if state.plateau >= t.lr_patience && state.lr > t.min_lr {
-                        state.lr = (state.lr * t.lr_decay_factor).max(t.min_lr);
-                        state.plateau = 0;
-                    }
                 }
-                let mut msg = format!(
-                    "validation at step {}: loss {:.4} | ppl {:.2}{}{}",
+                let msg = v.report(
                     state.step,
-                    v.loss,
-                    v.ppl,
-                    v.exact
-                        .map(|e| format!(" | exact match {:.1}%", 100.0 * e))
-                        .unwrap_or_default()
-                        + &v.bleu
-                            .map(|b| format!(" | {bleu_name} {b:.2}"))
-                            .unwrap_or_default(),
-                    if improved { " | new best, saved" } else { "" }
+                    improved,
+                    bleu_name,
+                    &p.valid_items,
+                    t.valid_samples,
+                    cfg.task == Task::Generation,
                 );
-                for i in 0..t.valid_samples.min(v.hyps.len()) {
-                    if cfg.task == Task::Generation {
-                        msg.push_str(&format!("\n  sample: {}", v.hyps[i]));
-                    } else {
-                        msg.push_str(&format!(
-                            "\n  src: {}\n  ref: {}\n  hyp: {}",
-                            p.valid_items[i].label, p.valid_items[i].refs[0], v.hyps[i]
-                        ));
-                    }
-                }
                 match &bar {
                     Some(bar) => bar.println(msg),
                     None => log(opts, &msg),
@@ -935,31 +497,6 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     })
 }
 
-/// The Lite0 checkpoint of a captioning config (path and tensors), resolved against the data
-/// directory.
-fn load_backbone(
-    cfg: &Config,
-    data_dir: &Path,
-    dev: &Device,
-) -> Result<Option<(PathBuf, HashMap<String, Tensor>)>> {
-    let ie = &cfg.model.image_encoder;
-    if cfg.task != Task::Captioning || ie.backbone != BackboneKind::Lite0 {
-        return Ok(None);
-    }
-    let path = backbone_checkpoint(cfg, data_dir);
-    let tensors = seq2seq_image_encoder::pth::load_pth(&path, dev).map_err(|e| {
-        Error::Invalid(format!(
-            "model.image_encoder.checkpoint: cannot load {} ({e}); relative paths are resolved against the data directory",
-            path.display()
-        ))
-    })?;
-    let tensors = tensors
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
-        .collect::<Result<_>>()?;
-    Ok(Some((path, tensors)))
-}
-
 /// Default output directory of a config: `runs/<name>` (or `runs/<file stem>`).
 pub fn default_out(cfg: &Config, config_path: &Path) -> PathBuf {
     let name = if cfg.name.is_empty() {
@@ -973,35 +510,47 @@ pub fn default_out(cfg: &Config, config_path: &Path) -> PathBuf {
     PathBuf::from("runs").join(name)
 }
 
-/// Saves this validation's weights as `checkpoint-step<step>.safetensors` and removes all but the
-/// newest `keep` of them (by step).
-fn keep_checkpoint(
-    out: &Path,
-    step: usize,
-    keep: usize,
-    weights: &HashMap<String, Tensor>,
-) -> Result<()> {
-    checkpoint::save_tensors(
-        &out.join(format!("checkpoint-step{step}.safetensors")),
-        weights,
-    )?;
-    let mut steps: Vec<usize> = std::fs::read_dir(out)
-        .map_err(|source| Error::Write {
-            path: out.to_path_buf(),
-            source,
-        })?
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("checkpoint-step")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    steps.sort_unstable();
-    for s in steps.iter().take(steps.len().saturating_sub(keep)) {
-        let old = out.join(format!("checkpoint-step{s}.safetensors"));
-        std::fs::remove_file(&old).map_err(|source| Error::Write { path: old, source })?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(lr_patience: usize) -> TrainConfig {
+        TrainConfig {
+            lr_patience,
+            lr_decay_factor: 0.5,
+            min_lr: 1e-4,
+            ..TrainConfig::default()
+        }
     }
-    Ok(())
+
+    #[test]
+    fn plateau_decay_and_patience_counters() {
+        let t = cfg(2);
+        let mut s = TrainerState {
+            lr: 1e-3,
+            ..Default::default()
+        };
+        s.step = 100;
+        assert!(record_validation(&mut s, 3.0, &t));
+        assert_eq!((s.best_score, s.best_step), (Some(3.0), 100));
+        s.step = 200;
+        // A tie is not an improvement.
+        assert!(!record_validation(&mut s, 3.0, &t));
+        assert_eq!((s.bad_validations, s.plateau, s.lr), (1, 1, 1e-3));
+        s.step = 300;
+        assert!(!record_validation(&mut s, 3.5, &t));
+        // The second bad validation in a row halves the rate and restarts the plateau count,
+        // while the early-stopping count keeps going.
+        assert_eq!((s.bad_validations, s.plateau, s.lr), (2, 0, 5e-4));
+        s.step = 400;
+        assert!(record_validation(&mut s, 2.9, &t));
+        assert_eq!((s.best_score, s.best_step), (Some(2.9), 400));
+        assert_eq!((s.bad_validations, s.plateau, s.lr), (0, 0, 5e-4));
+        // The rate stops at min_lr.
+        for _ in 0..10 {
+            record_validation(&mut s, 5.0, &t);
+        }
+        assert_eq!(s.lr, 1e-4);
+        assert_eq!(s.bad_validations, 10);
+    }
 }
