@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-use crate::fused::{cpu_slice, on_cpu_f32};
+use crate::cpu::{cpu_slice, on_cpu_f32};
 
 /// The hyper-parameters of one update. `grad_scale` multiplies the gradient first (global norm
 /// clipping); `bias1`, `bias2` are the bias corrections `1 − β₁ᵗ`, `1 − β₂ᵗ`.
@@ -165,7 +165,7 @@ pub fn adam_step_host(
 /// sum is a chain of dependent additions).
 pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
     if on_cpu_f32(t) && t.is_contiguous() {
-        return crate::fused::with_data(t, "tensor", |x| {
+        return crate::cpu::with_data(t, "tensor", |x| {
             Ok(x.par_chunks(CHUNK)
                 .map(|c| {
                     let mut acc = [0f64; 8];

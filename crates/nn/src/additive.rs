@@ -8,8 +8,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu::{cpu_slice as f32_slice, with_data};
 use crate::fastmath::{dot_tanh, tanh};
-use crate::fused::{cpu_slice as f32_slice, with_data};
 
 /// Scores `(B, Tq, S)` from projected queries `q` `(B, Tq, A)`, projected keys `k` `(B, S, A)`
 /// and the energy weights `v` `(1, A)`.

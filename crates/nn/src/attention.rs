@@ -5,7 +5,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{linear_no_bias, Linear, Module, VarBuilder};
 
 use crate::additive::additive_score;
-use crate::fused::on_cpu_f32;
+use crate::cpu::on_cpu_f32;
 
 /// Which score function compares a decoder query with the memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,11 +22,10 @@
 //! Numerics equal the op-by-op [`crate::Cell::step`] path (tests below check values and gradients
 //! against it, and the layer tests check both against PyTorch).
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use gemm::Parallelism;
 
-use crate::fastmath::{sigmoid, tanh};
+use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, View};
+use crate::gates::{gru_row, gru_row_bwd, lstm_row, lstm_row_bwd};
 use crate::rnn::{CellKind, CellState};
 
 /// The op: which recurrence, its hidden size and its direction.
@@ -64,216 +63,6 @@ impl FusedRecurrence {
         } else {
             s
         }
-    }
-}
-
-fn parallelism() -> Parallelism {
-    let n = candle_core::utils::get_num_threads();
-    if n > 1 {
-        Parallelism::Rayon(n)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// A row-major matrix view for [`matmul`]: element (i, j) is at `i * rs + j * cs`.
-#[derive(Clone, Copy)]
-pub(crate) struct View<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-/// `dst (m, n) = [dst +] lhs (m, k) × rhs (k, n)`; `dst` is row-major with row stride `dst_rs`.
-pub(crate) fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: View,
-    rhs: View,
-) {
-    let last = |v: &View, r: usize, c: usize| (r - 1) * v.rs + (c - 1) * v.cs;
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        dst.len() > (m - 1) * dst_rs + n - 1,
-        "matmul: dst too small"
-    );
-    if k > 0 {
-        assert!(lhs.data.len() > last(&lhs, m, k), "matmul: lhs too small");
-        assert!(rhs.data.len() > last(&rhs, k, n), "matmul: rhs too small");
-    }
-    // SAFETY: the assertions above keep every index gemm touches inside the three slices, and
-    // `dst` is borrowed mutably, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        )
-    }
-}
-
-/// The f32 data of a contiguous tensor on the CPU, read in place.
-pub(crate) fn with_data<R>(
-    t: &Tensor,
-    what: &str,
-    f: impl FnOnce(&[f32]) -> Result<R>,
-) -> Result<R> {
-    let (st, l) = t.storage_and_layout();
-    match &*st {
-        candle_core::Storage::Cpu(cs) => f(cpu_slice(cs, l, what)?),
-        _ => candle_core::bail!("{what} must be on the CPU"),
-    }
-}
-
-/// The f32 data of a contiguous CPU storage, from its layout's offset.
-pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{what} must be f32, got {:?}", s.dtype()),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what} must be contiguous"),
-    }
-}
-
-/// Copies a tensor's data out (the backward pass reads its saved activations this way).
-pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
-}
-
-/// GRU forward for one batch row: `gi`, `gh` (with `b_hh`) are its 3H gate pre-activations, `hp`
-/// the previous state, `m` its mask. Writes `[h | r | z | n | W_hn h + b_hn]` into `row`.
-pub(crate) fn gru_row(hs: usize, gi: &[f32], gh: &[f32], hp: &[f32], m: f32, row: &mut [f32]) {
-    for j in 0..hs {
-        let r = sigmoid(gi[j] + gh[j]);
-        let z = sigmoid(gi[hs + j] + gh[hs + j]);
-        let ghn = gh[2 * hs + j];
-        let n = tanh(gi[2 * hs + j] + r * ghn);
-        // h' = (1 - z) n + z h; a padded step (m = 0) carries h over.
-        let hn = n + z * (hp[j] - n);
-        row[j] = hp[j] + (hn - hp[j]) * m;
-        row[hs + j] = r;
-        row[2 * hs + j] = z;
-        row[3 * hs + j] = n;
-        row[4 * hs + j] = ghn;
-    }
-}
-
-/// GRU backward for one row: `dh` is the whole gradient reaching the carried state. Writes the
-/// gradients of the input and recurrent pre-activations and the direct part of the previous
-/// state's gradient (the part through `W_hh` is added by the caller's matmul).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gru_row_bwd(
-    hs: usize,
-    row: &[f32],
-    hp: &[f32],
-    m: f32,
-    dh: &[f32],
-    dgi: &mut [f32],
-    dgh: &mut [f32],
-    dhp: &mut [f32],
-) {
-    for j in 0..hs {
-        let (r, z, n, ghn) = (
-            row[hs + j],
-            row[2 * hs + j],
-            row[3 * hs + j],
-            row[4 * hs + j],
-        );
-        let dnew = dh[j] * m;
-        let dan = dnew * (1.0 - z) * (1.0 - n * n);
-        let dar = dan * ghn * r * (1.0 - r);
-        let daz = dnew * (hp[j] - n) * z * (1.0 - z);
-        dgi[j] = dar;
-        dgi[hs + j] = daz;
-        dgi[2 * hs + j] = dan;
-        dgh[j] = dar;
-        dgh[hs + j] = daz;
-        dgh[2 * hs + j] = dan * r;
-        dhp[j] = dh[j] * (1.0 - m) + dnew * z;
-    }
-}
-
-/// LSTM forward for one row: pre-activations `gi + gh` (4H, biases included), previous `hp`,
-/// `cp`, mask `m`. Writes `[h | c | i | f | g | o]` into `row`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn lstm_row(
-    hs: usize,
-    gi: &[f32],
-    gh: &[f32],
-    hp: &[f32],
-    cp: &[f32],
-    m: f32,
-    row: &mut [f32],
-) {
-    for j in 0..hs {
-        let a = |q: usize| gi[q * hs + j] + gh[q * hs + j];
-        let (i, f, g, o) = (sigmoid(a(0)), sigmoid(a(1)), tanh(a(2)), sigmoid(a(3)));
-        let cn = f * cp[j] + i * g;
-        let hn = o * tanh(cn);
-        row[j] = hp[j] + (hn - hp[j]) * m;
-        row[hs + j] = cp[j] + (cn - cp[j]) * m;
-        row[2 * hs + j] = i;
-        row[3 * hs + j] = f;
-        row[4 * hs + j] = g;
-        row[5 * hs + j] = o;
-    }
-}
-
-/// LSTM backward for one row: `dh`, `dc` reach the carried state; writes the pre-activation
-/// gradient `dg` (the same for the input and the recurrent product) and the direct parts of the
-/// previous state's gradients.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn lstm_row_bwd(
-    hs: usize,
-    row: &[f32],
-    cp: &[f32],
-    m: f32,
-    dh: &[f32],
-    dc: &[f32],
-    dg: &mut [f32],
-    dhp: &mut [f32],
-    dcp: &mut [f32],
-) {
-    for j in 0..hs {
-        let (c, i, f, g, o) = (
-            row[hs + j],
-            row[2 * hs + j],
-            row[3 * hs + j],
-            row[4 * hs + j],
-            row[5 * hs + j],
-        );
-        let dhn = dh[j] * m;
-        // Where m = 1 the carried c is the new one; where m = 0 every gate gradient is zero.
-        let tc = tanh(c);
-        let dcn = dc[j] * m + dhn * o * (1.0 - tc * tc);
-        dg[j] = dcn * g * i * (1.0 - i);
-        dg[hs + j] = dcn * cp[j] * f * (1.0 - f);
-        dg[2 * hs + j] = dcn * i * (1.0 - g * g);
-        dg[3 * hs + j] = dhn * tc * o * (1.0 - o);
-        dhp[j] = dh[j] * (1.0 - m);
-        dcp[j] = dc[j] * (1.0 - m) + dcn * f;
     }
 }
 
@@ -631,15 +420,6 @@ impl CustomOp3 for FusedStep {
 /// both paths in one binary.
 pub fn supported(kind: CellKind, gi: &Tensor) -> bool {
     kind != CellKind::Rnn && on_cpu_f32(gi)
-}
-
-/// Whether the fused CPU kernels may run on `t`: f32 on the CPU, and not turned off by
-/// `SEQ2SEQ_FUSED=0`.
-pub(crate) fn on_cpu_f32(t: &Tensor) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled =
-        *ENABLED.get_or_init(|| std::env::var("SEQ2SEQ_FUSED").map_or(true, |v| v != "0"));
-    enabled && t.dtype() == DType::F32 && matches!(t.device(), candle_core::Device::Cpu)
 }
 
 /// Runs one cell over a whole sequence.

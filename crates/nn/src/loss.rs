@@ -9,8 +9,8 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use crate::cpu::{cpu_slice, on_cpu_f32, with_data};
 use crate::fastmath::{self, exp};
-use crate::fused::{cpu_slice, on_cpu_f32, with_data};
 
 /// The training loss of one batch.
 pub struct TokenLoss {

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fused::{cpu_slice, matmul, on_cpu_f32, with_data, View};
+use crate::cpu::{cpu_slice, matmul, on_cpu_f32, with_data, View};
 use crate::loss::{
     host_targets, masked_cross_entropy, probs_minus_q, row_loss_to_probs, softmax_minus_q,
     token_loss, TokenLoss,
