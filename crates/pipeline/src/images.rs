@@ -121,12 +121,11 @@ pub fn view_cache_file(cache: &Path, r: &ImageRef, mirrored: bool) -> Option<Pat
 }
 
 /// One preprocessed image, or its horizontal mirror.
-pub fn view(img: RgbImage, mirrored: bool) -> RgbImage {
+pub fn view(mut img: RgbImage, mirrored: bool) -> RgbImage {
     if mirrored {
-        image::imageops::flip_horizontal(&img)
-    } else {
-        img
+        image::imageops::flip_horizontal_in_place(&mut img);
     }
+    img
 }
 
 /// The features stored in a cache file (f16 `(C, h, w)`), if it holds them.
@@ -138,15 +137,10 @@ pub fn read_cached(path: &Path, dev: &Device) -> Option<Tensor> {
 
 /// Stores features in a cache file, atomically (a killed run leaves no half-written file).
 pub fn write_cached(path: &Path, f: &Tensor) -> Result<()> {
-    let tmp = checkpoint::tmp_path(path);
-    candle_core::safetensors::save(
+    checkpoint::save_tensors(
+        path,
         &std::collections::HashMap::from([("features".to_string(), f.clone())]),
-        &tmp,
-    )?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    )
 }
 
 /// The cache file of one image: its name and a hash of its bytes (an edited image misses the
