@@ -23,7 +23,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q torch sacrebleu
 fi
-cargo build --release -p seq2seq-cli
+cargo build --release
 S=./target/release/seq2seq
 echo "== PyTorch peer (2 threads, $MINUTES min of training, greedy test2016)"
 PEER=$(OMP_NUM_THREADS=2 "$VENV/bin/python" ../shared/bench/torch_mt.py "$DATA/multi30k" en de --minutes "$MINUTES" --threads 2 --bleu | grep RESULT)

@@ -132,8 +132,8 @@ pub fn load_tensors(dir: &Path, name: &str, dev: &Device) -> Result<HashMap<Stri
         msg: format!("{name} is corrupt or not a safetensors file: {e}"),
     };
     // Mapped, not read: reading copies the file into a fresh buffer and then each tensor out of it,
-    // and on this machine's VM the kernel's zeroing of those fresh pages was 84 % of
-    // `seq2seq translate`'s cold start. SAFETY: the mapping is only read while this function runs,
+    // and the kernel's zeroing of those fresh pages dominated `seq2seq translate`'s cold start
+    // (docs/results.md, "Memory-mapped checkpoints"). SAFETY: the mapping is only read while this function runs,
     // and checkpoints are replaced by an atomic rename, never rewritten in place, so the mapped
     // file's contents do not change under it.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }.map_err(corrupt)?;

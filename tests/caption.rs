@@ -305,7 +305,7 @@ fn caption_files_and_folders_with_bad_files_among_them() {
 fn shared() -> PathBuf {
     std::env::var_os("SEQ2SEQ_SHARED_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")))
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `seq2seq`: the command line. Parses flags and glues library calls; the work is in
-//! `seq2seq-pipeline`.
+//! The `seq2seq` command line as a library: [`main`] parses the flags and dispatches to one
+//! function per mode; the work is in `seq2seq-pipeline`. The binary (the root package's
+//! `src/main.rs`) only installs the allocator and calls [`main`].
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -15,16 +16,6 @@ mod commands;
 
 use args::{Cli, Command};
 use commands::{caption, eval_captions, process_cold_start_ms, read_stdin_lines, score};
-
-/// Training frees and reallocates the same large tensors every step; glibc's allocator returns
-/// them to the system and page-faults them back in (half the training time went to the kernel
-/// with the CNN encoder). mimalloc, told to purge only memory unused for a second (see `main`),
-/// keeps them from one step to the next.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc 2's `mi_option_e`.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -388,19 +379,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn main() -> ExitCode {
-    // Freed memory is returned to the system once unused for 1 s rather than mimalloc's 10 ms,
-    // so the buffers of one training step are reused by the next, unless the user chose otherwise
-    // with mimalloc's own variable. Never purging (-1) was as fast but kept ~50 MiB more at the
-    // peak of the benchmark config (842 / 820 against 792 / 776 MiB, 2026-12-03).
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide allocator option before any other thread exists.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
-    }
+/// Parses the process's arguments, runs the command, and renders an error as its chain of
+/// causes (no backtrace: these are user-facing messages).
+pub fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Plain chain of causes, no backtrace: these are user-facing messages.
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
