@@ -8,6 +8,7 @@
 //! * [`nn`]: recurrent layers, attention, losses and the fused CPU kernels;
 //! * [`data`]: vocabularies, corpus readers and batching;
 //! * [`text_encoder`] and [`image_encoder`]: the encoders that feed the decoder;
+//! * [`datasets`]: the pinned corpus catalogue and its verifying, resuming downloader;
 //! * [`metrics`]: BLEU and chrF as sacreBLEU computes them, CIDEr-D as pycocoevalcap does;
 //! * [`pipeline`]: configs, model assembly, training, checkpoints, inference and evaluation.
 //!
@@ -23,6 +24,7 @@
 //! ```
 
 pub use seq2seq_data as data;
+pub use seq2seq_datasets as datasets;
 pub use seq2seq_decoder as decoder;
 pub use seq2seq_image_encoder as image_encoder;
 pub use seq2seq_metrics as metrics;

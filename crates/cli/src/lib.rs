@@ -13,6 +13,7 @@ use seq2seq_pipeline::{
 
 mod args;
 mod commands;
+mod data;
 
 use args::{Cli, Command};
 use commands::{caption, eval_captions, process_cold_start_ms, read_stdin_lines, score};
@@ -275,6 +276,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Data { action } => data::run(action),
         Command::Generate {
             model,
             prompt,
