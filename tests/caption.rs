@@ -92,6 +92,14 @@ fn caption_files_and_folders_with_bad_files_among_them() {
     std::fs::write(d.join("corrupt.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
     std::fs::write(imgs.join("notes.txt"), "not an image").unwrap();
     picture(&d.join("wide.png"), 1200, 8);
+    // A photo-like JPEG cut to 30 % of its bytes: its header is whole, so the decoder used to
+    // fill the rest with grey and caption it without a word.
+    let photo = RgbImage::from_fn(96, 72, |x, y| {
+        Rgb([(x * 3) as u8, (y * 7 % 256) as u8, ((x * y) % 253) as u8])
+    });
+    photo.save(d.join("photo.jpg")).unwrap();
+    let bytes = std::fs::read(d.join("photo.jpg")).unwrap();
+    std::fs::write(d.join("photo_cut.jpg"), &bytes[..bytes.len() * 3 / 10]).unwrap();
 
     let a = imgs.join("a.png");
     let b = imgs.join("b.jpg");
@@ -109,7 +117,8 @@ fn caption_files_and_folders_with_bad_files_among_them() {
     let corrupt = d.join("corrupt.jpg");
     let notes = imgs.join("notes.txt");
     let wide = d.join("wide.png");
-    let out = args(&[], &[&a, &corrupt, &notes, &wide, &b]);
+    let photo_cut = d.join("photo_cut.jpg");
+    let out = args(&[], &[&a, &corrupt, &notes, &wide, &photo_cut, &b]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(!out.status.success(), "bad files must fail the run");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -129,7 +138,7 @@ fn caption_files_and_folders_with_bad_files_among_them() {
         assert!(cap.starts_with("a "), "{l}");
     }
     // Each bad file gets an error line naming it.
-    for bad in [&corrupt, &notes, &wide] {
+    for bad in [&corrupt, &notes, &wide, &photo_cut] {
         let name = bad.display().to_string();
         assert!(
             stderr
@@ -139,7 +148,7 @@ fn caption_files_and_folders_with_bad_files_among_them() {
         );
     }
     assert!(
-        stderr.contains("3 of 5 images could not be captioned"),
+        stderr.contains("4 of 6 images could not be captioned"),
         "{stderr}"
     );
 

@@ -14,6 +14,7 @@ use seq2seq_pipeline::{
 mod args;
 mod commands;
 mod data;
+mod signals;
 
 use args::{Cli, Command};
 use commands::{caption, eval_captions, process_cold_start_ms, read_stdin_lines, score};
@@ -339,8 +340,13 @@ fn run(cli: Cli) -> Result<()> {
                 max_time_s,
                 seed,
                 quiet: false,
+                stop: Some(signals::stop_on_interrupt()?),
+                inject_nonfinite: Vec::new(),
             };
             let summary = train(cfg, &opts)?;
+            if let Some(signal) = summary.interrupted {
+                return Err(signals::Interrupted(signal).into());
+            }
             eprintln!("model written to {}", summary.out.display());
             Ok(())
         }
@@ -386,6 +392,11 @@ fn run(cli: Cli) -> Result<()> {
 pub fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // The run said where its resume checkpoint is; the status is the shell's for the signal.
+        Err(e) if e.downcast_ref::<signals::Interrupted>().is_some() => {
+            let signals::Interrupted(s) = e.downcast_ref().expect("checked");
+            ExitCode::from(128u8.saturating_add(*s as u8))
+        }
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {

@@ -16,6 +16,10 @@ pub struct Pair {
 }
 
 /// Reads a UTF-8 text file into lines (LF or CRLF), naming the first invalid line.
+/// The longest line a corpus reader accepts: no sentence, headline or caption comes near it, and
+/// a file without line breaks (a binary given by mistake) is refused rather than tokenised whole.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 pub fn read_lines(path: &Path) -> Result<Vec<String>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
@@ -28,6 +32,14 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>, DataError> {
     }
     for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.len() > MAX_LINE_BYTES {
+            return Err(DataError::LineTooLong {
+                path: path.to_path_buf(),
+                line: i + 1,
+                bytes: raw.len(),
+                max: MAX_LINE_BYTES,
+            });
+        }
         let s = std::str::from_utf8(raw).map_err(|_| DataError::Utf8 {
             path: path.to_path_buf(),
             line: i + 1,
@@ -161,6 +173,14 @@ mod tests {
         );
         let e = read_parallel(&a, &c).unwrap_err().to_string();
         assert!(e.contains("has 2 lines") && e.contains("has 1"), "{e}");
+        let mut long = b"short\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 1));
+        let long = write(&dir, "long.en", &long);
+        let e = read_lines(&long).unwrap_err().to_string();
+        assert!(
+            e.contains("long.en:2") && e.contains("limit of 1048576 bytes"),
+            "{e}"
+        );
         let e = read_parallel(&a, &bad).unwrap_err().to_string();
         assert!(e.ends_with("bad.de:2: invalid UTF-8"), "{e}");
         let e = read_parallel(&a, &dir.join("missing"))

@@ -8,6 +8,13 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}:{line}: a line of {bytes} bytes is longer than the limit of {max} bytes", path.display())]
+    LineTooLong {
+        path: PathBuf,
+        line: usize,
+        bytes: usize,
+        max: usize,
+    },
     #[error("{path}:{line}: invalid UTF-8")]
     Utf8 { path: PathBuf, line: usize },
     #[error("{src_path} has {src_lines} lines but {tgt_path} has {tgt_lines}: parallel files must be line-aligned")]

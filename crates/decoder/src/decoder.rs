@@ -268,6 +268,13 @@ impl Decoder {
         let zero = CellState::zeros(self.cfg.cell, batch, h, dev)?;
         let layers = match (self.cfg.bridge, enc.final_states.last()) {
             (Bridge::Zero, _) | (_, None) => vec![zero; self.cfg.num_layers],
+            (_, Some(top)) if top.dim(D::Minus1)? != self.cfg.summary_dim => {
+                candle_core::bail!(
+                    "the encoder's final states have size {}, but this decoder was built for summary_dim {}",
+                    top.dim(D::Minus1)?,
+                    self.cfg.summary_dim
+                )
+            }
             (Bridge::Last, Some(top)) => (0..self.cfg.num_layers)
                 .map(|l| {
                     let src = if enc.final_states.len() == self.cfg.num_layers {
@@ -282,7 +289,10 @@ impl Decoder {
                 })
                 .collect::<Result<_>>()?,
             (Bridge::Learned, Some(top)) => {
-                let hb = self.bridge_layer.as_ref().unwrap().forward(top)?.tanh()?;
+                let Some(bridge) = &self.bridge_layer else {
+                    candle_core::bail!("bridge `learned` has no layer: summary_dim is 0")
+                };
+                let hb = bridge.forward(top)?.tanh()?;
                 vec![
                     CellState {
                         h: hb,

@@ -185,3 +185,33 @@ fn greedy_follows_argmax_and_never_emits_pad_or_bos() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn final_states_of_the_wrong_size_are_an_error_not_a_panic() -> Result<()> {
+    let dev = Device::Cpu;
+    let (mem, mask) = memory(&dev)?;
+    let enc = EncoderOutput {
+        memory: Some(mem.clone()),
+        mask: Some(mask),
+        final_states: vec![mem.mean(1)?],
+    };
+    // A learned bridge built without a summary (summary_dim 0) has no bridge layer.
+    for (bridge, summary_dim) in [
+        (Bridge::Learned, 0),
+        (Bridge::Last, 0),
+        (Bridge::Learned, 9),
+    ] {
+        let vm = SeededVarMap::new(3);
+        let cfg = DecoderConfig {
+            bridge,
+            summary_dim,
+            ..config(CellKind::Gru, false, Some(AttentionKind::Luong))
+        };
+        let dec = decoder(cfg, vm.var_builder(&dev))?;
+        let Err(e) = dec.start(&enc, 2, &dev) else {
+            panic!("{bridge:?}, summary_dim {summary_dim}: started")
+        };
+        assert!(e.to_string().contains("summary_dim"), "{bridge:?}: {e}");
+    }
+    Ok(())
+}

@@ -80,8 +80,63 @@ pub fn load_rgb(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageErro
     l.max_image_height = Some(limits.max_height);
     l.max_alloc = Some(512 << 20);
     reader.limits(l);
+    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let img = reader.decode().map_err(|e| decode(e.to_string()))?;
+    // The JPEG decoder fills whatever a cut file lacks with grey and reports nothing, so a
+    // truncated photo would be captioned (and trained on) as if it were whole.
+    if is_jpeg {
+        let data = std::fs::read(path).map_err(io)?;
+        jpeg_complete(&data).map_err(|m| decode(m.to_string()))?;
+    }
     Ok(img.to_rgb8())
+}
+
+/// Walks a JPEG's markers, over every scan's entropy-coded data, to its end-of-image marker: a
+/// file cut short has none. (A thumbnail's own end marker inside APP1 is skipped with its segment.)
+pub fn jpeg_complete(d: &[u8]) -> Result<(), &'static str> {
+    const CUT: &str = "the JPEG data is truncated (no end-of-image marker)";
+    if d.len() < 4 || d[0] != 0xFF || d[1] != 0xD8 {
+        return Err("not a JPEG stream");
+    }
+    let mut i = 2;
+    loop {
+        // Fill bytes (0xFF runs) may precede a marker.
+        while i < d.len() && d[i] == 0xFF && d.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        if i + 1 >= d.len() {
+            return Err(CUT);
+        }
+        if d[i] != 0xFF {
+            return Err("the JPEG data is corrupt (a segment does not start with a marker)");
+        }
+        let marker = d[i + 1];
+        i += 2;
+        match marker {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => continue, // TEM and restart markers carry no length
+            _ => {}
+        }
+        let len = match d.get(i..i + 2) {
+            Some(b) => usize::from(u16::from_be_bytes([b[0], b[1]])),
+            None => return Err(CUT),
+        };
+        if len < 2 {
+            return Err("the JPEG data is corrupt (a segment length below 2)");
+        }
+        i += len;
+        if marker == 0xDA {
+            // Entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a restart.
+            loop {
+                match d.get(i..i + 2) {
+                    None => return Err(CUT),
+                    Some([0xFF, 0x00]) | Some([0xFF, 0xD0..=0xD7]) => i += 2,
+                    Some([0xFF, _]) => break,
+                    Some(_) => i += 1,
+                }
+            }
+        }
+    }
 }
 
 /// Resizes the shorter side to `size` (keeping the aspect ratio) and crops a `size`×`size`
@@ -207,6 +262,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.png"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod truncation {
+    use super::*;
+
+    /// A 64×48 photo-like JPEG (a gradient with noise), with an EXIF-style thumbnail segment whose
+    /// own end marker must not count as the image's.
+    fn photo() -> Vec<u8> {
+        let img = RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 251) as u8])
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&img)
+            .unwrap();
+        let thumb = [0xFF, 0xD8, 0xFF, 0xD9];
+        let len = (2 + thumb.len()) as u16;
+        let mut app1 = vec![0xFF, 0xE1];
+        app1.extend_from_slice(&len.to_be_bytes());
+        app1.extend_from_slice(&thumb);
+        [&jpeg[..2], &app1[..], &jpeg[2..]].concat()
+    }
+
+    #[test]
+    fn a_cut_jpeg_is_an_error_naming_the_file_and_a_whole_one_loads() {
+        let dir = std::env::temp_dir().join(format!("s2s-cut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let whole = photo();
+        assert_eq!(jpeg_complete(&whole), Ok(()));
+        let ok = dir.join("whole.jpg");
+        std::fs::write(&ok, &whole).unwrap();
+        assert_eq!(
+            load_rgb(&ok, &ImageLimits::default()).unwrap().dimensions(),
+            (64, 48)
+        );
+        for keep in [whole.len() * 3 / 10, whole.len() - 2, whole.len() - 1] {
+            let cut = dir.join(format!("cut{keep}.jpg"));
+            std::fs::write(&cut, &whole[..keep]).unwrap();
+            let e = load_rgb(&cut, &ImageLimits::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("cut{keep}.jpg")) && e.contains("truncated"),
+                "{e}"
+            );
+        }
+        // A cut PNG was already refused by its decoder; keep it so.
+        let png = dir.join("p.png");
+        RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 7]))
+            .save(&png)
+            .unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        std::fs::write(&png, &bytes[..bytes.len() * 3 / 10]).unwrap();
+        assert!(load_rgb(&png, &ImageLimits::default()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -68,7 +68,17 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
             .find(|i| i.path.trim_start_matches('/') == key)
             .map(|i| i.dtype.size_in_bytes())
             .unwrap_or(4);
-        let mut data = vec![0u8; count * elem];
+        // The count is the file's word: check it against the bytes that are left before
+        // allocating, so a corrupt checkpoint is an error rather than an abort.
+        let left = bytes.len() as u64 - cur.position();
+        let need = count.checked_mul(elem).filter(|&n| n as u64 <= left);
+        let Some(need) = need else {
+            bail!(
+                "{}: storage {key} claims {count} elements of {elem} bytes, but only {left} bytes follow (truncated or corrupt checkpoint)",
+                path.display()
+            );
+        };
+        let mut data = vec![0u8; need];
         cur.read_exact(&mut data)?;
         storages.insert(key, (data, count));
     }
@@ -102,14 +112,26 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
 /// Gathers a strided (e.g. transposed) f32 view out of a flat storage.
 fn strided_f32(storage: &Tensor, start: usize, dims: &[usize], stride: &[usize]) -> Result<Tensor> {
     let flat: Vec<f32> = storage.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-    let n: usize = dims.iter().product();
+    // A stored view never holds more elements than its storage; a larger claim is corruption.
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= flat.len());
+    let Some(n) = n else {
+        bail!(
+            "a view of shape {dims:?} is larger than its storage of {}",
+            flat.len()
+        );
+    };
     let mut out = Vec::with_capacity(n);
     let mut idx = vec![0usize; dims.len()];
     for _ in 0..n {
-        let off: usize = start + idx.iter().zip(stride).map(|(i, s)| i * s).sum::<usize>();
+        let off = idx
+            .iter()
+            .zip(stride)
+            .try_fold(start, |a, (i, s)| a.checked_add(i.checked_mul(*s)?));
         out.push(
-            *flat
-                .get(off)
+            *off.and_then(|o| flat.get(o))
                 .ok_or_else(|| candle_core::Error::Msg("view out of its storage".into()))?,
         );
         for d in (0..dims.len()).rev() {
@@ -121,4 +143,71 @@ fn strided_f32(storage: &Tensor, start: usize, dims: &[usize], stride: &[usize])
         }
     }
     Tensor::from_vec(out, dims, storage.device())?.to_dtype(storage.dtype())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A legacy checkpoint holding one f32 tensor `w` of 4 elements, with the storage's element
+    /// count written as `count` (4 when honest), as `torch.save(..., _use_new_zipfile_serialization
+    /// =False)` frames it: five protocol-2 pickles, then the storage.
+    fn legacy(count: u64) -> Vec<u8> {
+        let s = |t: &str| {
+            let mut v = vec![b'X'];
+            v.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            v.extend_from_slice(t.as_bytes());
+            v
+        };
+        let mut f = vec![0x80, 0x02, 0x8a, 0x0a];
+        f.extend_from_slice(&LEGACY_MAGIC);
+        f.push(b'.');
+        f.extend_from_slice(&[0x80, 0x02, b'M', 0xe9, 0x03, b'.']); // protocol 1001
+        f.extend_from_slice(&[0x80, 0x02, b'}', b'.']); // system info
+                                                        // {'w': _rebuild_tensor_v2(persistent('storage', FloatStorage, '0', 'cpu', 4), 0, (4,), (1,), False, OrderedDict())}
+        f.extend_from_slice(&[0x80, 0x02, b'}', b'(']);
+        f.extend(s("w"));
+        f.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+        f.push(b'(');
+        f.extend(s("storage"));
+        f.extend_from_slice(b"ctorch\nFloatStorage\n");
+        f.extend(s("0"));
+        f.extend(s("cpu"));
+        f.extend_from_slice(&[b'K', 4, b't', b'Q']);
+        f.extend_from_slice(&[b'K', 0, b'K', 4, 0x85, b'K', 1, 0x85, 0x89]);
+        f.extend_from_slice(b"ccollections\nOrderedDict\n)R");
+        f.extend_from_slice(b"tRu.");
+        f.extend_from_slice(&[0x80, 0x02, b']', b'(']);
+        f.extend(s("0"));
+        f.extend_from_slice(b"e.");
+        f.extend_from_slice(&count.to_le_bytes());
+        for x in [1.0f32, 2.0, 3.0, 4.0] {
+            f.extend_from_slice(&x.to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn legacy_checkpoints_load_and_lying_counts_are_errors() {
+        let dir = std::env::temp_dir().join(format!("s2s-pth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("ok.pth");
+        std::fs::write(&ok, legacy(4)).unwrap();
+        let t = load_pth(&ok, &Device::Cpu).unwrap();
+        assert_eq!(t["w"].to_vec1::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        for count in [5, 1 << 40, u64::MAX] {
+            let bad = dir.join(format!("bad{count}.pth"));
+            std::fs::write(&bad, legacy(count)).unwrap();
+            let e = load_pth(&bad, &Device::Cpu).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("bad{count}.pth")) && e.contains("claims"),
+                "{e}"
+            );
+        }
+        let cut = dir.join("cut.pth");
+        let b = legacy(4);
+        std::fs::write(&cut, &b[..b.len() - 5]).unwrap();
+        assert!(load_pth(&cut, &Device::Cpu).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

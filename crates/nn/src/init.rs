@@ -1,8 +1,5 @@
 //! A seeded parameter store: candle's `VarMap` draws its initial values from an unseedable RNG.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::init::{FanInOut, NormalOrUniform};
 use candle_nn::var_builder::SimpleBackend;
@@ -39,9 +36,7 @@ impl SeededVarMap {
     }
 
     fn draw(&self, shape: &Shape, name: &str, init: Init) -> Result<Vec<f32>> {
-        let mut h = DefaultHasher::new();
-        name.hash(&mut h);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ h.finish());
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ crate::siphash::name_hash(name));
         let n = shape.elem_count();
         let fan = |f: FanInOut| -> f64 {
             let dims = shape.dims();

@@ -20,6 +20,7 @@ pub mod init;
 pub mod loss;
 pub mod projection_loss;
 pub mod rnn;
+pub mod siphash;
 
 pub use attention::{attention, Attention, AttentionKeys, AttentionKind};
 pub use ctx::Ctx;

@@ -271,7 +271,8 @@ pub fn evaluate_captions(
     let cache = (c.image_encoder()?.has_frozen_part() && !cfg.data.feature_cache.is_empty())
         .then(|| backbone_checkpoint(cfg, data_dir))
         .filter(|ckpt| ckpt.is_file())
-        .map(|ckpt| cache_dir(cfg, &ckpt));
+        .map(|ckpt| cache_dir(cfg, &ckpt))
+        .transpose()?;
     let mut cached_features = 0;
     let mut cache_rejected = false;
     let mut views = Vec::with_capacity(c.views());

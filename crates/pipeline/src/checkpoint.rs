@@ -54,6 +54,27 @@ pub struct TrainerState {
     pub elapsed_s: f64,
     pub target_tokens: u64,
     pub finished: bool,
+    /// Batches whose loss or gradients were not finite: consumed, but no update was made (so
+    /// the optimizer has made `step - skipped_steps` updates).
+    #[serde(default)]
+    pub skipped_steps: usize,
+    /// Non-finite batches in a row up to `step` (training stops at `train.max_nonfinite_steps`).
+    #[serde(default)]
+    pub nonfinite_in_a_row: usize,
+}
+
+/// Removes the temporary files a killed process left in `dir` (`.<name>.tmp<pid>`): they were
+/// never renamed into place, so nothing refers to them.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 pub(crate) fn tmp_path(path: &Path) -> PathBuf {
@@ -74,23 +95,59 @@ fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    let mut f = std::fs::File::create(&tmp).map_err(write_err(path))?;
-    f.write_all(bytes).map_err(write_err(path))?;
-    f.sync_all().map_err(write_err(path))?;
-    std::fs::rename(&tmp, path).map_err(write_err(path))
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    finish_atomic(path, &tmp, written)
 }
 
 /// Saves named tensors as safetensors atomically.
 pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     let tmp = tmp_path(path);
-    candle_core::safetensors::save(tensors, &tmp).map_err(|e| Error::Write {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(write_err(path))?;
-    std::fs::rename(&tmp, path).map_err(write_err(path))
+    let written = candle_core::safetensors::save(tensors, &tmp)
+        .map_err(|e| match e {
+            candle_core::Error::Io(io) => io,
+            other => std::io::Error::other(other.to_string()),
+        })
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all());
+    finish_atomic(path, &tmp, written)
+}
+
+/// Renames a fully written temporary file into place; on a failed write (a full disk, a file
+/// size limit) removes it instead, so the previous file stays as it was and nothing is left over.
+fn finish_atomic(path: &Path, tmp: &Path, written: std::io::Result<()>) -> Result<()> {
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(tmp);
+        return Err(write_err(path)(e));
+    }
+    test_hooks::before_rename(path);
+    std::fs::rename(tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        write_err(path)(e)
+    })
+}
+
+/// Hooks for the reliability tests, off unless their variable is set.
+mod test_hooks {
+    use std::path::Path;
+    use std::sync::OnceLock;
+
+    /// `SEQ2SEQ_TEST_WRITE_DELAY_MS=N`: say on stderr which file is being written, then wait N ms
+    /// between its complete temporary file and the rename, so that a chaos test can kill the
+    /// process inside a checkpoint write deterministically.
+    pub(super) fn before_rename(path: &Path) {
+        static DELAY: OnceLock<Option<u64>> = OnceLock::new();
+        let delay = DELAY.get_or_init(|| {
+            std::env::var("SEQ2SEQ_TEST_WRITE_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        });
+        if let Some(ms) = delay {
+            eprintln!("test hook: writing {}", path.display());
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+    }
 }
 
 /// A checkpoint argument: a `.safetensors` file, or a model directory (its `model.safetensors`).
@@ -213,15 +270,39 @@ pub fn load_resume(dir: &Path, dev: &Device) -> Result<Resume> {
     Ok((weights, moments, state))
 }
 
-/// Appends one line to the metrics log.
-pub fn append_metrics(dir: &Path, record: &serde_json::Value) -> Result<()> {
+/// The metrics log's records whose `step` is at most `upto` (unreadable lines dropped).
+fn metrics_upto(dir: &Path, upto: u64) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join(METRICS)).unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= upto)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Adds one validation's record to the metrics log, replacing any record of that step or later
+/// (left by a run killed after it validated and before its resume checkpoint): the log is
+/// rewritten atomically, so a reader sees each validation once and never a torn line.
+pub fn record_metrics(dir: &Path, record: &serde_json::Value) -> Result<()> {
+    let step = record["step"].as_u64().unwrap_or(0);
+    let mut lines = metrics_upto(dir, step.saturating_sub(1));
+    lines.push(record.to_string());
+    write_atomic(&dir.join(METRICS), (lines.join("\n") + "\n").as_bytes())
+}
+
+/// On resume: the metrics log as it was at the resume checkpoint's step.
+pub fn trim_metrics(dir: &Path, step: usize) -> Result<()> {
     let path = dir.join(METRICS);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(write_err(&path))?;
-    writeln!(f, "{record}").map_err(write_err(&path))
+    if !path.exists() {
+        return Ok(());
+    }
+    let lines = metrics_upto(dir, step as u64);
+    let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    write_atomic(&path, text.as_bytes())
 }
 
 /// Saves this validation's weights as `checkpoint-step<step>.safetensors` and removes all but the

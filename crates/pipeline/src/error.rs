@@ -9,6 +9,11 @@ pub enum Error {
     Data(#[from] seq2seq_data::DataError),
     #[error("model directory {path}: {msg}")]
     ModelDir { path: PathBuf, msg: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -16,6 +21,14 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("training diverged: {count} batches in a row up to step {step} had a non-finite loss or gradient (train.max_nonfinite_steps); the last good resume checkpoint is {path} (try a lower train.learning_rate)")]
+    Diverged {
+        step: usize,
+        count: usize,
+        path: PathBuf,
+    },
+    #[error("{path}: refusing to write non-finite weights (tensor {tensor})")]
+    NonFinite { path: PathBuf, tensor: String },
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

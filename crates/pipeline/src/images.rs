@@ -2,8 +2,6 @@
 //! for a backbone with a frozen part — that part's output computed once per image and kept,
 //! with an on-disk cache keyed by image file and backbone so that later runs skip the CNN.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seq2seq_image_encoder::preprocess::{crop, resize_shorter, to_tensor, Normalization};
 use seq2seq_image_encoder::ImageEncoder;
+use sha2::{Digest, Sha256};
 
 use crate::captioning::{image_limits, ImageRef};
 use crate::checkpoint;
@@ -47,17 +46,42 @@ pub fn preprocess(img: &RgbImage, size: u32) -> RgbImage {
     crop(&resize_shorter(img, size), size, None, false)
 }
 
-/// The identity of a backbone's frozen part, for the feature cache: the checkpoint's contents,
-/// the input size and where the frozen part ends. Contents rather than path and modification
-/// time, so that a copied or re-mounted data directory keeps its cache (hashing the 18 MB
-/// checkpoint takes milliseconds; recomputing 8000 images' features takes minutes).
-pub fn backbone_key(checkpoint: &Path, image_size: u32, frozen_blocks: usize) -> String {
-    let mut h = DefaultHasher::new();
-    checkpoint.file_name().hash(&mut h);
-    if let Ok(bytes) = std::fs::read(checkpoint) {
-        bytes.hash(&mut h);
+/// The version of the code that computes a frozen backbone's features. Bump it whenever the same
+/// checkpoint and image can give other features (a new kernel, batch norm folded differently), so
+/// that old cache entries are missed rather than silently reused.
+pub const FEATURE_CODE_VERSION: u32 = 1;
+
+/// The first 16 hex digits of a SHA-256: a specified hash, so cache hits do not depend on the
+/// toolchain (std's `DefaultHasher` promises no stable output).
+fn short_sha256(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
     }
-    format!("lite0-{:016x}-s{image_size}-b{frozen_blocks}", h.finish())
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The identity of a backbone's frozen part, for the feature cache: the feature code's version,
+/// the checkpoint's name and contents, the input size and where the frozen part ends. Contents
+/// rather than path and modification time, so that a copied or re-mounted data directory keeps its
+/// cache (hashing the 18 MB checkpoint takes milliseconds; recomputing 8000 images' features
+/// takes minutes). A checkpoint that cannot be read is an error, never the key of nothing.
+pub fn backbone_key(checkpoint: &Path, image_size: u32, frozen_blocks: usize) -> Result<String> {
+    let bytes = std::fs::read(checkpoint).map_err(|source| Error::Read {
+        path: checkpoint.to_path_buf(),
+        source,
+    })?;
+    let name = checkpoint
+        .file_name()
+        .unwrap_or_default()
+        .as_encoded_bytes();
+    let sum = short_sha256(&[name, &[0], &bytes]);
+    Ok(format!(
+        "lite0-v{FEATURE_CODE_VERSION}-{sum}-s{image_size}-b{frozen_blocks}"
+    ))
 }
 
 /// The Lite0 checkpoint of a config: `model.image_encoder.checkpoint`, a relative path resolved
@@ -99,12 +123,11 @@ pub(crate) fn load_backbone(
 }
 
 /// The cache folder of a config's frozen Lite0 part, its checkpoint resolved to `checkpoint`.
-pub fn cache_dir(cfg: &crate::Config, checkpoint: &Path) -> PathBuf {
-    PathBuf::from(&cfg.data.feature_cache).join(backbone_key(
-        checkpoint,
-        cfg.data.image_size,
-        16 - cfg.model.image_encoder.fine_tune_blocks,
-    ))
+pub fn cache_dir(cfg: &crate::Config, checkpoint: &Path) -> Result<PathBuf> {
+    let frozen =
+        seq2seq_image_encoder::lite0::NUM_BLOCKS - cfg.model.image_encoder.fine_tune_blocks;
+    let key = backbone_key(checkpoint, cfg.data.image_size, frozen)?;
+    Ok(PathBuf::from(&cfg.data.feature_cache).join(key))
 }
 
 /// The cache file of image `r` in `cache` (none for an in-memory or unreadable image).
@@ -147,11 +170,12 @@ pub fn write_cached(path: &Path, f: &Tensor) -> Result<()> {
 /// cache; a moved or copied one still hits it). A mirror image's features get a `-hflip` suffix.
 fn file_key(path: &Path, mirrored: bool) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
     let stem = path.file_stem()?.to_string_lossy().into_owned();
     let suffix = if mirrored { "-hflip" } else { "" };
-    Some(format!("{stem}-{:016x}{suffix}.safetensors", h.finish()))
+    Some(format!(
+        "{stem}-{}{suffix}.safetensors",
+        short_sha256(&[&bytes])
+    ))
 }
 
 impl ImageBank {
@@ -321,5 +345,30 @@ impl ImageBank {
                 Ok(Tensor::stack(&rows, 0)?)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backbone_keys_are_specified_hashes_and_need_a_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("s2s-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ckpt = dir.join("x.pth");
+        std::fs::write(&ckpt, b"abc").unwrap();
+        // SHA-256("x.pth\0abc") = da691a9c9a1528a9…: the same key on every toolchain.
+        assert_eq!(
+            backbone_key(&ckpt, 224, 16).unwrap(),
+            format!("lite0-v{FEATURE_CODE_VERSION}-da691a9c9a1528a9-s224-b16")
+        );
+        std::fs::write(&ckpt, b"abd").unwrap();
+        assert!(!backbone_key(&ckpt, 224, 16)
+            .unwrap()
+            .contains("da691a9c9a1528a9"));
+        let e = backbone_key(&dir.join("gone.pth"), 224, 16).unwrap_err();
+        assert!(e.to_string().contains("gone.pth"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

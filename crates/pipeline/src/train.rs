@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -35,6 +37,12 @@ pub struct TrainOptions {
     pub seed: Option<u64>,
     /// No progress output at all (tests).
     pub quiet: bool,
+    /// Set to a signal number (the CLI's SIGINT/SIGTERM handler does) to stop after the current
+    /// step with the resume checkpoint written.
+    pub stop: Option<Arc<AtomicI32>>,
+    /// Test hook: the steps (numbered as logged, from 1) whose batch counts as non-finite.
+    #[doc(hidden)]
+    pub inject_nonfinite: Vec<usize>,
 }
 
 /// What a finished training run reports.
@@ -47,6 +55,8 @@ pub struct TrainSummary {
     /// Loss per target token on that split with the best weights.
     pub held_out_loss: Option<f64>,
     pub out: PathBuf,
+    /// The signal that stopped the run (its resume checkpoint is written; nothing was evaluated).
+    pub interrupted: Option<i32>,
 }
 
 pub(crate) fn log(opts: &TrainOptions, msg: &str) {
@@ -63,6 +73,24 @@ fn weights(vm: &SeededVarMap) -> HashMap<String, Tensor> {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect()
+}
+
+/// The weights, if every value is finite: non-finite weights are never written.
+fn finite(out: &Path, w: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    for (name, t) in &w {
+        let m = t
+            .abs()?
+            .max_all()?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?;
+        if !m.is_finite() {
+            return Err(Error::NonFinite {
+                path: out.to_path_buf(),
+                tensor: name.clone(),
+            });
+        }
+    }
+    Ok(w)
 }
 
 fn step_seed(seed: u64, step: usize) -> u64 {
@@ -150,6 +178,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         path: out.clone(),
         source,
     })?;
+    checkpoint::remove_stale_temps(out);
     let dev = Device::Cpu;
     let mut resume = None;
     let mut state = if opts.resume {
@@ -225,7 +254,8 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     )?;
     if let Some((w, moments)) = &resume {
         restore(out, &all_vars, &mut opt, w, moments)?;
-        opt.step = state.step as u64;
+        opt.step = (state.step - state.skipped_steps) as u64;
+        checkpoint::trim_metrics(out, state.step)?;
         log(
             opts,
             &format!(
@@ -244,20 +274,20 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let all_weights = || {
         let mut w = weights(&vm);
         w.extend(frozen_weights.iter().map(|(k, v)| (k.clone(), v.clone())));
-        w
+        finite(out, w)
     };
     let save_last = |state: &TrainerState, opt: &Adam| -> Result<()> {
-        checkpoint::save_resume(out, all_weights(), opt.state()?, state)
+        checkpoint::save_resume(out, all_weights()?, opt.state()?, state)
     };
     let bank = match (&p.images, &model.encoder) {
         (Some(images), Encoder::Image(enc)) => {
-            let cache = (enc.has_frozen_part() && !cfg.data.feature_cache.is_empty()).then(|| {
-                let ckpt = backbone
-                    .as_ref()
-                    .map(|(p, _)| p.clone())
-                    .unwrap_or_default();
-                cache_dir(&cfg, &ckpt)
-            });
+            // The cache is keyed by the backbone checkpoint's contents: without one, no cache.
+            let cache = match &backbone {
+                Some((ckpt, _)) if enc.has_frozen_part() && !cfg.data.feature_cache.is_empty() => {
+                    Some(cache_dir(&cfg, ckpt)?)
+                }
+                _ => None,
+            };
             Some(ImageBank::new(
                 images,
                 &p.train_images,
@@ -308,6 +338,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let elapsed_before = state.elapsed_s;
     let mut window = (0.0f64, 0.0f64, Instant::now(), 0usize); // (nll, tokens, since, tokens for speed)
     let mut stop_reason = None;
+    let mut interrupted = None;
     'epochs: while !state.finished {
         if t.max_epochs > 0 && state.epoch >= t.max_epochs {
             stop_reason = Some(format!("reached train.max_epochs = {}", t.max_epochs));
@@ -342,15 +373,42 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 loss: l.loss.detach(),
                 ..l
             };
-            opt.clip(&grads, t.clip_grad_norm)?;
-            opt.lr = state.lr;
-            opt.update(&grads)?;
+            let norm = opt.clip(&grads, t.clip_grad_norm)?;
+            let injected = opts.inject_nonfinite.contains(&(state.step + 1));
+            if l.nll_sum.is_finite() && norm.is_finite() && !injected {
+                opt.lr = state.lr;
+                opt.update(&grads)?;
+                state.nonfinite_in_a_row = 0;
+                window.0 += l.nll_sum;
+                window.1 += l.tokens;
+            } else {
+                // The batch is consumed, the weights and the optimizer's step stay as they were.
+                state.skipped_steps += 1;
+                state.nonfinite_in_a_row += 1;
+                let msg = format!(
+                    "warning: step {}: the loss ({}) or the gradient norm ({norm}) is not finite; update skipped ({} in a row, the limit is train.max_nonfinite_steps = {})",
+                    state.step + 1,
+                    if injected { f64::NAN } else { l.nll_sum },
+                    state.nonfinite_in_a_row,
+                    t.max_nonfinite_steps
+                );
+                match &bar {
+                    Some(bar) => bar.println(msg),
+                    None => log(opts, &msg),
+                }
+                if state.nonfinite_in_a_row >= t.max_nonfinite_steps {
+                    // The resume checkpoint on disk is the last good one: it is not overwritten.
+                    return Err(Error::Diverged {
+                        step: state.step + 1,
+                        count: state.nonfinite_in_a_row,
+                        path: out.join(LAST),
+                    });
+                }
+            }
             drop(grads);
             state.step += 1;
             state.batch_in_epoch += 1;
             state.target_tokens += l.tokens as u64;
-            window.0 += l.nll_sum;
-            window.1 += l.tokens;
             window.3 += l.tokens as usize;
             let elapsed = elapsed_before + started.elapsed().as_secs_f64();
             state.elapsed_s = elapsed;
@@ -389,11 +447,11 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     &dev,
                 )?;
                 if t.keep_checkpoints > 0 {
-                    keep_checkpoint(out, state.step, t.keep_checkpoints, &all_weights())?;
+                    keep_checkpoint(out, state.step, t.keep_checkpoints, &all_weights()?)?;
                 }
                 let improved = record_validation(&mut state, score(&v, t.early_stopping_metric), t);
                 if improved {
-                    checkpoint::save_tensors(&out.join(BEST), &all_weights())?;
+                    checkpoint::save_tensors(&out.join(BEST), &all_weights()?)?;
                 }
                 let msg = v.report(
                     state.step,
@@ -407,7 +465,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     Some(bar) => bar.println(msg),
                     None => log(opts, &msg),
                 }
-                checkpoint::append_metrics(
+                checkpoint::record_metrics(
                     out,
                     &serde_json::json!({
                         "step": state.step, "epoch": state.epoch + 1,
@@ -431,6 +489,17 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
             if state.step % t.log_every == 0 {
                 window = (0.0, 0.0, Instant::now(), 0);
             }
+            let signal = opts.stop.as_ref().map_or(0, |s| s.load(Ordering::SeqCst));
+            if signal != 0 {
+                interrupted = Some(signal);
+                stop_reason = Some(format!("interrupted by signal {signal}"));
+                // The step's batch is consumed: a resumed run starts at the next one.
+                if state.batch_in_epoch >= batches.len() {
+                    state.epoch += 1;
+                    state.batch_in_epoch = 0;
+                }
+                break 'epochs;
+            }
         }
         state.epoch += 1;
         state.batch_in_epoch = 0;
@@ -438,10 +507,31 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    if let Some(signal) = interrupted {
+        // Only the resume checkpoint: a resumed run then ends exactly as an uninterrupted one.
+        save_last(&state, &opt)?;
+        log(
+            opts,
+            &format!(
+                "interrupted by signal {signal} after step {}: the resume checkpoint is {}; continue with `seq2seq train CONFIG --out {} --resume`",
+                state.step,
+                out.join(LAST).display(),
+                out.display()
+            ),
+        );
+        return Ok(TrainSummary {
+            steps: state.step,
+            best_score: state.best_score,
+            exact_match: None,
+            held_out_loss: None,
+            out: out.clone(),
+            interrupted: Some(signal),
+        });
+    }
     if !out.join(BEST).exists() {
         // Never validated: the final weights are the only (and so the best) checkpoint.
         state.best_step = state.step;
-        checkpoint::save_tensors(&out.join(BEST), &all_weights())?;
+        checkpoint::save_tensors(&out.join(BEST), &all_weights()?)?;
     }
     save_last(&state, &opt)?;
     log(
@@ -494,6 +584,7 @@ pub fn train(mut cfg: Config, opts: &TrainOptions) -> Result<TrainSummary> {
         exact_match: exact,
         held_out_loss,
         out: out.clone(),
+        interrupted: None,
     })
 }
 

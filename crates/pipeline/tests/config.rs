@@ -90,6 +90,34 @@ fn wrong_type_names_the_key() {
 }
 
 #[test]
+fn flow_mappings_name_the_key_inside_them_and_what_was_expected() {
+    let e = err("data:\n  format: dates\nmodel:\n  encoder: {hiden_size: 16}\n");
+    assert!(
+        e.contains("line 4") && e.contains("unknown key `model.encoder.hiden_size`"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `hidden_size`"), "{e}");
+    let e = err("model:\n  encoder: {embedding_dim: 8, hidden_size: big}\n");
+    assert!(
+        e.contains("key `model.encoder.hidden_size`: expected a whole number ≥ 0, got \"big\""),
+        "{e}"
+    );
+    let e = err("data: {format: dates, src_vocab: {level: char, min_freqq: 2}}\n");
+    assert!(e.contains("unknown key `data.src_vocab.min_freqq`"), "{e}");
+    let e = err("train: {learning_rate: fast}\n");
+    assert!(
+        e.contains("key `train.learning_rate`: expected a number, got \"fast\""),
+        "{e}"
+    );
+    // Block style says the same.
+    let e = err("train:\n  batch_size: many\n");
+    assert!(
+        e.contains("key `train.batch_size`: expected a whole number ≥ 0, got \"many\""),
+        "{e}"
+    );
+}
+
+#[test]
 fn bad_enum_value_lists_the_choices() {
     let e = err("data:\n  root: x\nmodel:\n  decoder:\n    attention: cosine\n");
     assert!(e.contains("cosine") && e.contains("bahdanau"), "{e}");
@@ -145,6 +173,10 @@ fn config_file_errors_name_the_file() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("none.yaml"), "{e}");
+    let big = dir.join("big.yaml");
+    std::fs::write(&big, "# padding\n".repeat(200_000)).unwrap();
+    let e = Config::from_file(&big).unwrap_err().to_string();
+    assert!(e.contains("big.yaml") && e.contains("limit"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -6,9 +6,23 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::Error;
 
+/// The largest config file read (the reference config with every key is ~10 KB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 impl Config {
     /// Parses and validates a YAML file.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.len() > MAX_CONFIG_BYTES {
+                return Err(Error::Config {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "{} bytes: larger than any config can be (the limit is {MAX_CONFIG_BYTES})",
+                        m.len()
+                    ),
+                });
+            }
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
             path: path.to_path_buf(),
             msg: if e.kind() == std::io::ErrorKind::InvalidData {
@@ -87,6 +101,7 @@ impl Config {
         positive("train.batch_size", t.batch_size);
         positive("train.valid_every", t.valid_every);
         positive("train.log_every", t.log_every);
+        positive("train.max_nonfinite_steps", t.max_nonfinite_steps);
         positive("data.max_src_len", self.data.max_src_len);
         positive("data.max_tgt_len", self.data.max_tgt_len);
         for (key, p) in [
@@ -302,8 +317,8 @@ fn describe_yaml_error(e: &serde_saphyr::Error, text: &str) -> String {
     let at = loc
         .map(|l| format!("line {} column {}: ", l.line(), l.column()))
         .unwrap_or_default();
-    let path = loc
-        .map(|l| key_path_at(text, l.line() as usize))
+    let (path, in_flow) = loc
+        .map(|l| key_path_at(text, l.line() as usize, l.column() as usize))
         .unwrap_or_default();
     let mut msg = e.to_string().lines().next().unwrap_or_default().to_string();
     // Drop the location prefixes the message repeats; `at` carries it once.
@@ -322,15 +337,25 @@ fn describe_yaml_error(e: &serde_saphyr::Error, text: &str) -> String {
                 .map(|k| k.trim_matches('`'))
                 .filter(|k| !k.is_empty())
                 .collect();
-            let mut out = format!(
-                "{at}unknown key `{}`",
-                if path.is_empty() { field } else { &path }
-            );
+            // In block style the error's line is the key's own; inside a flow mapping the path
+            // ends at the mapping, and the key is the field.
+            let key = match (path.is_empty(), in_flow) {
+                (true, _) => field.to_string(),
+                (false, true) => format!("{path}.{field}"),
+                (false, false) => path.clone(),
+            };
+            let mut out = format!("{at}unknown key `{key}`");
             if let Some(n) = nearest(field, &expected) {
                 out.push_str(&format!(" (did you mean `{n}`?)"));
             }
             out.push_str(&format!("; valid keys here: {}", expected.join(", ")));
             return out;
+        }
+    }
+    if let (Some(ty), Some(l)) = (msg.strip_prefix("invalid "), loc) {
+        if let Some(want) = expected_words(ty) {
+            let got = scalar_at(text, l.line() as usize, l.column() as usize);
+            msg = format!("expected {want}, got {got:?}");
         }
     }
     if path.is_empty() {
@@ -340,12 +365,80 @@ fn describe_yaml_error(e: &serde_saphyr::Error, text: &str) -> String {
     }
 }
 
-/// The dotted key path of the mapping key on 1-based `line`, from indentation.
-fn key_path_at(text: &str, line: usize) -> String {
+/// What a Rust type named in a parse error means to someone writing YAML.
+fn expected_words(ty: &str) -> Option<&'static str> {
+    Some(match ty.trim() {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number ≥ 0",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" | "floating point" => "a number",
+        "boolean" => "true or false",
+        "bool" => "true or false",
+        _ => return None,
+    })
+}
+
+/// The scalar written at 1-based `line` and `column` (up to a flow delimiter or comment).
+fn scalar_at(text: &str, line: usize, column: usize) -> String {
+    let l = text.lines().nth(line.saturating_sub(1)).unwrap_or_default();
+    let rest: String = l.chars().skip(column.saturating_sub(1)).collect();
+    let end = rest.find([',', '}', ']', '#']).unwrap_or(rest.len());
+    rest[..end].trim().trim_matches(['"', '\'']).to_string()
+}
+
+/// The keys of the flow mappings (`{a: {b: …}}`) open at 1-based `column` of `line`, outermost
+/// first; empty outside any.
+fn flow_keys(line: &str, column: usize) -> (Vec<String>, bool) {
+    let upto: String = line.chars().take(column.saturating_sub(1)).collect();
+    let Some(open) = upto.find('{') else {
+        return (Vec::new(), false);
+    };
+    let mut stack: Vec<Option<String>> = Vec::new();
+    let mut token = String::new();
+    for c in upto[open..].chars() {
+        match c {
+            '{' => stack.push(None),
+            '}' => {
+                stack.pop();
+            }
+            ',' => {
+                if let Some(k) = stack.last_mut() {
+                    *k = None;
+                }
+            }
+            ':' => {
+                if let Some(k) = stack.last_mut() {
+                    *k = Some(token.trim().to_string());
+                }
+            }
+            _ => {
+                token.push(c);
+                continue;
+            }
+        }
+        token.clear();
+    }
+    let inside = !stack.is_empty();
+    (stack.into_iter().flatten().collect(), inside)
+}
+
+/// The dotted key path at 1-based `line` and `column`: the block keys from indentation, then the
+/// keys of any flow mappings open there; and whether the position is inside a flow mapping.
+fn key_path_at(text: &str, line: usize, column: usize) -> (String, bool) {
     let lines: Vec<&str> = text.lines().collect();
     if line == 0 || line > lines.len() {
-        return String::new();
+        return (String::new(), false);
     }
+    let block = block_path_at(&lines, line);
+    let (flow, inside) = flow_keys(lines[line - 1], column);
+    let parts: Vec<String> = std::iter::once(block)
+        .filter(|b| !b.is_empty())
+        .chain(flow)
+        .collect();
+    (parts.join("."), inside)
+}
+
+/// The dotted key path of the mapping key on 1-based `line`, from indentation.
+fn block_path_at(lines: &[&str], line: usize) -> String {
     let key_of = |l: &str| -> Option<(usize, String)> {
         let trimmed = l.trim_start();
         if trimmed.starts_with('#') || trimmed.is_empty() {

@@ -382,6 +382,9 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Plain log line every this many steps (when stderr is not a terminal).
     pub log_every: usize,
+    /// A batch whose loss or gradient norm is not finite is skipped (no update); stop after this
+    /// many in a row.
+    pub max_nonfinite_steps: usize,
 }
 
 impl Default for TrainConfig {
@@ -408,6 +411,7 @@ impl Default for TrainConfig {
             patience: 5,
             keep_checkpoints: 0,
             log_every: 100,
+            max_nonfinite_steps: 10,
         }
     }
 }
