@@ -171,10 +171,15 @@ impl Vocab {
             path: path.to_path_buf(),
             msg,
         };
-        if !path.exists() {
-            return Err(err("file not found".into()));
-        }
-        let tok = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => err("file not found".into()),
+            _ => err(e.to_string()),
+        })?;
+        // tokenizers 0.23 panics (`expect("Helper")` in its decoder deserialiser) on JSON that
+        // does not parse, rather than returning an error: check the syntax first (fuzz finding).
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| err(format!("not valid JSON: {e}")))?;
+        let tok = text.parse::<Tokenizer>().map_err(|e| err(e.to_string()))?;
         Self::from_tokenizer(tok).map_err(err)
     }
 

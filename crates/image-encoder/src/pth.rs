@@ -19,13 +19,19 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path)?;
     if bytes.starts_with(b"PK") {
+        check_zip_records(&bytes)
+            .map_err(|m| candle_core::Error::Msg(format!("{}: {m}", path.display())))?;
         return candle_core::pickle::read_all(path)?
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_device(dev)?)))
             .collect();
     }
     // Legacy: pickle 1 is the magic number (a long after PROTO and LONG1 opcodes).
-    if bytes.len() < 14 || bytes[4..14] != LEGACY_MAGIC {
+    if bytes.len() < 15
+        || bytes[..4] != [0x80, 0x02, 0x8a, 0x0a]
+        || bytes[4..14] != LEGACY_MAGIC
+        || bytes[14] != b'.'
+    {
         bail!(
             "{} is neither a zip nor a legacy PyTorch checkpoint",
             path.display()
@@ -37,8 +43,12 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
         s.read_loop(cur)?;
         s.finalize()
     };
-    for _ in 0..3 {
-        read_pickle(&mut cur)?; // magic number, protocol version, system info
+    // Pickle 1, the magic number, was checked above byte for byte (PROTO 2, LONG1 of 10 bytes,
+    // STOP: 15 bytes); it is skipped rather than parsed, since candle's LONG1 shifts a u64 past
+    // its width for 10 bytes (an overflow panic where overflow checks are on; a fuzz finding).
+    cur.set_position(15);
+    for _ in 0..2 {
+        read_pickle(&mut cur)?; // protocol version, system info
     }
     let state = read_pickle(&mut cur)?;
     let keys = match read_pickle(&mut cur)? {
@@ -53,6 +63,12 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
     };
     let mut infos = Vec::new();
     for (name, value) in entries {
+        if !tensor_record_ok(&value) {
+            bail!(
+                "{}: entry {name:?} is a malformed tensor record (corrupt checkpoint)",
+                path.display()
+            );
+        }
         if let Some(info) = value.into_tensor_info(name, Path::new(""))? {
             infos.push(info);
         }
@@ -107,6 +123,96 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
         out.insert(info.name, t);
     }
     Ok(out)
+}
+
+/// The zip format's `data.pkl`, parsed once here so that candle's reader, which trusts its tensor
+/// records, only ever sees well-formed ones.
+fn check_zip_records(bytes: &[u8]) -> std::result::Result<(), String> {
+    let mut zip =
+        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("not a readable zip: {e}"))?;
+    let name = zip
+        .file_names()
+        .filter_map(|n| n.ok())
+        .find(|n| n.ends_with("data.pkl"))
+        .map(|n| n.into_owned());
+    let Some(name) = name else {
+        return Err("no data.pkl in the zip".into());
+    };
+    let mut pkl = Vec::new();
+    zip.by_name(&name)
+        .and_then(|mut f| f.read_to_end(&mut pkl).map_err(Into::into))
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut stack = Stack::empty();
+    stack
+        .read_loop(&mut Cursor::new(&pkl[..]))
+        .map_err(|e| format!("{name}: {e}"))?;
+    let obj = stack.finalize().map_err(|e| format!("{name}: {e}"))?;
+    if records_ok(&obj, 0) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} holds a malformed tensor record (corrupt checkpoint)"
+        ))
+    }
+}
+
+/// Every reduce record in `o` (to a bounded depth) is well formed.
+fn records_ok(o: &Object, depth: usize) -> bool {
+    if depth > 64 {
+        return false;
+    }
+    let all = |v: &[Object]| v.iter().all(|x| records_ok(x, depth + 1));
+    match o {
+        Object::Reduce { callable, args } | Object::Build { callable, args } => {
+            tensor_record_ok(o) && records_ok(callable, depth + 1) && records_ok(args, depth + 1)
+        }
+        Object::Tuple(v) | Object::List(v) => all(v),
+        Object::Dict(kv) => kv
+            .iter()
+            .all(|(k, v)| records_ok(k, depth + 1) && records_ok(v, depth + 1)),
+        Object::PersistentLoad(x) => records_ok(x, depth + 1),
+        _ => true,
+    }
+}
+
+fn is_class(o: &Object, module: &str, class: &str) -> bool {
+    matches!(o, Object::Class { module_name, class_name } if module_name == module && class_name == class)
+}
+
+/// Whether a state-dict value that candle's `into_tensor_info` would take apart has the tuple
+/// lengths it assumes: it indexes them unchecked and panics on a short one (a fuzz finding).
+/// Values that are no tensor record at all pass (candle skips them).
+fn tensor_record_ok(value: &Object) -> bool {
+    let Object::Reduce { callable, args } = value else {
+        return true;
+    };
+    let tuple = |o: &Object, n: usize| matches!(o, Object::Tuple(t) if t.len() >= n);
+    let (callable, args): (&Object, &Object) =
+        if is_class(callable, "torch._tensor", "_rebuild_from_type_v2") {
+            match &**args {
+                Object::Tuple(t) if t.len() >= 2 => (&t[0], &t[1]),
+                _ => return false,
+            }
+        } else if is_class(callable, "torch._utils", "_rebuild_parameter") {
+            match &**args {
+                Object::Tuple(t) if !t.is_empty() => match &t[0] {
+                    Object::Reduce { callable, args } => (callable, args),
+                    _ => return false,
+                },
+                _ => return false,
+            }
+        } else {
+            (callable, args)
+        };
+    if !is_class(callable, "torch._utils", "_rebuild_tensor_v2") {
+        return true;
+    }
+    match args {
+        Object::Tuple(t) if t.len() >= 4 => {
+            matches!(&t[0], Object::PersistentLoad(s) if tuple(s, 5))
+        }
+        _ => false,
+    }
 }
 
 /// Gathers a strided (e.g. transposed) f32 view out of a flat storage.
