@@ -198,7 +198,7 @@ pub(crate) fn eval_captions(
     if text.is_empty() {
         text.push('\n');
     }
-    std::fs::write(output, text).with_context(|| format!("cannot write {}", output.display()))?;
+    seq2seq_pipeline::checkpoint::write_atomic(output, text.as_bytes())?;
     if r.cache_rejected {
         eprintln!("warning: data.feature_cache holds features this model's backbone does not reproduce (another checkpoint under the same name?); computed them instead");
     }

@@ -242,8 +242,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut text = r.hypotheses.join("\n");
             text.push('\n');
-            std::fs::write(&output, text)
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            seq2seq_pipeline::checkpoint::write_atomic(&output, text.as_bytes())?;
             if json {
                 println!(
                     "{}",
