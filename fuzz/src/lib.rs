@@ -165,7 +165,11 @@ pub fn model_dir(data: &[u8]) {
     };
     let dir = tempfile::tempdir().unwrap();
     for f in MODEL_FILES {
-        std::fs::copy(seed_model().join(f), dir.path().join(f)).unwrap();
+        // libFuzzer's timer signal can interrupt the copy (EINTR): retry, it is not a finding.
+        let copy = || std::fs::copy(seed_model().join(f), dir.path().join(f));
+        while let Err(e) = copy() {
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "{f}: {e}");
+        }
     }
     let name = MODEL_FILES[usize::from(m.which) % MODEL_FILES.len()];
     file_with(dir.path(), name, &m.bytes);
