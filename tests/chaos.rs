@@ -48,7 +48,7 @@ fn killed_and_resumed_runs_end_bit_identical() {
     for k in 0..kills {
         let resume = chaos.join("last.safetensors").exists();
         let from = if resume {
-            seq2seq::pipeline::checkpoint::load_resume(&chaos, &candle_core::Device::Cpu)
+            seq2seq::pipeline::model_dir::load_resume(&chaos, &candle_core::Device::Cpu)
                 .unwrap()
                 .2
                 .step

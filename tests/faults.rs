@@ -34,7 +34,7 @@ fn sigterm_and_sigint_write_a_resume_checkpoint_that_continues_exactly() {
         );
         assert!(!log.contains("panicked"), "{log}");
         all_checkpoints_load(&cut);
-        let state = seq2seq::pipeline::checkpoint::load_state(&cut).unwrap();
+        let state = seq2seq::pipeline::model_dir::load_state(&cut).unwrap();
         stopped_at.push(format!(
             "SIG{sig} at step {} exited {code_want}",
             state.step

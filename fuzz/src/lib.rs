@@ -19,7 +19,7 @@ use seq2seq::image_encoder::preprocess::{
     load_rgb, resize_crop, to_tensor, ImageLimits, Normalization,
 };
 use seq2seq::metrics::{cider_d, coco_bleu, Bleu, Chrf, Smoothing, Tokenizer};
-use seq2seq::pipeline::{checkpoint, Config, Translator};
+use seq2seq::pipeline::{model_dir, Config, Translator};
 
 fn file_with(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -131,8 +131,8 @@ pub fn image(data: &[u8]) {
 pub fn safetensors(data: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     file_with(dir.path(), "model.safetensors", data);
-    let _ = checkpoint::load_tensors(dir.path(), "model.safetensors", &Device::Cpu);
-    let _ = checkpoint::load_resume(dir.path(), &Device::Cpu);
+    let _ = model_dir::load_tensors(dir.path(), "model.safetensors", &Device::Cpu);
+    let _ = model_dir::load_resume(dir.path(), &Device::Cpu);
 }
 
 /// The committed tiny model directory the model-directory target mutates.

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use seq2seq::pipeline::checkpoint;
+use seq2seq::pipeline::model_dir;
 
 /// A small dates model: a few hundred steps of a few milliseconds each, validating often.
 pub const CONFIG: &str = "name: faults
@@ -117,7 +117,7 @@ impl Run {
 
 /// The resume checkpoint's weights and optimizer moments as bits, by name.
 pub fn state_bits(dir: &Path) -> Vec<(String, Vec<u32>)> {
-    let (w, m, _) = checkpoint::load_resume(dir, &candle_core::Device::Cpu).unwrap();
+    let (w, m, _) = model_dir::load_resume(dir, &candle_core::Device::Cpu).unwrap();
     let mut all: Vec<(String, Vec<u32>)> = w
         .into_iter()
         .chain(m.into_iter().map(|(k, v)| (format!("optimizer.{k}"), v)))
@@ -152,7 +152,7 @@ pub fn all_checkpoints_load(dir: &Path) -> usize {
     for e in std::fs::read_dir(dir).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         if name.ends_with(".safetensors") && !name.starts_with('.') {
-            checkpoint::load_tensors(dir, &name, &candle_core::Device::Cpu)
+            model_dir::load_tensors(dir, &name, &candle_core::Device::Cpu)
                 .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
             n += 1;
         }

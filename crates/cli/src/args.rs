@@ -1,7 +1,10 @@
-//! The command line's flags (clap): the subcommands, and the decoding and ensemble flags that
-//! translation, captioning, generation and evaluation share.
+//! The command line's flags (clap): the subcommand list (each subcommand's own flags are in its
+//! file under `cmd/`), and the decoding and ensemble flags that translation, captioning,
+//! generation and evaluation share.
 
 use std::path::PathBuf;
+
+use crate::cmd;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -142,218 +145,25 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Train a model from a YAML config.
-    Train {
-        /// The config file (see configs/reference.yaml for every key).
-        config: PathBuf,
-        /// Where corpora are looked up (else $SEQ2SEQ_DATA_DIR, else ./datasets).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The model directory to write (default: runs/<name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Continue the run in --out from its last checkpoint.
-        #[arg(long)]
-        resume: bool,
-        /// Stop after this many updates in total (overrides train.max_steps).
-        #[arg(long)]
-        max_steps: Option<usize>,
-        /// Stop after this many seconds of training in total, a resumed run's earlier time
-        /// included (overrides train.max_time_s; 0 = no limit).
-        #[arg(long)]
-        max_time_s: Option<f64>,
-        /// Random seed (overrides `seed`; ignored with --resume).
-        #[arg(long)]
-        seed: Option<u64>,
-    },
+    Train(cmd::train::TrainArgs),
     /// Translate TEXT arguments, or stdin line by line (one output line per input line).
-    Translate {
-        /// The model directory written by `train`, or one checkpoint file in it
-        /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
-        /// config and vocabularies.
-        #[arg(long)]
-        model: PathBuf,
-        #[command(flatten)]
-        ensemble: EnsembleArgs,
-        #[command(flatten)]
-        decoding: DecodingArgs,
-        /// Sentences to translate; with none, read stdin.
-        text: Vec<String>,
-    },
+    Translate(cmd::translate::TranslateArgs),
     /// Caption images: one `path<TAB>caption` line per image, in input order.
-    Caption {
-        /// The model directory written by `train`, or one checkpoint file in it
-        /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
-        /// config and vocabularies; task: captioning.
-        #[arg(long)]
-        model: PathBuf,
-        /// Print one JSON object per line (`{"image", "caption", "score"}`, or `"error"`).
-        #[arg(long)]
-        json: bool,
-        /// Test-time augmentation: caption each image and its left-right mirror together (the
-        /// mean of the two next-token distributions), at twice the decoding cost.
-        #[arg(long)]
-        hflip_average: bool,
-        #[command(flatten)]
-        ensemble: EnsembleArgs,
-        #[command(flatten)]
-        decoding: DecodingArgs,
-        /// Image files, or folders whose image files (by extension) are captioned in name order.
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
-    },
+    Caption(cmd::caption::CaptionArgs),
+    /// Generate text with a language model (task: generation), primed by a prompt.
+    Generate(cmd::generate::GenerateArgs),
+    /// Decode a held-out split of the model's own corpus and report BLEU, chrF and perplexity.
+    Eval(cmd::eval::EvalArgs),
+    /// Score hypotheses against references, like the sacrebleu command line.
+    Score(cmd::score::ScoreArgs),
     /// Measure training and decoding speed, memory and cold start for a translation config, or
     /// image and caption throughput of a trained captioning model.
-    Bench {
-        /// The config (the PyTorch peer's architecture is configs/multi30k-en-de-bahdanau.yaml).
-        config: PathBuf,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// A trained model of this config for the decoding figures (default: runs/<name> if present).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Timed training steps (after 5 warm-up steps).
-        #[arg(long, default_value_t = 60)]
-        train_steps: usize,
-        /// Test sentences (captioning: test images) decoded (0 = all).
-        #[arg(long, default_value_t = 0)]
-        decode_sentences: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(cmd::bench::BenchArgs),
     /// Average the weights of several checkpoints of one run into a new model directory.
-    Average {
-        /// The model directory to write (config and tokenizers come from the first checkpoint's).
-        #[arg(long)]
-        out: PathBuf,
-        /// Checkpoints: .safetensors files (model.safetensors, last.safetensors, …) or model
-        /// directories (their model.safetensors).
-        #[arg(required = true)]
-        checkpoints: Vec<PathBuf>,
-    },
-    /// Score hypotheses against references, like the sacrebleu command line.
-    Score {
-        /// A reference file (repeat for several references per line).
-        #[arg(long = "ref", required = true)]
-        refs: Vec<PathBuf>,
-        /// The hypothesis file; stdin when absent.
-        #[arg(long)]
-        hyp: Option<PathBuf>,
-        /// Comma-separated: bleu, chrf, chrf++.
-        #[arg(long, default_value = "bleu,chrf")]
-        metrics: String,
-        #[arg(long)]
-        lowercase: bool,
-        /// BLEU tokenizer: 13a | intl | char | none.
-        #[arg(long, default_value = "13a")]
-        tokenize: String,
-        /// BLEU smoothing: exp | floor | add-k | none.
-        #[arg(long, default_value = "exp")]
-        smooth_method: String,
-        /// Value for floor (default 0.1) or add-k (default 1).
-        #[arg(long)]
-        smooth_value: Option<f64>,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Decode a held-out split of the model's own corpus and report BLEU, chrF and perplexity.
-    Eval {
-        /// The model directory written by `train`, or one checkpoint file in it
-        /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
-        /// config and vocabularies.
-        #[arg(long)]
-        model: PathBuf,
-        #[command(flatten)]
-        ensemble: EnsembleArgs,
-        /// valid | test
-        #[arg(long, default_value = "test")]
-        split: String,
-        /// Where corpora are looked up (else $SEQ2SEQ_DATA_DIR, else ./datasets).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Where to write the hypotheses (default: <model>/hyp.<split>.txt).
-        #[arg(long)]
-        output: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        /// Captioning models: caption each image and its left-right mirror together (the mean
-        /// of the two next-token distributions), at twice the decoding cost.
-        #[arg(long)]
-        hflip_average: bool,
-        #[command(flatten)]
-        decoding: DecodingArgs,
-    },
-    /// Generate text with a language model (task: generation), primed by a prompt.
-    Generate {
-        /// The model directory written by `train`, or one checkpoint file in it
-        /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
-        /// config and vocabularies.
-        #[arg(long)]
-        model: PathBuf,
-        /// The text to continue; without it, each stdin line is a prompt. Empty = from scratch.
-        #[arg(long)]
-        prompt: Option<String>,
-        /// Tokens to generate after the prompt (default: the model's decoding.max_length).
-        #[arg(long)]
-        max_tokens: Option<usize>,
-        /// Samples per prompt.
-        #[arg(long, default_value_t = 1)]
-        num: usize,
-        /// Also print distinct-2, the repeated-4-gram rate and the mean log-probability per
-        /// token of the samples (on stderr).
-        #[arg(long)]
-        stats: bool,
-        #[command(flatten)]
-        decoding: DecodingArgs,
-    },
+    Average(cmd::average::AverageArgs),
     /// Real corpora: list the catalogue, fetch and verify (datasets/README.md, datasets/catalog.yaml).
     Data {
         #[command(subcommand)]
-        action: DataCommand,
+        action: cmd::data::DataCommand,
     },
-}
-
-/// `seq2seq data …`
-#[derive(Subcommand)]
-pub(crate) enum DataCommand {
-    /// Every corpus of the catalogue: its size, licence, and what of it is present and verified.
-    List {
-        #[command(flatten)]
-        common: DataArgs,
-        /// One JSON object per corpus.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Download, verify (size and SHA-256) and unpack corpora into the data directory, resuming
-    /// partial downloads; what is present and verified is not fetched again.
-    Fetch {
-        /// Corpus names (see `seq2seq data list`).
-        #[arg(required = true)]
-        names: Vec<String>,
-        #[command(flatten)]
-        common: DataArgs,
-        /// Fetch from MIRROR/<host>/<path> instead of each URL's host (else $SEQ2SEQ_DATA_MIRROR).
-        #[arg(long)]
-        mirror: Option<String>,
-        /// Only check what is present; never touch the network.
-        #[arg(long)]
-        offline: bool,
-    },
-    /// Re-hash what is present against the catalogue (every corpus when no name is given).
-    Verify {
-        names: Vec<String>,
-        #[command(flatten)]
-        common: DataArgs,
-    },
-}
-
-/// What every `data` subcommand shares.
-#[derive(Args)]
-pub(crate) struct DataArgs {
-    /// The data directory (else $SEQ2SEQ_DATA_DIR, else ./datasets).
-    #[arg(long)]
-    pub(crate) data_dir: Option<PathBuf>,
-    /// Read this catalogue instead of the shipped datasets/catalog.yaml.
-    #[arg(long)]
-    pub(crate) catalog: Option<PathBuf>,
 }

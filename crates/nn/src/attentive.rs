@@ -28,10 +28,11 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::attention::{Attention, AttentionKeys};
+use crate::cell::{CellKind, CellState};
 use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, View};
 use crate::fastmath::{dot_tanh, exp, tanh};
 use crate::gates::{gru_row, gru_row_bwd, lstm_row, lstm_row_bwd};
-use crate::rnn::{Cell, CellKind, CellState};
+use crate::rnn::Cell;
 
 #[derive(Clone, Copy, Debug)]
 struct AttentiveRecurrence {

@@ -24,9 +24,9 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
+use crate::cell::{CellKind, CellState};
 use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, View};
 use crate::gates::{gru_row, gru_row_bwd, lstm_row, lstm_row_bwd};
-use crate::rnn::{CellKind, CellState};
 
 /// The op: which recurrence, its hidden size and its direction.
 #[derive(Clone, Copy, Debug)]

@@ -11,6 +11,7 @@ pub mod adam;
 pub mod additive;
 pub mod attention;
 pub mod attentive;
+pub mod cell;
 mod cpu;
 pub mod ctx;
 pub mod fastmath;
@@ -23,8 +24,9 @@ pub mod rnn;
 pub mod siphash;
 
 pub use attention::{attention, Attention, AttentionKeys, AttentionKind};
+pub use cell::{CellKind, CellState};
 pub use ctx::Ctx;
 pub use init::SeededVarMap;
 pub use loss::masked_cross_entropy;
 pub use projection_loss::projection_cross_entropy;
-pub use rnn::{cell, rnn, Cell, CellKind, CellState, Rnn, RnnConfig};
+pub use rnn::{cell, rnn, Cell, Rnn, RnnConfig};

@@ -21,6 +21,18 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "{0} already holds a training run: pass --resume to continue it, or choose another --out"
+    )]
+    RunExists(PathBuf),
+    #[error("{flag}: {msg}")]
+    Flag { flag: &'static str, msg: String },
+    #[error("bench measures translation configs (with a trained captioning model: pass --model), not {0:?}")]
+    BenchTask(crate::config::Task),
+    #[error("internal: the captioning task's images are used before the model is built")]
+    NotAttached,
+    #[error("data.format `{0:?}` holds images and captions, not text pairs")]
+    NotText(crate::config::DataFormat),
     #[error("training diverged: {count} batches in a row up to step {step} had a non-finite loss or gradient (train.max_nonfinite_steps); the last good resume checkpoint is {path} (try a lower train.learning_rate)")]
     Diverged {
         step: usize,

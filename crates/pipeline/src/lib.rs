@@ -1,29 +1,23 @@
 //! The seq2seq pipelines: config, model assembly ([`model::build_model`]), training with
-//! checkpoints and resume, and inference. The CLI is a thin layer over this crate.
+//! checkpoints and resume, and decoding for the three tasks (translation, captioning,
+//! generation). The CLI is a thin layer over this crate; this crate never prints: it reports
+//! progress through an [`Observer`] and returns typed errors.
 
-pub mod average;
 pub mod bench;
-pub mod bench_caption;
-pub mod caption;
-pub mod captioning;
-pub mod checkpoint;
 pub mod config;
-pub mod dataset;
+pub mod decode;
 pub mod error;
-pub mod evaluate;
-pub mod generate;
-pub mod images;
-pub mod inference;
 pub mod model;
-pub mod optim;
-mod prepare;
+pub mod model_dir;
+pub mod observer;
+pub mod tasks;
 pub mod train;
-mod validate;
 
-pub use caption::{evaluate_captions, expand_inputs, CaptionReport, Captioner};
 pub use config::{resolve_data_dir, Config};
+pub use decode::LoadedModel;
 pub use error::{Error, Result};
-pub use evaluate::{evaluate, EvalReport, Split};
-pub use generate::{diversity, Generator, Sample};
-pub use inference::Translator;
-pub use train::{default_out, train, TrainOptions, TrainSummary};
+pub use observer::{Observer, StepReport};
+pub use tasks::captioning::{evaluate_captions, expand_inputs, CaptionReport, Captioner};
+pub use tasks::generation::{diversity, Generator, Sample};
+pub use tasks::translation::{evaluate, EvalReport, Split, Translator};
+pub use train::{default_out, train, HeldOut, TrainOptions, TrainSummary};

@@ -204,7 +204,7 @@ fn multi30k_config_reads_the_real_corpus_when_present() {
         "/../../configs/multi30k-en-de.yaml"
     ));
     let cfg = Config::from_file(&p).unwrap();
-    let s = seq2seq_pipeline::dataset::load_splits(&cfg.data, &root).unwrap();
+    let s = seq2seq_pipeline::tasks::text::load_splits(&cfg.data, &root).unwrap();
     assert_eq!(
         (s.train.len(), s.valid.len(), s.test.len()),
         (29000, 1014, 1000)

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use seq2seq_pipeline::{checkpoint, train, Config, TrainOptions, Translator};
+use seq2seq_pipeline::{model_dir, train, Config, TrainOptions, Translator};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("s2s-train-{name}-{}", std::process::id()));
@@ -38,7 +38,6 @@ fn opts(out: &Path, data: &Path) -> TrainOptions {
     TrainOptions {
         data_dir: data.to_path_buf(),
         out: out.to_path_buf(),
-        quiet: true,
         ..Default::default()
     }
 }
@@ -76,14 +75,14 @@ fn tiny_model_overfits_a_handful_of_pairs() {
         c.train.max_epochs = 0;
         c.train.valid_every = 50;
     });
-    let s = train(cfg, &opts(&dir.join("run"), &dir)).unwrap();
+    let s = train(cfg, &opts(&dir.join("run"), &dir), &mut ()).unwrap();
     assert_eq!(s.steps, 150);
     assert!(
         s.best_score.unwrap() < 0.05,
         "validation loss {:?}",
         s.best_score
     );
-    assert_eq!(s.exact_match, Some(1.0));
+    assert_eq!(s.exact_match(), Some(1.0));
     let t = Translator::load(&dir.join("run")).unwrap();
     let lines: Vec<String> = PAIRS.iter().rev().map(|p| p.0.to_string()).collect();
     let (outs, warnings) = t.translate(&lines, &t.config.decoding).unwrap();
@@ -102,7 +101,7 @@ fn tiny_model_overfits_a_handful_of_pairs() {
 
 /// Weights and Adam moments of the resume checkpoint, by name.
 fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let (weights, moments, _) = checkpoint::load_resume(dir, &candle_core::Device::Cpu).unwrap();
+    let (weights, moments, _) = model_dir::load_resume(dir, &candle_core::Device::Cpu).unwrap();
     let mut w: Vec<(String, Vec<f32>)> = weights
         .into_iter()
         .chain(
@@ -135,7 +134,7 @@ fn resume_gives_the_same_weights_as_one_run() {
         })
     };
     let full = dir.join("full");
-    train(cfg(), &opts(&full, &dir)).unwrap();
+    train(cfg(), &opts(&full, &dir), &mut ()).unwrap();
     // Validations at steps 3, 6, 9, 12: the last two are kept, and they average into a model.
     let mut kept: Vec<String> = std::fs::read_dir(&full)
         .unwrap()
@@ -151,7 +150,7 @@ fn resume_gives_the_same_weights_as_one_run() {
         ]
     );
     let avg = dir.join("avg");
-    let n = seq2seq_pipeline::average::average(
+    let n = seq2seq_pipeline::model_dir::average(
         &[
             full.join("checkpoint-step9.safetensors"),
             full.join("checkpoint-step12.safetensors"),
@@ -160,15 +159,15 @@ fn resume_gives_the_same_weights_as_one_run() {
     )
     .unwrap();
     assert!(n > 0);
-    assert!(avg.join(checkpoint::CONFIG).exists() && avg.join(checkpoint::BEST).exists());
+    assert!(avg.join(model_dir::CONFIG).exists() && avg.join(model_dir::BEST).exists());
     let half = dir.join("half");
     let mut o = opts(&half, &dir);
     o.max_steps = Some(7);
-    train(cfg(), &o).unwrap();
-    assert_eq!(checkpoint::load_state(&half).unwrap().step, 7);
+    train(cfg(), &o, &mut ()).unwrap();
+    assert_eq!(model_dir::load_state(&half).unwrap().step, 7);
     let mut o = opts(&half, &dir);
     o.resume = true;
-    let s = train(cfg(), &o).unwrap();
+    let s = train(cfg(), &o, &mut ()).unwrap();
     assert_eq!(s.steps, 14);
     let (a, b) = (weights(&full), weights(&half));
     assert_eq!(a.len(), b.len());
@@ -176,31 +175,33 @@ fn resume_gives_the_same_weights_as_one_run() {
         assert_eq!(na, nb);
         assert_eq!(va, vb, "{na} differs after resume");
     }
-    assert_eq!(checkpoint::load_state(&full).unwrap(), {
-        let mut s = checkpoint::load_state(&half).unwrap();
-        s.elapsed_s = checkpoint::load_state(&full).unwrap().elapsed_s;
+    assert_eq!(model_dir::load_state(&full).unwrap(), {
+        let mut s = model_dir::load_state(&half).unwrap();
+        s.elapsed_s = model_dir::load_state(&full).unwrap().elapsed_s;
         s
     });
     // A second run into the same directory without --resume is refused, not clobbered.
-    let e = train(cfg(), &opts(&full, &dir)).unwrap_err().to_string();
+    let e = train(cfg(), &opts(&full, &dir), &mut ())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--resume"), "{e}");
     // A run stopped by its time budget goes on when resumed with a larger one (--max-time-s).
     let timed = dir.join("timed");
     let mut o = opts(&timed, &dir);
     o.max_time_s = Some(1e-9);
-    assert_eq!(train(cfg(), &o).unwrap().steps, 1);
+    assert_eq!(train(cfg(), &o, &mut ()).unwrap().steps, 1);
     let mut o = opts(&timed, &dir);
     o.resume = true;
     o.max_time_s = Some(1e-9);
     assert_eq!(
-        train(cfg(), &o).unwrap().steps,
+        train(cfg(), &o, &mut ()).unwrap().steps,
         1,
         "a spent budget trains nothing more"
     );
     o.max_time_s = Some(0.0);
-    assert_eq!(train(cfg(), &o).unwrap().steps, 14);
+    assert_eq!(train(cfg(), &o, &mut ()).unwrap().steps, 14);
     o.max_time_s = Some(f64::NAN);
-    let e = train(cfg(), &o).unwrap_err().to_string();
+    let e = train(cfg(), &o, &mut ()).unwrap_err().to_string();
     assert!(e.contains("--max-time-s"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -210,7 +211,7 @@ fn bad_corpora_are_reported_with_file_and_line() {
     let dir = tmp("bad");
     write_corpus(&dir);
     let run = |extra: &str| {
-        train(tiny(extra), &opts(&dir.join("run-x"), &dir))
+        train(tiny(extra), &opts(&dir.join("run-x"), &dir), &mut ())
             .unwrap_err()
             .to_string()
     };
@@ -248,6 +249,7 @@ fn broken_model_directories_are_named() {
     train(
         tiny_with(PARALLEL, |c| c.train.max_steps = 2),
         &opts(&run, &dir),
+        &mut (),
     )
     .unwrap();
     assert!(Translator::load(&run).is_ok());
@@ -262,17 +264,17 @@ fn broken_model_directories_are_named() {
         e.contains("checkpoint-step9.safetensors: not a model directory"),
         "{e}"
     );
-    std::fs::write(run.join(checkpoint::BEST), b"garbage").unwrap();
+    std::fs::write(run.join(model_dir::BEST), b"garbage").unwrap();
     let e = err(&run);
     assert!(e.contains("model.safetensors is corrupt"), "{e}");
     // An empty file maps to nothing: still an error naming the file, not a panic.
-    std::fs::write(run.join(checkpoint::BEST), b"").unwrap();
+    std::fs::write(run.join(model_dir::BEST), b"").unwrap();
     let e = err(&run);
     assert!(e.contains("model.safetensors is corrupt"), "{e}");
-    std::fs::remove_file(run.join(checkpoint::TGT_TOKENIZER)).unwrap();
+    std::fs::remove_file(run.join(model_dir::TGT_TOKENIZER)).unwrap();
     let e = err(&run);
     assert!(e.contains("tgt_tokenizer.json is missing"), "{e}");
-    std::fs::write(run.join(checkpoint::CONFIG), "model: {encoder: {hiden: 1}}").unwrap();
+    std::fs::write(run.join(model_dir::CONFIG), "model: {encoder: {hiden: 1}}").unwrap();
     let e = err(&run);
     assert!(
         e.contains("config.yaml") && e.contains("hidden_size"),
@@ -293,7 +295,7 @@ fn checkpoint_ensembles_decode_and_score_as_a_mixture() {
         c.train.valid_every = 20;
         c.train.keep_checkpoints = 3;
     });
-    train(cfg, &opts(&run, &dir)).unwrap();
+    train(cfg, &opts(&run, &dir), &mut ()).unwrap();
     let eval = |t: &Translator| {
         seq2seq_pipeline::evaluate(t, seq2seq_pipeline::Split::Test, &dir, &t.config.decoding)
             .unwrap()
@@ -358,10 +360,11 @@ fn checkpoint_ensembles_decode_and_score_as_a_mixture() {
             c.train.max_steps = 1;
         }),
         &opts(&other, &dir),
+        &mut (),
     )
     .unwrap();
     let e = t
-        .add_members(&[other.join(checkpoint::BEST)])
+        .add_members(&[other.join(model_dir::BEST)])
         .unwrap_err()
         .to_string();
     assert!(
@@ -371,10 +374,10 @@ fn checkpoint_ensembles_decode_and_score_as_a_mixture() {
     // As a directory it may join: same data, so the same vocabularies.
     t.add_members(std::slice::from_ref(&other)).unwrap();
     // Same size, one token spelled differently.
-    let tok = std::fs::read_to_string(other.join(checkpoint::TGT_TOKENIZER)).unwrap();
+    let tok = std::fs::read_to_string(other.join(model_dir::TGT_TOKENIZER)).unwrap();
     assert!(tok.contains("\"mann\""));
     std::fs::write(
-        other.join(checkpoint::TGT_TOKENIZER),
+        other.join(model_dir::TGT_TOKENIZER),
         tok.replace("\"mann\"", "\"maNN\""),
     )
     .unwrap();
@@ -400,13 +403,13 @@ decoding: {max_length: 40}
 ",
     )
     .unwrap();
-    let s = train(cfg, &opts(&dir.join("run"), &dir)).unwrap();
+    let s = train(cfg, &opts(&dir.join("run"), &dir), &mut ()).unwrap();
     assert!(
-        s.held_out_loss.unwrap() < 0.1,
+        s.held_out.as_ref().unwrap().loss < 0.1,
         "held-out loss {:?}",
-        s.held_out_loss
+        s.held_out.as_ref().map(|h| h.loss)
     );
-    assert!(!dir.join("run").join(checkpoint::SRC_TOKENIZER).exists());
+    assert!(!dir.join("run").join(model_dir::SRC_TOKENIZER).exists());
     let g = seq2seq_pipeline::Generator::load(&dir.join("run")).unwrap();
     let out = g.generate("the lazy ", 2, &g.config().decoding).unwrap();
     assert_eq!(out.len(), 2);
@@ -443,7 +446,7 @@ model:
     )
     .unwrap();
     cfg.validate().unwrap();
-    let s = seq2seq_pipeline::dataset::load_splits(&cfg.data, &dir).unwrap();
+    let s = seq2seq_pipeline::tasks::text::load_splits(&cfg.data, &dir).unwrap();
     assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (60, 6, 4));
     let heads: Vec<&str> = s
         .train
@@ -478,7 +481,7 @@ model:
     let mut l = cfg.data.clone();
     l.format = seq2seq_pipeline::config::DataFormat::Lines;
     l.file = "heads.txt".into();
-    let sl = seq2seq_pipeline::dataset::load_splits(&l, &dir).unwrap();
+    let sl = seq2seq_pipeline::tasks::text::load_splits(&l, &dir).unwrap();
     assert_eq!(sl.valid, s.valid);
     assert_eq!(sl.test, s.test);
     // A record without the extra column is named with its line.
@@ -487,7 +490,7 @@ model:
         "\"1\",\"a\",\"b\"\n\"2\",\"c\"\n",
     )
     .unwrap();
-    let e = seq2seq_pipeline::dataset::load_splits(&cfg.data, &dir)
+    let e = seq2seq_pipeline::tasks::text::load_splits(&cfg.data, &dir)
         .err()
         .unwrap()
         .to_string();
@@ -519,14 +522,14 @@ decoding: {max_length: 12}
         c
     };
     let full = dir.join("full");
-    train(cfg(), &opts(&full, &dir)).unwrap();
+    train(cfg(), &opts(&full, &dir), &mut ()).unwrap();
     let half = dir.join("half");
     let mut o = opts(&half, &dir);
     o.max_steps = Some(5);
-    train(cfg(), &o).unwrap();
+    train(cfg(), &o, &mut ()).unwrap();
     let mut o = opts(&half, &dir);
     o.resume = true;
-    assert_eq!(train(cfg(), &o).unwrap().steps, 10);
+    assert_eq!(train(cfg(), &o, &mut ()).unwrap().steps, 10);
     let (a, b) = (weights(&full), weights(&half));
     assert!(a.iter().any(|(k, _)| k.ends_with("bn.running_mean")));
     assert_eq!(a.len(), b.len());

@@ -302,6 +302,17 @@ impl Config {
     }
 }
 
+/// `p` if it is absolute, else `p` under `base` (every relative path of a config is resolved
+/// against the data directory).
+pub fn resolve_path(base: &Path, p: impl AsRef<Path>) -> PathBuf {
+    let p = p.as_ref();
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
 /// The data directory: the flag, else `SEQ2SEQ_DATA_DIR`, else `datasets/`.
 pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
     match flag {

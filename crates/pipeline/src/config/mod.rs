@@ -420,4 +420,4 @@ impl Default for TrainConfig {
 pub type DecodingConfig = seq2seq_decoder::DecodingOptions;
 
 mod load;
-pub use load::resolve_data_dir;
+pub use load::{resolve_data_dir, resolve_path};

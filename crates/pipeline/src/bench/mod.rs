@@ -6,15 +6,22 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use seq2seq_data::{bucket_batches, Batch, Vocab};
+use seq2seq_data::{bucket_batches, Batch, Example, Vocab};
 use seq2seq_decoder::{DecodingOptions, Strategy};
-use seq2seq_nn::{Ctx, SeededVarMap};
+use seq2seq_nn::SeededVarMap;
 
 use crate::config::{AttentionType, Cell, Config, OptimizerKind, Style, Task};
-use crate::dataset::{encode_pairs, load_splits};
-use crate::model::{build_model, BatchTensors};
-use crate::optim::Adam;
-use crate::{Error, Result, Translator};
+use crate::model::{build_model, cell_kind, BatchTensors};
+use crate::tasks::text::{load_splits, Keep, PairEncoding};
+use crate::tasks::translation::Translator;
+use crate::train::optim::Adam;
+use crate::train::schedule::step_seed;
+use crate::train::step::step;
+use crate::{Error, Result};
+
+mod captioning;
+
+pub use captioning::{bench_captioning, CaptionBenchReport};
 
 pub struct BenchOptions {
     pub config: Config,
@@ -68,11 +75,7 @@ pub fn peak_rss_mb() -> f64 {
 /// encoder per source token (scaled by the source/target length ratio), decoder recurrence,
 /// attention over `src_len` positions, attentional vector and output projection.
 fn macs_per_target_token(cfg: &Config, src_per_tgt: f64, src_len: f64, tgt_vocab: usize) -> f64 {
-    let gates = |c: Cell| match c {
-        Cell::Gru => 3.0,
-        Cell::Lstm => 4.0,
-        Cell::Rnn => 1.0,
-    };
+    let gates = |c: Cell| cell_kind(c).gates() as f64;
     let e = &cfg.model.encoder;
     let d = &cfg.model.decoder;
     let dirs = if e.bidirectional { 2.0 } else { 1.0 };
@@ -134,10 +137,12 @@ fn matmul_gflops(dev: &Device, hidden: usize, vocab: usize) -> Result<f64> {
     Ok(best)
 }
 
+/// Measures training with the real training step ([`crate::train::step`]), then decoding
+/// with the trained model when there is one.
 pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let cfg = &o.config;
     if cfg.task != Task::Translation {
-        return Err(Error::Invalid("bench measures translation configs".into()));
+        return Err(Error::BenchTask(cfg.task));
     }
     let dev = Device::Cpu;
     let d = &cfg.data;
@@ -146,26 +151,49 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
     let sv = Vocab::train(&d.src_vocab.spec(d.lowercase), &srcs)?;
     let tv = Vocab::train(&d.tgt_vocab.spec(d.lowercase), &tgts)?;
-    let (train, _, _) = encode_pairs(
+    let train = PairEncoding {
+        src: &sv,
+        tgt: &tv,
+        has_source: true,
+    }
+    .encode(
         &splits.train,
-        &sv,
-        &tv,
-        d.max_src_len,
-        d.max_tgt_len,
-        true,
-        false,
-    )?;
+        Keep::Within {
+            max_src: d.max_src_len,
+            max_tgt: d.max_tgt_len,
+        },
+    )?
+    .examples;
+    let mut r = train_speed(o, &train, sv.len(), &tv, &dev)?;
+    r.threads = rayon_threads();
+    r.matmul_gflops = matmul_gflops(&dev, cfg.model.decoder.hidden_size, tv.len())?;
+    if let Some(dir) = &o.model {
+        let test: Vec<String> = splits.test.iter().map(|p| p.src.clone()).collect();
+        decode_speed(dir, &test, o.decode_sentences, &mut r)?;
+    }
+    Ok(r)
+}
+
+/// `warmup_steps` then `train_steps` timed steps over the first batches of epoch 0 (cycled).
+fn train_speed(
+    o: &BenchOptions,
+    train: &[Example],
+    src_vocab: usize,
+    tv: &Vocab,
+    dev: &Device,
+) -> Result<BenchReport> {
+    let cfg = &o.config;
+    let t = &cfg.train;
     let vm = SeededVarMap::new(cfg.seed);
     let model = build_model(
         &cfg.model,
         cfg.task,
-        sv.len(),
+        src_vocab,
         tv.len(),
-        vm.var_builder(&dev),
+        vm.var_builder(dev),
         None,
     )?;
     let vars = vm.var_map().data().lock().unwrap().clone();
-    let t = &cfg.train;
     let mut opt = Adam::new(
         &vars,
         t.learning_rate,
@@ -174,7 +202,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         t.weight_decay,
         t.optimizer == OptimizerKind::Adamw,
     )?;
-    let batches = bucket_batches(&train, t.batch_size, cfg.seed, 0, true);
+    let batches = bucket_batches(train, t.batch_size, cfg.seed, 0, true);
     let (mut src_tokens, mut src_len_sum) = (0usize, 0usize);
     // (target tokens, seconds) of each timed step; seconds per phase (forward, backward, update).
     let mut per_step = Vec::new();
@@ -185,25 +213,24 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         .take(o.warmup_steps + o.train_steps)
         .enumerate()
     {
-        let b = Batch::new(&train, idx, tv.pad, tv.bos, tv.eos);
+        let b = Batch::new(train, idx, tv.pad, tv.bos, tv.eos);
         let start = Instant::now();
-        let bt = BatchTensors::new(&b, &dev)?;
-        let loss = model
-            .loss(&bt, t.label_smoothing, &mut Ctx::train(i as u64))?
-            .loss;
-        let forward = start.elapsed().as_secs_f64();
-        let grads = loss.backward()?;
-        drop(loss);
-        let backward = start.elapsed().as_secs_f64();
-        opt.clip(&grads, t.clip_grad_norm)?;
-        opt.update(&grads)?;
-        drop(grads);
+        let bt = BatchTensors::new(&b, dev)?;
+        let tensors = start.elapsed().as_secs_f64();
+        let s = step(
+            &model,
+            &mut opt,
+            &bt,
+            t,
+            t.learning_rate,
+            step_seed(cfg.seed, i),
+            false,
+        )?;
         if i >= o.warmup_steps {
-            let total = start.elapsed().as_secs_f64();
-            phases[0] += forward;
-            phases[1] += backward - forward;
-            phases[2] += total - backward;
-            per_step.push((b.target_tokens(), total));
+            phases[0] += tensors + s.seconds[0];
+            phases[1] += s.seconds[1];
+            phases[2] += s.seconds[2];
+            per_step.push((b.target_tokens(), tensors + s.seconds.iter().sum::<f64>()));
             src_tokens += b.src_mask.iter().filter(|m| **m > 0.0).count();
             src_len_sum += b.src_len;
         }
@@ -211,62 +238,52 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let timed: f64 = phases.iter().sum();
     let tokens: usize = per_step.iter().map(|(n, _)| n).sum();
     let steps = per_step.len();
-    let mut r = BenchReport {
-        threads: rayon_threads(),
+    let src_per_tgt = src_tokens as f64 / tokens.max(1) as f64;
+    let src_len = src_len_sum as f64 / steps.max(1) as f64;
+    Ok(BenchReport {
         train_tokens_per_s: tokens as f64 / timed.max(1e-9),
         train_tokens_per_s_median: windowed_median_rate(&per_step, 20),
         train_steps: steps,
         peak_rss_mb: peak_rss_mb(),
         phase_shares: phases.map(|p| p / timed.max(1e-9)),
+        flops_per_token: 6.0 * macs_per_target_token(cfg, src_per_tgt, src_len, tv.len()),
         ..Default::default()
+    })
+}
+
+/// Cold start (load + one sentence), then greedy and beam-5 sentences/s on `test` sources.
+fn decode_speed(dir: &Path, test: &[String], limit: usize, r: &mut BenchReport) -> Result<()> {
+    let started = Instant::now();
+    let tr = Translator::load(dir)?;
+    let first = test.first().cloned().unwrap_or_else(|| "a".into());
+    tr.translate(&[first], &tr.config.decoding)?;
+    r.cold_start_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    let n = if limit == 0 {
+        test.len()
+    } else {
+        limit.min(test.len())
     };
-    let src_per_tgt = src_tokens as f64 / tokens.max(1) as f64;
-    r.flops_per_token = 6.0
-        * macs_per_target_token(
-            cfg,
-            src_per_tgt,
-            src_len_sum as f64 / steps.max(1) as f64,
-            tv.len(),
-        );
-    r.matmul_gflops = matmul_gflops(&dev, cfg.model.decoder.hidden_size, tv.len())?;
-    drop(model);
-    if let Some(dir) = &o.model {
-        let started = Instant::now();
-        let tr = Translator::load(dir)?;
-        let first = splits
-            .test
-            .first()
-            .map(|p| p.src.clone())
-            .unwrap_or_else(|| "a".into());
-        tr.translate(&[first], &tr.config.decoding)?;
-        r.cold_start_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        let n = if o.decode_sentences == 0 {
-            splits.test.len()
-        } else {
-            o.decode_sentences.min(splits.test.len())
-        };
-        let lines: Vec<String> = splits.test[..n].iter().map(|p| p.src.clone()).collect();
-        r.decode_sentences = n;
-        let time = |opts: &DecodingOptions| -> Result<f64> {
-            let s = Instant::now();
-            tr.translate(&lines, opts)?;
-            Ok(n as f64 / s.elapsed().as_secs_f64())
-        };
-        let base = DecodingOptions {
-            batch_size: 64,
-            ..tr.config.decoding.clone()
-        };
-        r.greedy_sent_per_s = Some(time(&DecodingOptions {
-            strategy: Strategy::Greedy,
-            ..base.clone()
-        })?);
-        r.beam5_sent_per_s = Some(time(&DecodingOptions {
-            strategy: Strategy::Beam,
-            beam_size: 5,
-            ..base
-        })?);
-    }
-    Ok(r)
+    let lines = &test[..n];
+    r.decode_sentences = n;
+    let time = |opts: &DecodingOptions| -> Result<f64> {
+        let s = Instant::now();
+        tr.translate(lines, opts)?;
+        Ok(n as f64 / s.elapsed().as_secs_f64())
+    };
+    let base = DecodingOptions {
+        batch_size: 64,
+        ..tr.config.decoding.clone()
+    };
+    r.greedy_sent_per_s = Some(time(&DecodingOptions {
+        strategy: Strategy::Greedy,
+        ..base.clone()
+    })?);
+    r.beam5_sent_per_s = Some(time(&DecodingOptions {
+        strategy: Strategy::Beam,
+        beam_size: 5,
+        ..base
+    })?);
+    Ok(())
 }
 
 /// The median of the tokens/s of consecutive `window`-step windows of `steps` (tokens,
@@ -305,7 +322,7 @@ fn rayon_threads() -> usize {
 /// The default model path of a config, if it exists.
 pub fn default_model(cfg: &Config, config_path: &Path) -> Option<PathBuf> {
     let p = crate::default_out(cfg, config_path);
-    p.join(crate::checkpoint::BEST).exists().then_some(p)
+    p.join(crate::model_dir::BEST).exists().then_some(p)
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::time::Instant;
 use seq2seq_decoder::{DecodingOptions, Strategy};
 
 use crate::bench::peak_rss_mb;
-use crate::caption::Captioner;
-use crate::captioning::{image_limits, load_captions};
-use crate::images::preprocess;
+use crate::tasks::captioning::corpus::{image_limits, load_captions};
+use crate::tasks::captioning::images::preprocess;
+use crate::tasks::captioning::Captioner;
 use crate::{Error, Result};
 
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 
-use crate::checkpoint::{
+use crate::model_dir::{
     checkpoint_file, model_weights, save_tensors, write_atomic, BEST, CONFIG, SRC_TOKENIZER,
     TGT_TOKENIZER,
 };
@@ -96,7 +96,7 @@ pub fn average(checkpoints: &[PathBuf], out: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{load_tensors, STATE_TENSOR};
+    use crate::model_dir::{load_tensors, STATE_TENSOR};
     use candle_core::Device;
 
     fn write(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> Result<()> {

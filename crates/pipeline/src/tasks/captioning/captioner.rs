@@ -6,13 +6,13 @@ use candle_core::{DType, Tensor};
 use image::RgbImage;
 use seq2seq_image_encoder::preprocess::to_tensor;
 
-use crate::captioning::image_limits;
 use crate::config::{DecodingConfig, Task};
-use crate::images::{
+use crate::decode::{decode_views, load_dir, LoadedModel, NBest};
+use crate::model::{held_out_loss, BatchTensors, Encoder, Source};
+use crate::tasks::captioning::corpus::image_limits;
+use crate::tasks::captioning::images::{
     backbone_checkpoint, cache_dir, preprocess, read_cached, view, view_cache_file,
 };
-use crate::inference::{decode_views, load_dir, NBest, Translator};
-use crate::model::{held_out_loss, BatchTensors, Encoder, Source};
 use crate::{Error, Result};
 
 /// File extensions taken from a directory argument.
@@ -20,7 +20,7 @@ const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "gif", "webp",
 
 /// A captioning model loaded from its directory.
 pub struct Captioner {
-    t: Translator,
+    t: LoadedModel,
     /// Average every caption over the image and its horizontal mirror.
     hflip_average: bool,
 }
@@ -249,7 +249,7 @@ pub fn evaluate_captions(
 
     let m = &c.t;
     let cfg = &m.config;
-    let corpus = crate::captioning::load_captions(&cfg.data, data_dir)?;
+    let corpus = crate::tasks::captioning::corpus::load_captions(&cfg.data, data_dir)?;
     let rows = match split {
         crate::Split::Valid => &corpus.valid,
         crate::Split::Test => &corpus.test,

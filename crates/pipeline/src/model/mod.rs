@@ -37,7 +37,8 @@ pub enum Source {
     None,
 }
 
-fn cell(c: Cell) -> CellKind {
+/// The recurrence of a configured cell.
+pub(crate) fn cell_kind(c: Cell) -> CellKind {
     match c {
         Cell::Gru => CellKind::Gru,
         Cell::Lstm => CellKind::Lstm,
@@ -59,7 +60,7 @@ pub fn build_model(
 ) -> Result<Seq2Seq> {
     let e = &cfg.encoder;
     let enc_cfg = TextEncoderConfig {
-        cell: cell(e.cell),
+        cell: cell_kind(e.cell),
         vocab_size: src_vocab,
         embedding_dim: e.embedding_dim,
         hidden_size: e.hidden_size,
@@ -71,7 +72,7 @@ pub fn build_model(
     };
     let d = &cfg.decoder;
     let dec_cfg = DecoderConfig {
-        cell: cell(d.cell),
+        cell: cell_kind(d.cell),
         vocab_size: tgt_vocab,
         embedding_dim: d.embedding_dim,
         hidden_size: d.hidden_size,

@@ -1,4 +1,6 @@
-//! Loading a model directory and translating with it.
+//! Decoding for every task: a model directory loaded (with its ensemble members) as a
+//! [`LoadedModel`], and the search over batches of sources ([`decode_views`]). The tasks'
+//! front ends (translator, captioner, generator) wrap a `LoadedModel`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,9 +10,9 @@ use seq2seq_data::Vocab;
 use seq2seq_decoder::{row_seeds, search, DecoderStepper, Ensemble, Hypothesis, SpecialTokens};
 use seq2seq_nn::Ctx;
 
-use crate::checkpoint::{checkpoint_file, model_weights, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::config::{Config, DecodingConfig, Task};
 use crate::model::{build_model, Seq2Seq, Source};
+use crate::model_dir::{checkpoint_file, model_weights, CONFIG, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::{Error, Result};
 
 /// Decodes `n` inputs with the configured strategy, `opts.batch_size` at a time in the given
@@ -138,7 +140,7 @@ pub fn decode_ids(
 pub type NBest = Vec<(String, f64)>;
 
 /// A trained model loaded from its directory.
-pub struct Translator {
+pub struct LoadedModel {
     pub config: Config,
     pub src_vocab: Vocab,
     pub tgt_vocab: Vocab,
@@ -148,7 +150,6 @@ pub struct Translator {
     pub device: Device,
 }
 
-/// Reads a model directory: config, vocabularies and weights, checked against the task.
 /// For captioning models, the first setting that makes their frozen image encoders (and so their
 /// image features) differ; `None` where one pass of the first serves both.
 fn frozen_image_mismatch(a: &Config, b: &Config) -> Option<&'static str> {
@@ -172,7 +173,7 @@ fn frozen_image_mismatch(a: &Config, b: &Config) -> Option<&'static str> {
 /// Loads a model directory written by `train`, or one weights file in it
 /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
 /// config and vocabularies, the file the weights in place of `model.safetensors`.
-pub(crate) fn load_dir(path: &Path, task: Task) -> Result<Translator> {
+pub(crate) fn load_dir(path: &Path, task: Task) -> Result<LoadedModel> {
     let (dir, weights) = checkpoint_file(path);
     if !path.is_dir() && !path.is_file() {
         return Err(Error::ModelDir {
@@ -231,7 +232,7 @@ pub(crate) fn load_dir(path: &Path, task: Task) -> Result<Translator> {
         path: dir.to_path_buf(),
         msg: format!("{weights} does not match {CONFIG}: {e}"),
     })?;
-    Ok(Translator {
+    Ok(LoadedModel {
         config,
         src_vocab,
         tgt_vocab,
@@ -241,12 +242,7 @@ pub(crate) fn load_dir(path: &Path, task: Task) -> Result<Translator> {
     })
 }
 
-impl Translator {
-    /// Loads a translation model directory written by `train`, or one checkpoint file in it.
-    pub fn load(dir: &Path) -> Result<Self> {
-        load_dir(dir, Task::Translation)
-    }
-
+impl LoadedModel {
     /// The models a search runs on: this one, then the ensemble members.
     pub fn members(&self) -> Vec<&Seq2Seq> {
         std::iter::once(&self.model).chain(&self.ensemble).collect()
@@ -304,61 +300,5 @@ impl Translator {
             self.ensemble.push(model);
         }
         Ok(())
-    }
-
-    /// Translates lines into their n-best lists (one entry unless beam search asks for more);
-    /// sources longer than `data.max_src_len` tokens are truncated to it and reported in the
-    /// returned warnings (1-based line numbers).
-    pub fn translate_nbest(
-        &self,
-        lines: &[String],
-        opts: &DecodingConfig,
-    ) -> Result<(Vec<NBest>, Vec<String>)> {
-        let max = self.config.data.max_src_len;
-        let mut warnings = Vec::new();
-        let mut srcs = Vec::with_capacity(lines.len());
-        for (i, l) in lines.iter().enumerate() {
-            let mut ids = self.src_vocab.encode(l)?;
-            if ids.len() > max {
-                warnings.push(format!(
-                    "input line {}: {} tokens, truncated to the model's maximum of {max} (data.max_src_len)",
-                    i + 1,
-                    ids.len()
-                ));
-                ids.truncate(max);
-            }
-            srcs.push(ids);
-        }
-        let hyps = decode_ids(
-            &self.members(),
-            &srcs,
-            &self.tgt_vocab,
-            self.src_vocab.pad,
-            opts,
-            &self.device,
-        )?;
-        let mut outs = Vec::with_capacity(hyps.len());
-        for nbest in hyps {
-            outs.push(
-                nbest
-                    .iter()
-                    .map(|h| Ok((self.tgt_vocab.decode(&h.tokens)?, h.score)))
-                    .collect::<Result<Vec<_>>>()?,
-            );
-        }
-        Ok((outs, warnings))
-    }
-
-    /// Translates lines to their best hypothesis (see [`Self::translate_nbest`]).
-    pub fn translate(
-        &self,
-        lines: &[String],
-        opts: &DecodingConfig,
-    ) -> Result<(Vec<String>, Vec<String>)> {
-        let (nbest, warnings) = self.translate_nbest(lines, opts)?;
-        Ok((
-            nbest.into_iter().map(|mut n| n.swap_remove(0).0).collect(),
-            warnings,
-        ))
     }
 }

@@ -70,6 +70,11 @@ impl Adam {
     /// Global gradient-norm clipping (as `torch.nn.utils.clip_grad_norm_`): returns the norm and
     /// has the next [`Adam::update`] scale the gradients by `max_norm / (norm + 1e-6)` when the
     /// norm exceeds `max_norm`. The gradients themselves are left as they are.
+    /// The variables it updates.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.params.iter().map(|(_, v)| v)
+    }
+
     pub fn clip(&mut self, grads: &GradStore, max_norm: f64) -> Result<f64> {
         let mut sq = 0f64;
         for (_, p) in &self.params {

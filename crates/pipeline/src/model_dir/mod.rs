@@ -14,6 +14,9 @@
 //! Every file is written to a temporary name in the same directory and renamed into place, so a
 //! crash never leaves a half-written checkpoint.
 
+mod average;
+pub use average::average;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

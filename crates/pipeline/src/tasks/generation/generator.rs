@@ -9,12 +9,12 @@ use seq2seq_decoder::{search, DecoderStepper, EncoderOutput, SearchState, Specia
 use seq2seq_nn::Ctx;
 
 use crate::config::{DecodingConfig, Task};
-use crate::inference::{load_dir, Translator};
+use crate::decode::{load_dir, LoadedModel};
 use crate::model::Seq2Seq;
 use crate::Result;
 
 /// A language model loaded from its directory.
-pub struct Generator(Translator);
+pub struct Generator(LoadedModel);
 
 /// One generated sample: the full text (prompt + continuation) and the continuation's tokens.
 #[derive(Clone, Debug)]

@@ -13,9 +13,10 @@ use seq2seq_image_encoder::preprocess::{crop, resize_shorter, to_tensor, Normali
 use seq2seq_image_encoder::ImageEncoder;
 use sha2::{Digest, Sha256};
 
-use crate::captioning::{image_limits, ImageRef};
-use crate::checkpoint;
 use crate::config::DataConfig;
+use crate::model_dir;
+use crate::observer::Observer;
+use crate::tasks::captioning::corpus::{image_limits, ImageRef};
 use crate::{Error, Result};
 
 /// Frozen-part outputs are computed this many images at a time.
@@ -87,12 +88,7 @@ pub fn backbone_key(checkpoint: &Path, image_size: u32, frozen_blocks: usize) ->
 /// The Lite0 checkpoint of a config: `model.image_encoder.checkpoint`, a relative path resolved
 /// against the data directory.
 pub fn backbone_checkpoint(cfg: &crate::Config, data_dir: &Path) -> PathBuf {
-    let p = Path::new(&cfg.model.image_encoder.checkpoint);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        data_dir.join(p)
-    }
+    crate::config::resolve_path(data_dir, &cfg.model.image_encoder.checkpoint)
 }
 
 /// The Lite0 checkpoint of a captioning config (path and tensors), resolved against the data
@@ -160,7 +156,7 @@ pub fn read_cached(path: &Path, dev: &Device) -> Option<Tensor> {
 
 /// Stores features in a cache file, atomically (a killed run leaves no half-written file).
 pub fn write_cached(path: &Path, f: &Tensor) -> Result<()> {
-    checkpoint::save_tensors(
+    model_dir::save_tensors(
         path,
         &std::collections::HashMap::from([("features".to_string(), f.clone())]),
     )
@@ -189,7 +185,7 @@ impl ImageBank {
         cfg: &DataConfig,
         cache: Option<PathBuf>,
         dev: &Device,
-        log: &mut dyn FnMut(&str),
+        obs: &mut dyn Observer,
     ) -> Result<Self> {
         let limits = image_limits(cfg);
         let size = cfg.image_size;
@@ -205,7 +201,7 @@ impl ImageBank {
                 let s = if train[i] { load_size } else { size };
                 pixels.push(resize_shorter(&load(r)?, s));
             }
-            log(&format!(
+            obs.line(&format!(
                 "images: {} decoded in {:.1} s",
                 images.len(),
                 started.elapsed().as_secs_f64()
@@ -219,10 +215,10 @@ impl ImageBank {
             });
         }
         if cfg.crop_jitter > 0.0 {
-            log("images: data.crop_jitter is ignored: the frozen backbone's features are computed once per image");
+            obs.line("images: data.crop_jitter is ignored: the frozen backbone's features are computed once per image");
         }
         if cfg.hflip {
-            log("images: data.hflip with a frozen backbone: features of each training image and of its mirror are computed once; training draws one of the two per sample");
+            obs.line("images: data.hflip with a frozen backbone: features of each training image and of its mirror are computed once; training draws one of the two per sample");
         }
         if let Some(c) = &cache {
             std::fs::create_dir_all(c).map_err(|source| Error::Write {
@@ -284,14 +280,14 @@ impl ImageBank {
             }
             done += chunk.len();
             if done % (FEATURE_BATCH * 32) < FEATURE_BATCH || done == todo.len() {
-                log(&format!(
+                obs.line(&format!(
                     "features: {done}/{} images through the frozen backbone, {:.1} images/s",
                     todo.len(),
                     done as f64 / extract_start.elapsed().as_secs_f64().max(1e-9)
                 ));
             }
         }
-        log(&format!(
+        obs.line(&format!(
             "features: {} images ready{} ({hits} from the cache{}) in {:.1} s",
             images.len(),
             if cfg.hflip {

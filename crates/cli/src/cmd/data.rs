@@ -2,15 +2,59 @@
 //! `seq2seq-datasets`; this draws the progress bar and the tables.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use seq2seq_datasets::{Catalog, Corpus, FetchOptions, FileState, FileStatus, Outcome, Progress};
 use seq2seq_pipeline::resolve_data_dir;
 
-use crate::args::{DataArgs, DataCommand};
+/// `seq2seq data …`
+#[derive(Subcommand)]
+pub(crate) enum DataCommand {
+    /// Every corpus of the catalogue: its size, licence, and what of it is present and verified.
+    List {
+        #[command(flatten)]
+        common: DataArgs,
+        /// One JSON object per corpus.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download, verify (size and SHA-256) and unpack corpora into the data directory, resuming
+    /// partial downloads; what is present and verified is not fetched again.
+    Fetch {
+        /// Corpus names (see `seq2seq data list`).
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        common: DataArgs,
+        /// Fetch from MIRROR/<host>/<path> instead of each URL's host (else $SEQ2SEQ_DATA_MIRROR).
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Only check what is present; never touch the network.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Re-hash what is present against the catalogue (every corpus when no name is given).
+    Verify {
+        names: Vec<String>,
+        #[command(flatten)]
+        common: DataArgs,
+    },
+}
+
+/// What every `data` subcommand shares.
+#[derive(Args)]
+pub(crate) struct DataArgs {
+    /// The data directory (else $SEQ2SEQ_DATA_DIR, else ./datasets).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Read this catalogue instead of the shipped datasets/catalog.yaml.
+    #[arg(long)]
+    pub(crate) catalog: Option<PathBuf>,
+}
 
 /// Bytes, rate and ETA on a terminal; a plain line per transfer in a pipe or a CI log.
 struct Bar {

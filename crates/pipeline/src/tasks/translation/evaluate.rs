@@ -6,16 +6,11 @@ use std::path::Path;
 use seq2seq_metrics::{Bleu, BleuScore, Chrf, ChrfScore};
 
 use crate::config::DecodingConfig;
-use crate::dataset::{encode_pairs, load_splits};
 use crate::model::{held_out_loss, BatchTensors};
-use crate::{Error, Result, Translator};
-
-/// Which held-out split to evaluate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Split {
-    Valid,
-    Test,
-}
+use crate::tasks::text::{load_splits, Keep, PairEncoding};
+use crate::tasks::translation::Translator;
+use crate::tasks::{Normalise, Split};
+use crate::{Error, Result};
 
 pub struct EvalReport {
     pub split: Split,
@@ -70,29 +65,19 @@ pub fn evaluate(
         ..Chrf::default()
     }
     .corpus(&hyps, &refs);
-    let norm = |s: &str| {
-        if cfg.data.lowercase {
-            s.trim().to_lowercase()
-        } else {
-            s.trim().to_string()
-        }
-    };
-    let exact = hyps
-        .iter()
-        .zip(&pairs)
-        .filter(|(h, p)| norm(h) == norm(&p.tgt))
-        .count() as f64
-        / pairs.len() as f64;
+    let exact = Normalise::Text {
+        lowercase: cfg.data.lowercase,
+    }
+    .exact_match(&hyps, &refs)
+    .unwrap_or(0.0);
     // Perplexity over every pair, none filtered or truncated.
-    let (examples, _, _) = encode_pairs(
-        &pairs,
-        &t.src_vocab,
-        &t.tgt_vocab,
-        usize::MAX,
-        usize::MAX,
-        false,
-        false,
-    )?;
+    let examples = PairEncoding {
+        src: &t.src_vocab,
+        tgt: &t.tgt_vocab,
+        has_source: true,
+    }
+    .encode(&pairs, Keep::All)?
+    .examples;
     let loss = held_out_loss(
         &t.members(),
         &examples,

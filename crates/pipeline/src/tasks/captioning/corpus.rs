@@ -9,7 +9,7 @@ use seq2seq_data::captions::{read_coco, read_flickr8k, read_karpathy, CaptionIte
 use seq2seq_image_encoder::preprocess::{load_rgb, ImageError, ImageLimits};
 use seq2seq_image_encoder::shapes::shapes;
 
-use crate::config::{DataConfig, DataFormat};
+use crate::config::{resolve_path, DataConfig, DataFormat};
 use crate::{Error, Result};
 
 /// Where an image's pixels come from.
@@ -61,19 +61,10 @@ pub fn image_limits(cfg: &DataConfig) -> ImageLimits {
     }
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
 /// Reads the caption corpus the config names, resolved against `data_dir`.
 pub fn load_captions(cfg: &DataConfig, data_dir: &Path) -> Result<CaptionCorpus> {
-    let root = resolve(data_dir, &cfg.root);
-    let images_dir = resolve(&root, &cfg.images);
+    let root = resolve_path(data_dir, &cfg.root);
+    let images_dir = resolve_path(&root, &cfg.images);
     let mut corpus = CaptionCorpus {
         images: Vec::new(),
         train: Vec::new(),

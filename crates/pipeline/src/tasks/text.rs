@@ -1,0 +1,321 @@
+//! The text corpora of translation and generation: the configured files read into
+//! train/valid/test pairs, and pairs encoded into examples.
+
+use std::path::{Path, PathBuf};
+
+use seq2seq_data::corpus::read_lines;
+use seq2seq_data::{
+    read_csv, read_parallel, read_tsv, seeded_split, synthetic, Example, Pair, Vocab,
+};
+
+use crate::config::{resolve_path, Config, DataConfig, DataFormat, VocabConfig};
+use crate::model_dir::{self, SRC_TOKENIZER, TGT_TOKENIZER};
+use crate::observer::Observer;
+use crate::tasks::{DecodeItem, Prepared};
+use crate::train::TrainOptions;
+use crate::{Error, Result};
+
+pub struct Splits {
+    pub train: Vec<Pair>,
+    pub valid: Vec<Pair>,
+    pub test: Vec<Pair>,
+}
+
+fn root(cfg: &DataConfig, data_dir: &Path) -> PathBuf {
+    resolve_path(data_dir, &cfg.root)
+}
+
+/// Reads the corpus the config names, resolved against `data_dir`.
+pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
+    match cfg.format {
+        DataFormat::Parallel => {
+            let root = root(cfg, data_dir);
+            let read = |split: &str| -> Result<Vec<Pair>> {
+                if split.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let f = |lang: &str| root.join(format!("{split}.{lang}"));
+                Ok(read_parallel(&f(&cfg.src_lang), &f(&cfg.tgt_lang))?)
+            };
+            Ok(Splits {
+                train: read(&cfg.train)?,
+                valid: read(&cfg.valid)?,
+                test: read(&cfg.test)?,
+            })
+        }
+        DataFormat::Tsv => {
+            let path = root(cfg, data_dir).join(&cfg.file);
+            let pairs = read_tsv(&path, cfg.src_column, cfg.tgt_column)?;
+            let (train, valid, test) =
+                seeded_split(pairs, cfg.valid_size, cfg.test_size, cfg.split_seed);
+            Ok(Splits { train, valid, test })
+        }
+        DataFormat::Dates => {
+            // Disjoint seeds per split; pairs of the held-out sets that also occur in training
+            // are removed so that exact match measures generalisation.
+            let train = synthetic::dates(cfg.train_size, cfg.split_seed);
+            let seen: std::collections::HashSet<&str> =
+                train.iter().map(|p| p.src.as_str()).collect();
+            let held = |n: usize, s: u64| -> Vec<Pair> {
+                synthetic::dates(n, s)
+                    .into_iter()
+                    .filter(|p| !seen.contains(p.src.as_str()))
+                    .collect()
+            };
+            let valid = held(cfg.valid_size, cfg.split_seed.wrapping_add(1_000_001));
+            let test = held(cfg.test_size, cfg.split_seed.wrapping_add(2_000_003));
+            Ok(Splits { train, valid, test })
+        }
+        DataFormat::Lines => {
+            let path = root(cfg, data_dir).join(&cfg.file);
+            let items: Vec<Pair> = read_lines(&path)?
+                .into_iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| Pair {
+                    src: String::new(),
+                    tgt: l,
+                })
+                .collect();
+            let (train, valid, test) =
+                seeded_split(items, cfg.valid_size, cfg.test_size, cfg.split_seed);
+            Ok(Splits { train, valid, test })
+        }
+        DataFormat::Csv => {
+            // Records are split, not items, so that nothing of a held-out record (AG News: the
+            // description of a held-out headline's article) is trained on.
+            let path = root(cfg, data_dir).join(&cfg.file);
+            let need = cfg
+                .extra_train_columns
+                .iter()
+                .copied()
+                .fold(cfg.tgt_column, usize::max);
+            let rows: Vec<Vec<String>> = read_csv(&path, need)?
+                .into_iter()
+                .filter(|r| !r[cfg.tgt_column].trim().is_empty())
+                .collect();
+            let (train_rows, valid, test) =
+                seeded_split(rows, cfg.valid_size, cfg.test_size, cfg.split_seed);
+            // One item per non-empty field of column `c`.
+            let column = |rows: &[Vec<String>], c: usize| -> Vec<Pair> {
+                rows.iter()
+                    .filter(|r| !r[c].trim().is_empty())
+                    .map(|r| Pair {
+                        src: String::new(),
+                        tgt: r[c].clone(),
+                    })
+                    .collect()
+            };
+            let mut train = column(&train_rows, cfg.tgt_column);
+            for &c in &cfg.extra_train_columns {
+                train.extend(column(&train_rows, c));
+            }
+            Ok(Splits {
+                train,
+                valid: column(&valid, cfg.tgt_column),
+                test: column(&test, cfg.tgt_column),
+            })
+        }
+        DataFormat::Flickr8k | DataFormat::Karpathy | DataFormat::Coco | DataFormat::Shapes => {
+            Err(Error::NotText(cfg.format))
+        }
+        DataFormat::Text => {
+            // The windows are cut after tokenisation (see `train`); here the text is its lines.
+            let path = root(cfg, data_dir).join(&cfg.file);
+            let train = read_lines(&path)?
+                .into_iter()
+                .map(|l| Pair {
+                    src: String::new(),
+                    tgt: l,
+                })
+                .collect();
+            Ok(Splits {
+                train,
+                valid: Vec::new(),
+                test: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Which pairs [`PairEncoding::encode`] keeps.
+#[derive(Clone, Copy, Debug)]
+pub enum Keep {
+    /// Training: pairs that are empty or longer than the limits (in tokens) are dropped.
+    Within { max_src: usize, max_tgt: usize },
+    /// Validation: empty pairs are dropped, the others kept whole, so that every one is scored.
+    NonEmpty,
+    /// Evaluation: every pair, whole.
+    All,
+}
+
+/// Pairs encoded into examples.
+pub struct Encoded {
+    pub examples: Vec<Example>,
+    /// The index of each example's pair.
+    pub kept: Vec<usize>,
+    /// How many pairs were dropped.
+    pub dropped: usize,
+}
+
+/// How pairs become examples: the vocabularies, and whether the pairs have a source (a
+/// language model's source stays empty and is never encoded).
+pub struct PairEncoding<'a> {
+    pub src: &'a Vocab,
+    pub tgt: &'a Vocab,
+    pub has_source: bool,
+}
+
+impl PairEncoding<'_> {
+    pub fn encode(&self, pairs: &[Pair], keep: Keep) -> Result<Encoded> {
+        let (max_src, max_tgt) = match keep {
+            Keep::Within { max_src, max_tgt } => (max_src, max_tgt),
+            Keep::NonEmpty | Keep::All => (usize::MAX, usize::MAX),
+        };
+        let mut out = Encoded {
+            examples: Vec::with_capacity(pairs.len()),
+            kept: Vec::with_capacity(pairs.len()),
+            dropped: 0,
+        };
+        for (i, p) in pairs.iter().enumerate() {
+            let s = if self.has_source {
+                self.src.encode(&p.src)?
+            } else {
+                Vec::new()
+            };
+            let t = self.tgt.encode(&p.tgt)?;
+            let empty = t.is_empty() || (s.is_empty() && self.has_source);
+            if !matches!(keep, Keep::All) && (empty || s.len() > max_src || t.len() > max_tgt) {
+                out.dropped += 1;
+                continue;
+            }
+            out.examples.push(Example::new(s, t));
+            out.kept.push(i);
+        }
+        Ok(out)
+    }
+}
+
+/// The error for a training set that filtering emptied.
+pub fn empty_after_filter(n: usize, cfg: &DataConfig) -> Error {
+    Error::Data(seq2seq_data::DataError::Empty {
+        what: "the training set".into(),
+        hint: format!(
+            " after filtering ({n} pairs read, none within data.max_src_len={} and data.max_tgt_len={} tokens)",
+            cfg.max_src_len, cfg.max_tgt_len
+        ),
+    })
+}
+
+/// A vocabulary of the run: on resume the one in the model directory, else trained on `texts`
+/// and written there (atomically) as `file`.
+pub(crate) fn vocab(
+    opts: &TrainOptions,
+    file: &str,
+    spec: &VocabConfig,
+    lowercase: bool,
+    texts: &[&str],
+) -> Result<Vocab> {
+    let path = opts.out.join(file);
+    if opts.resume {
+        return Ok(Vocab::load(&path)?);
+    }
+    let v = Vocab::train(&spec.spec(lowercase), texts)?;
+    model_dir::write_atomic(&path, v.to_json()?.as_bytes())?;
+    Ok(v)
+}
+
+/// The items of held-out pairs: source text as the label, the target as the one reference.
+pub(crate) fn items_of(pairs: &[Pair], ex: &[Example]) -> Vec<DecodeItem> {
+    pairs
+        .iter()
+        .zip(ex)
+        .map(|(p, e)| DecodeItem {
+            src: e.src.clone(),
+            label: p.src.clone(),
+            refs: vec![p.tgt.clone()],
+        })
+        .collect()
+}
+
+/// Text pairs (translation), or lines for a language model (`has_source` false, one
+/// vocabulary): the vocabularies, then every split encoded. Training pairs are filtered by
+/// length; held-out pairs are neither filtered by length nor truncated, so every one is scored.
+pub(crate) fn prepare_pairs(
+    cfg: &Config,
+    opts: &TrainOptions,
+    obs: &mut dyn Observer,
+    has_source: bool,
+) -> Result<Prepared> {
+    let d = &cfg.data;
+    let splits = load_splits(d, &opts.data_dir)?;
+    if splits.train.is_empty() {
+        return Err(Error::Data(seq2seq_data::DataError::Empty {
+            what: "the training corpus".into(),
+            hint: String::new(),
+        }));
+    }
+    let tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
+    let tgt_vocab = vocab(opts, TGT_TOKENIZER, &d.tgt_vocab, d.lowercase, &tgts)?;
+    let src_vocab = if has_source {
+        let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
+        vocab(opts, SRC_TOKENIZER, &d.src_vocab, d.lowercase, &srcs)?
+    } else {
+        tgt_vocab.clone()
+    };
+    let enc = PairEncoding {
+        src: &src_vocab,
+        tgt: &tgt_vocab,
+        has_source,
+    };
+    let keep = Keep::Within {
+        max_src: d.max_src_len,
+        max_tgt: d.max_tgt_len,
+    };
+    let train = enc.encode(&splits.train, keep)?;
+    if train.examples.is_empty() {
+        return Err(empty_after_filter(splits.train.len(), d));
+    }
+    if train.dropped > 0 {
+        obs.line(&format!("data: {} training items dropped (empty or longer than data.max_src_len / data.max_tgt_len)", train.dropped));
+    }
+    let held_out = |pairs: &[Pair]| -> Result<(Vec<Example>, Vec<DecodeItem>)> {
+        let e = enc.encode(pairs, Keep::NonEmpty)?;
+        let kept: Vec<Pair> = e.kept.iter().map(|&i| pairs[i].clone()).collect();
+        let items = items_of(&kept, &e.examples);
+        Ok((e.examples, items))
+    };
+    let (valid, valid_items) = held_out(&splits.valid)?;
+    let (test, test_items) = held_out(&splits.test)?;
+    let p = Prepared {
+        src_vocab,
+        tgt_vocab,
+        train: train.examples,
+        valid,
+        valid_items,
+        test,
+        test_items,
+    };
+    let vocab = if has_source {
+        format!(
+            "vocab src {} ({:?}), tgt {} ({:?})",
+            p.src_vocab.len(),
+            d.src_vocab.level,
+            p.tgt_vocab.len(),
+            d.tgt_vocab.level
+        )
+    } else {
+        format!("vocab {} ({:?})", p.tgt_vocab.len(), d.tgt_vocab.level)
+    };
+    log_sizes(obs, &p, "items", &vocab);
+    Ok(p)
+}
+
+/// The data summary line of a prepared corpus.
+pub(crate) fn log_sizes(obs: &mut dyn Observer, p: &Prepared, unit: &str, vocab: &str) {
+    obs.line(&format!(
+        "data: {} training {unit}, {} valid, {} test; {vocab}",
+        p.train.len(),
+        p.valid.len(),
+        p.test.len()
+    ));
+}

@@ -1,0 +1,47 @@
+//! Translation: parallel text into a text encoder and the attentive decoder. Validation scores
+//! greedy outputs with sacreBLEU's BLEU and exact match.
+
+mod evaluate;
+mod translator;
+
+pub use evaluate::{evaluate, EvalReport};
+pub use translator::Translator;
+
+use crate::config::Config;
+use crate::observer::Observer;
+use crate::tasks::{text, DecodeItem, Normalise, Prepared, Scores, Task};
+use crate::train::TrainOptions;
+use crate::Result;
+
+pub use crate::tasks::Split;
+
+pub(crate) struct Translation;
+
+impl Task for Translation {
+    fn prepare(
+        &mut self,
+        cfg: &Config,
+        opts: &TrainOptions,
+        obs: &mut dyn Observer,
+    ) -> Result<Prepared> {
+        text::prepare_pairs(cfg, opts, obs, true)
+    }
+
+    fn score(&self, cfg: &Config, hyps: &[String], items: &[DecodeItem]) -> Scores {
+        let refs: Vec<Vec<&str>> = items.iter().map(|it| vec![it.refs[0].as_str()]).collect();
+        let bleu = seq2seq_metrics::Bleu {
+            lowercase: cfg.data.lowercase,
+            ..Default::default()
+        };
+        Scores {
+            exact: Normalise::Text {
+                lowercase: cfg.data.lowercase,
+            }
+            .exact_match(hyps, &refs),
+            bleu: (!hyps.is_empty()).then(|| {
+                let h: Vec<&str> = hyps.iter().map(|h| h.as_str()).collect();
+                bleu.corpus(&h, &refs).score
+            }),
+        }
+    }
+}
