@@ -29,6 +29,12 @@ pub enum Error {
     Flag { flag: &'static str, msg: String },
     #[error("bench measures translation configs (with a trained captioning model: pass --model), not {0:?}")]
     BenchTask(crate::config::Task),
+    #[error("the {} split of this model's corpus is empty", .0.name())]
+    EmptySplit(crate::tasks::Split),
+    #[error("captioning corpus: {0}")]
+    Image(seq2seq_image_encoder::preprocess::ImageError),
+    #[error("internal: the image encoder skipped an image")]
+    SkippedImage,
     #[error("internal: the captioning task's images are used before the model is built")]
     NotAttached,
     #[error("data.format `{0:?}` holds images and captions, not text pairs")]

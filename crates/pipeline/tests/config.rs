@@ -60,7 +60,7 @@ fn resolved_config_round_trips() {
 }
 
 fn err(yaml: &str) -> String {
-    Config::from_yaml(yaml).unwrap_err()
+    Config::from_yaml(yaml).unwrap_err().to_string()
 }
 
 #[test]

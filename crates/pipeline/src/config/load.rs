@@ -31,9 +31,9 @@ impl Config {
                 e.to_string()
             },
         })?;
-        Self::from_yaml(&text).map_err(|msg| Error::Config {
+        Self::from_yaml(&text).map_err(|e| Error::Config {
             path: path.to_path_buf(),
-            msg,
+            msg: e.to_string(),
         })
     }
 
@@ -69,236 +69,15 @@ impl Config {
     }
 
     /// Parses and validates YAML text; the error says where and what was expected.
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
-        let cfg: Config =
-            serde_saphyr::from_str(text).map_err(|e| describe_yaml_error(&e, text))?;
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError(vec![describe_yaml_error(&e, text)]))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).expect("a config always serialises")
-    }
-
-    /// Range checks, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let mut errs = Vec::new();
-        let mut positive = |key: &str, v: usize| {
-            if v == 0 {
-                errs.push(format!("{key}: must be at least 1, got 0"));
-            }
-        };
-        let e = &self.model.encoder;
-        let d = &self.model.decoder;
-        let t = &self.train;
-        positive("model.encoder.embedding_dim", e.embedding_dim);
-        positive("model.encoder.hidden_size", e.hidden_size);
-        positive("model.encoder.num_layers", e.num_layers);
-        positive("model.decoder.embedding_dim", d.embedding_dim);
-        positive("model.decoder.hidden_size", d.hidden_size);
-        positive("model.decoder.num_layers", d.num_layers);
-        positive("model.decoder.attention_dim", d.attention_dim);
-        positive("train.batch_size", t.batch_size);
-        positive("train.valid_every", t.valid_every);
-        positive("train.log_every", t.log_every);
-        positive("train.max_nonfinite_steps", t.max_nonfinite_steps);
-        positive("data.max_src_len", self.data.max_src_len);
-        positive("data.max_tgt_len", self.data.max_tgt_len);
-        for (key, p) in [
-            ("model.encoder.emb_dropout", e.emb_dropout),
-            ("model.encoder.word_dropout", e.word_dropout),
-            ("model.encoder.dropout", e.dropout),
-            ("model.decoder.emb_dropout", d.emb_dropout),
-            ("model.decoder.word_dropout", d.word_dropout),
-            ("model.decoder.dropout", d.dropout),
-            ("model.decoder.hidden_dropout", d.hidden_dropout),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                errs.push(format!(
-                    "{key}: a dropout probability must be in [0, 1), got {p}"
-                ));
-            }
-        }
-        if let Err(e) = self.decoding.validate() {
-            errs.extend(e.lines().map(|l| format!("decoding.{l}")));
-        }
-        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
-            errs.push(format!(
-                "train.learning_rate: must be positive, got {}",
-                t.learning_rate
-            ));
-        }
-        if !(0.0..1.0).contains(&t.label_smoothing) {
-            errs.push(format!(
-                "train.label_smoothing: must be in [0, 1), got {}",
-                t.label_smoothing
-            ));
-        }
-        if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-            errs.push(format!(
-                "train.betas: each must be in [0, 1), got {:?}",
-                t.betas
-            ));
-        }
-        if !(t.lr_decay_factor > 0.0 && t.lr_decay_factor <= 1.0) {
-            errs.push(format!(
-                "train.lr_decay_factor: must be in (0, 1], got {}",
-                t.lr_decay_factor
-            ));
-        }
-        if t.clip_grad_norm < 0.0 {
-            errs.push(format!(
-                "train.clip_grad_norm: must be >= 0, got {}",
-                t.clip_grad_norm
-            ));
-        }
-        if d.tied_embeddings && d.embedding_dim != d.hidden_size {
-            errs.push(format!(
-                "model.decoder.tied_embeddings: needs embedding_dim ({}) == hidden_size ({})",
-                d.embedding_dim, d.hidden_size
-            ));
-        }
-        let enc_out = if self.task == Task::Captioning {
-            match self.model.image_encoder.backbone {
-                BackboneKind::SmallCnn => {
-                    *self.model.image_encoder.cnn.channels.last().unwrap_or(&0)
-                }
-                BackboneKind::Lite0 => seq2seq_image_encoder::lite0::FEATURES,
-            }
-        } else {
-            e.hidden_size * if e.bidirectional { 2 } else { 1 }
-        };
-        if d.bridge == BridgeType::Last && enc_out != d.hidden_size {
-            errs.push(format!(
-                "model.decoder.bridge: `last` needs the encoder output size ({enc_out}) == decoder hidden_size ({}); use `learned`",
-                d.hidden_size
-            ));
-        }
-        if d.style == Style::Bahdanau && d.tied_embeddings {
-            errs.push("model.decoder.tied_embeddings: not available with style `bahdanau` (its output layer reads [h; c; e])".into());
-        }
-        if d.attention == AttentionType::Dot && enc_out != d.hidden_size {
-            errs.push(format!(
-                "model.decoder.attention: `dot` needs the encoder output size ({enc_out}) == decoder hidden_size ({}); use `luong` or `bahdanau`",
-                d.hidden_size
-            ));
-        }
-        let format_task = match self.data.format {
-            DataFormat::Text | DataFormat::Lines | DataFormat::Csv => Task::Generation,
-            DataFormat::Flickr8k | DataFormat::Karpathy | DataFormat::Coco | DataFormat::Shapes => {
-                Task::Captioning
-            }
-            DataFormat::Parallel | DataFormat::Tsv | DataFormat::Dates => Task::Translation,
-        };
-        if self.task != format_task {
-            errs.push(format!(
-                "data.format: `{:?}` does not fit task `{:?}` (generation reads `text`, `lines` or `csv`; translation reads `parallel`, `tsv` or `dates`; captioning reads `flickr8k`, `karpathy`, `coco` or `shapes`)",
-                self.data.format, self.task
-            ).to_lowercase());
-        }
-        if self.task == Task::Captioning {
-            let ie = &self.model.image_encoder;
-            let blocks = ie.cnn.channels.len() as u32;
-            match ie.backbone {
-                BackboneKind::SmallCnn => {
-                    if ie.cnn.channels.is_empty() || ie.cnn.channels.contains(&0) {
-                        errs.push(format!(
-                            "model.image_encoder.cnn.channels: needs at least one block, each with at least 1 channel, got {:?}",
-                            ie.cnn.channels
-                        ));
-                    } else if self.data.image_size >> blocks.min(31) == 0 {
-                        errs.push(format!(
-                            "data.image_size: {} pixels cannot be halved by {blocks} CNN blocks; use at least {}",
-                            self.data.image_size,
-                            1u64 << blocks
-                        ));
-                    }
-                    if ie.cnn.kernel.is_multiple_of(2) {
-                        errs.push(format!(
-                            "model.image_encoder.cnn.kernel: must be odd, got {}",
-                            ie.cnn.kernel
-                        ));
-                    }
-                }
-                BackboneKind::Lite0 => {
-                    if ie.checkpoint.is_empty() {
-                        errs.push("model.image_encoder.checkpoint: required for backbone `lite0` (the EfficientNet-Lite0 .pth file)".into());
-                    }
-                    if ie.fine_tune_blocks > 16 {
-                        errs.push(format!(
-                            "model.image_encoder.fine_tune_blocks: EfficientNet-Lite0 has 16 blocks, got {}",
-                            ie.fine_tune_blocks
-                        ));
-                    }
-                    if self.data.image_size < 32 {
-                        errs.push(format!(
-                            "data.image_size: Lite0 needs at least 32 pixels, got {}",
-                            self.data.image_size
-                        ));
-                    }
-                }
-            }
-            for (key, p) in [
-                ("model.image_encoder.dropout", ie.dropout),
-                ("model.image_encoder.cnn.dropout", ie.cnn.dropout),
-            ] {
-                if !(0.0..1.0).contains(&p) {
-                    errs.push(format!(
-                        "{key}: a dropout probability must be in [0, 1), got {p}"
-                    ));
-                }
-            }
-            if !(0.0..=1.0).contains(&self.data.crop_jitter) {
-                errs.push(format!(
-                    "data.crop_jitter: must be in [0, 1], got {}",
-                    self.data.crop_jitter
-                ));
-            }
-            if self.data.image_size == 0 {
-                errs.push("data.image_size: must be at least 1, got 0".into());
-            }
-        }
-        if self.data.window < 2 {
-            errs.push(format!(
-                "data.window: must be at least 2, got {}",
-                self.data.window
-            ));
-        }
-        match self.data.format {
-            DataFormat::Text | DataFormat::Lines | DataFormat::Csv if self.data.file.is_empty() => {
-                errs.push("data.file: required for data.format `text`, `lines` and `csv`".into())
-            }
-            DataFormat::Csv if self.data.extra_train_columns.contains(&self.data.tgt_column) => {
-                errs.push(format!(
-                    "data.extra_train_columns: must not contain data.tgt_column ({}), the column that is held out",
-                    self.data.tgt_column
-                ))
-            }
-            DataFormat::Parallel | DataFormat::Tsv if self.data.root.is_empty() => errs.push(
-                "data.root: required for this data.format (a folder under the data directory)"
-                    .into(),
-            ),
-            DataFormat::Tsv if self.data.file.is_empty() => {
-                errs.push("data.file: required for data.format `tsv`".into())
-            }
-            DataFormat::Tsv if self.data.src_column == self.data.tgt_column => {
-                errs.push("data.src_column / data.tgt_column: must differ".into())
-            }
-            DataFormat::Flickr8k | DataFormat::Coco if self.data.root.is_empty() => errs.push(
-                "data.root: required for this data.format (a folder under the data directory)"
-                    .into(),
-            ),
-            DataFormat::Karpathy if self.data.file.is_empty() => errs.push(
-                "data.file: required for data.format `karpathy` (the split JSON under data.root)"
-                    .into(),
-            ),
-            _ => {}
-        }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs.join("\n"))
-        }
     }
 }
 

@@ -419,5 +419,7 @@ impl Default for TrainConfig {
 /// The `decoding` section: the decoder crate's options, shared with every CLI subcommand.
 pub type DecodingConfig = seq2seq_decoder::DecodingOptions;
 
+mod checks;
 mod load;
+pub use checks::ConfigError;
 pub use load::{resolve_data_dir, resolve_path};

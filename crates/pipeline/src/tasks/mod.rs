@@ -26,6 +26,16 @@ pub enum Split {
     Test,
 }
 
+impl Split {
+    /// "valid" or "test".
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
 /// One held-out input decoded in validation: its source ids (for captioning: the image index),
 /// what to show for it, and its references.
 #[derive(Clone, Debug)]

@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::observer::Observer;
 use crate::Result;
 
+mod epochs;
+mod finish;
 pub(crate) mod optim;
 mod run;
 pub(crate) mod schedule;
@@ -81,8 +83,8 @@ impl TrainSummary {
 pub fn train(cfg: Config, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<TrainSummary> {
     let mut run = run::Run::setup(cfg, opts, obs)?;
     match run.epochs(obs)? {
-        run::Stop::Interrupted(signal) => run.interrupted(signal, obs),
-        run::Stop::Finished(reason) => run.finish(&reason, obs),
+        epochs::Stop::Interrupted(signal) => run.interrupted(signal, obs),
+        epochs::Stop::Finished(reason) => run.finish(&reason, obs),
     }
 }
 

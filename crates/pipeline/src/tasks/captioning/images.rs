@@ -174,10 +174,72 @@ fn file_key(path: &Path, mirrored: bool) -> Option<String> {
     ))
 }
 
+/// The views whose frozen features a bank needs: every image as it is, and the training
+/// images' mirrors when `data.hflip` is set; with what the cache already holds.
+struct FeatureViews {
+    /// (image, mirrored).
+    views: Vec<(usize, bool)>,
+    plain: Vec<Option<Tensor>>,
+    mirrored: Vec<Option<Tensor>>,
+    /// Where each computed view goes in the cache.
+    keys: Vec<Option<PathBuf>>,
+    /// Views to compute.
+    todo: Vec<usize>,
+    hits: usize,
+}
+
+impl FeatureViews {
+    fn look_up(
+        images: &[ImageRef],
+        train: &[bool],
+        hflip: bool,
+        cache: Option<&Path>,
+        dev: &Device,
+    ) -> Self {
+        let views: Vec<(usize, bool)> = (0..images.len())
+            .map(|i| (i, false))
+            .chain(
+                (0..images.len())
+                    .filter(|&i| hflip && train[i])
+                    .map(|i| (i, true)),
+            )
+            .collect();
+        let mut fv = FeatureViews {
+            plain: vec![None; images.len()],
+            mirrored: vec![None; images.len()],
+            keys: vec![None; views.len()],
+            todo: Vec::new(),
+            hits: 0,
+            views,
+        };
+        for v in 0..fv.views.len() {
+            let (i, m) = fv.views[v];
+            if let Some(path) = cache.and_then(|c| view_cache_file(c, &images[i], m)) {
+                if let Some(f) = read_cached(&path, dev) {
+                    fv.set(v, f);
+                    fv.hits += 1;
+                    continue;
+                }
+                fv.keys[v] = Some(path);
+            }
+            fv.todo.push(v);
+        }
+        fv
+    }
+
+    fn set(&mut self, v: usize, f: Tensor) {
+        let (i, m) = self.views[v];
+        *if m {
+            &mut self.mirrored[i]
+        } else {
+            &mut self.plain[i]
+        } = Some(f);
+    }
+}
+
 impl ImageBank {
     /// Loads `images` for `encoder`. `train` marks the images augmented in training (they keep
     /// a margin for crop jitter); `cache` is the feature-cache folder for this backbone, if any.
-    /// `log` receives progress lines.
     pub fn new(
         images: &[ImageRef],
         train: &[bool],
@@ -187,33 +249,54 @@ impl ImageBank {
         dev: &Device,
         obs: &mut dyn Observer,
     ) -> Result<Self> {
-        let limits = image_limits(cfg);
-        let size = cfg.image_size;
-        let load = |r: &ImageRef| -> Result<RgbImage> {
-            r.load(&limits)
-                .map_err(|e| Error::Invalid(format!("captioning corpus: {e}")))
-        };
-        let started = Instant::now();
-        if !encoder.has_frozen_part() {
-            let load_size = ((size as f64) * (1.0 + cfg.crop_jitter)).round() as u32;
-            let mut pixels = Vec::with_capacity(images.len());
-            for (i, r) in images.iter().enumerate() {
-                let s = if train[i] { load_size } else { size };
-                pixels.push(resize_shorter(&load(r)?, s));
-            }
-            obs.line(&format!(
-                "images: {} decoded in {:.1} s",
-                images.len(),
-                started.elapsed().as_secs_f64()
-            ));
-            return Ok(Self {
-                store: Store::Pixels(pixels),
-                size,
-                hflip: cfg.hflip,
-                jitter: cfg.crop_jitter > 0.0,
-                norm: encoder.normalization(),
-            });
+        if encoder.has_frozen_part() {
+            Self::features(images, train, encoder, cfg, cache, dev, obs)
+        } else {
+            Self::pixels(images, train, encoder, cfg, obs)
         }
+    }
+
+    /// Resized images: training images keep a margin for crop jitter.
+    fn pixels(
+        images: &[ImageRef],
+        train: &[bool],
+        encoder: &ImageEncoder,
+        cfg: &DataConfig,
+        obs: &mut dyn Observer,
+    ) -> Result<Self> {
+        let (limits, size, started) = (image_limits(cfg), cfg.image_size, Instant::now());
+        let load_size = ((size as f64) * (1.0 + cfg.crop_jitter)).round() as u32;
+        let mut pixels = Vec::with_capacity(images.len());
+        for (i, r) in images.iter().enumerate() {
+            let s = if train[i] { load_size } else { size };
+            pixels.push(resize_shorter(&r.load(&limits).map_err(Error::Image)?, s));
+        }
+        obs.line(&format!(
+            "images: {} decoded in {:.1} s",
+            images.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Self {
+            store: Store::Pixels(pixels),
+            size,
+            hflip: cfg.hflip,
+            jitter: cfg.crop_jitter > 0.0,
+            norm: encoder.normalization(),
+        })
+    }
+
+    /// The frozen part's output per view, from the cache or computed (and then cached).
+    #[allow(clippy::too_many_arguments)]
+    fn features(
+        images: &[ImageRef],
+        train: &[bool],
+        encoder: &ImageEncoder,
+        cfg: &DataConfig,
+        cache: Option<PathBuf>,
+        dev: &Device,
+        obs: &mut dyn Observer,
+    ) -> Result<Self> {
+        let started = Instant::now();
         if cfg.crop_jitter > 0.0 {
             obs.line("images: data.crop_jitter is ignored: the frozen backbone's features are computed once per image");
         }
@@ -226,90 +309,37 @@ impl ImageBank {
                 source,
             })?;
         }
-        // Views to compute: every image as it is, and the training images' mirrors with hflip.
-        let views: Vec<(usize, bool)> = (0..images.len())
-            .map(|i| (i, false))
-            .chain(
-                (0..images.len())
-                    .filter(|&i| cfg.hflip && train[i])
-                    .map(|i| (i, true)),
-            )
-            .collect();
-        let mut plain: Vec<Option<Tensor>> = vec![None; images.len()];
-        let mut mirrored: Vec<Option<Tensor>> = vec![None; images.len()];
-        let mut keys: Vec<Option<PathBuf>> = vec![None; views.len()];
-        let mut todo = Vec::new();
-        let mut hits = 0;
-        for (v, &(i, m)) in views.iter().enumerate() {
-            if let Some(path) = cache
-                .as_ref()
-                .and_then(|c| view_cache_file(c, &images[i], m))
-            {
-                if let Some(f) = read_cached(&path, dev) {
-                    *if m { &mut mirrored[i] } else { &mut plain[i] } = Some(f);
-                    hits += 1;
-                    continue;
-                }
-                keys[v] = Some(path);
-            }
-            todo.push(v);
-        }
-        let norm = encoder.normalization();
-        let extract_start = Instant::now();
-        let mut done = 0;
-        for chunk in todo.chunks(FEATURE_BATCH) {
-            let batch = chunk
-                .iter()
-                .map(|&v| {
-                    let (i, m) = views[v];
-                    Ok(to_tensor(
-                        &view(preprocess(&load(&images[i])?, size), m),
-                        norm,
-                        dev,
-                    )?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let out = encoder.frozen(&Tensor::stack(&batch, 0)?)?;
-            for (r, &v) in chunk.iter().enumerate() {
-                let f = out.get(r)?.to_dtype(DType::F16)?;
-                if let Some(path) = &keys[v] {
-                    write_cached(path, &f)?;
-                }
-                let (i, m) = views[v];
-                *if m { &mut mirrored[i] } else { &mut plain[i] } = Some(f);
-            }
-            done += chunk.len();
-            if done % (FEATURE_BATCH * 32) < FEATURE_BATCH || done == todo.len() {
-                obs.line(&format!(
-                    "features: {done}/{} images through the frozen backbone, {:.1} images/s",
-                    todo.len(),
-                    done as f64 / extract_start.elapsed().as_secs_f64().max(1e-9)
-                ));
-            }
-        }
+        let mut fv = FeatureViews::look_up(images, train, cfg.hflip, cache.as_deref(), dev);
+        extract(&mut fv, images, encoder, cfg, dev, obs)?;
         obs.line(&format!(
-            "features: {} images ready{} ({hits} from the cache{}) in {:.1} s",
+            "features: {} images ready{} ({} from the cache{}) in {:.1} s",
             images.len(),
             if cfg.hflip {
                 " with their training mirrors"
             } else {
                 ""
             },
+            fv.hits,
             cache
                 .as_ref()
                 .map(|c| format!(" {}", c.display()))
                 .unwrap_or_default(),
             started.elapsed().as_secs_f64()
         ));
+        let plain = fv
+            .plain
+            .into_iter()
+            .map(|f| f.ok_or(Error::SkippedImage))
+            .collect::<Result<_>>()?;
         Ok(Self {
             store: Store::Features {
-                plain: plain.into_iter().map(|f| f.unwrap()).collect(),
-                mirrored,
+                plain,
+                mirrored: fv.mirrored,
             },
-            size,
+            size: cfg.image_size,
             hflip: cfg.hflip,
             jitter: false,
-            norm,
+            norm: encoder.normalization(),
         })
     }
 
@@ -342,6 +372,52 @@ impl ImageBank {
             }
         }
     }
+}
+
+/// Computes the views the cache did not hold, `FEATURE_BATCH` at a time, writing each to the
+/// cache when it has a key there.
+fn extract(
+    fv: &mut FeatureViews,
+    images: &[ImageRef],
+    encoder: &ImageEncoder,
+    cfg: &DataConfig,
+    dev: &Device,
+    obs: &mut dyn Observer,
+) -> Result<()> {
+    let (limits, norm, started) = (image_limits(cfg), encoder.normalization(), Instant::now());
+    let todo = std::mem::take(&mut fv.todo);
+    let mut done = 0;
+    for chunk in todo.chunks(FEATURE_BATCH) {
+        let batch = chunk
+            .iter()
+            .map(|&v| {
+                let (i, m) = fv.views[v];
+                let img = images[i].load(&limits).map_err(Error::Image)?;
+                Ok(to_tensor(
+                    &view(preprocess(&img, cfg.image_size), m),
+                    norm,
+                    dev,
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = encoder.frozen(&Tensor::stack(&batch, 0)?)?;
+        for (r, &v) in chunk.iter().enumerate() {
+            let f = out.get(r)?.to_dtype(DType::F16)?;
+            if let Some(path) = &fv.keys[v] {
+                write_cached(path, &f)?;
+            }
+            fv.set(v, f);
+        }
+        done += chunk.len();
+        if done % (FEATURE_BATCH * 32) < FEATURE_BATCH || done == todo.len() {
+            obs.line(&format!(
+                "features: {done}/{} images through the frozen backbone, {:.1} images/s",
+                todo.len(),
+                done as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

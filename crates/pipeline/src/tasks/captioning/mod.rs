@@ -2,9 +2,11 @@
 
 mod captioner;
 pub mod corpus;
+mod evaluate;
 pub mod images;
 
-pub use captioner::{evaluate_captions, expand_inputs, CaptionReport, Captioner};
+pub use captioner::{expand_inputs, Captioner};
+pub use evaluate::{evaluate_captions, CaptionReport};
 mod training;
 
 pub(crate) use training::Captioning;

@@ -46,9 +46,7 @@ pub fn evaluate(
         Split::Test => splits.test,
     };
     if pairs.is_empty() {
-        return Err(Error::Invalid(
-            format!("the {split:?} split of this model's corpus is empty").to_lowercase(),
-        ));
+        return Err(Error::EmptySplit(split));
     }
     let srcs: Vec<String> = pairs.iter().map(|p| p.src.clone()).collect();
     let (hyps, warnings) = t.translate(&srcs, opts)?;
