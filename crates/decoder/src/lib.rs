@@ -21,7 +21,7 @@ pub use decoder::{
     decoder, Bridge, Decoder, DecoderConfig, DecoderState, DecoderStyle, PreparedMemory,
 };
 pub use ensemble::Ensemble;
-pub use options::{DecodingOptions, Strategy};
+pub use options::{DecodingOptions, InvalidOptions, Strategy};
 pub use search::{
     forbidden_bias, length_penalty, row_seeds, search, DecoderStepper, Hypothesis, SearchState,
     SpecialTokens, Stepper,

@@ -65,9 +65,14 @@ impl Default for DecodingOptions {
     }
 }
 
+/// The decoding options out of range, one line each, naming the option.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct InvalidOptions(pub Vec<String>);
+
 impl DecodingOptions {
     /// Range checks, naming the option.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidOptions> {
         let mut e = Vec::new();
         if self.max_length == 0 {
             e.push("max_length: must be at least 1".to_string());
@@ -105,7 +110,7 @@ impl DecodingOptions {
         if e.is_empty() {
             Ok(())
         } else {
-            Err(e.join("\n"))
+            Err(InvalidOptions(e))
         }
     }
 }

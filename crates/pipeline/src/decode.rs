@@ -69,11 +69,10 @@ pub fn decode_views(
     for chunk in order.chunks(opts.batch_size.max(1)) {
         let srcs = source(chunk)?;
         if srcs.len() != views.max(1) {
-            return Err(Error::Invalid(format!(
-                "expected {} views of each source, got {}",
-                views.max(1),
-                srcs.len()
-            )));
+            return Err(Error::ViewCount {
+                expected: views.max(1),
+                got: srcs.len(),
+            });
         }
         let mut starts = Vec::with_capacity(models.len() * srcs.len());
         let mut steppers = ensemble.members().iter();
@@ -203,15 +202,15 @@ pub(crate) fn load_dir(path: &Path, task: Task) -> Result<LoadedModel> {
         });
     }
     // Only translation has a source vocabulary.
-    let gen = task != Task::Translation;
+    let no_source = task != Task::Translation;
     for name in [SRC_TOKENIZER, TGT_TOKENIZER, &weights] {
-        let optional = gen && name == SRC_TOKENIZER;
+        let optional = no_source && name == SRC_TOKENIZER;
         if !optional && !dir.join(name).exists() {
             return Err(missing(name));
         }
     }
     let tgt_vocab = Vocab::load(&dir.join(TGT_TOKENIZER))?;
-    let src_vocab = if gen {
+    let src_vocab = if no_source {
         tgt_vocab.clone()
     } else {
         Vocab::load(&dir.join(SRC_TOKENIZER))?
@@ -253,8 +252,10 @@ impl LoadedModel {
     /// directories, whose configs may differ but whose vocabularies must be this model's.
     pub fn add_members(&mut self, paths: &[PathBuf]) -> Result<()> {
         for p in paths {
-            let member =
-                |msg: String| Error::Invalid(format!("ensemble member {}: {msg}", p.display()));
+            let member = |msg: String| Error::EnsembleMember {
+                path: p.clone(),
+                msg,
+            };
             if !p.exists() {
                 return Err(member("no such file or directory".into()));
             }

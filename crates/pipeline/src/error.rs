@@ -19,8 +19,31 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Invalid(String),
+    #[error("internal: {got} input given to a model with {want} encoder")]
+    SourceMismatch {
+        want: &'static str,
+        got: &'static str,
+    },
+    #[error("internal: expected {expected} views of each source, got {got}")]
+    ViewCount { expected: usize, got: usize },
+    #[error("data.format `{0:?}` is not a captioning format")]
+    NotCaptions(crate::config::DataFormat),
+    #[error("model.image_encoder.checkpoint: cannot load {path} ({source}); relative paths are resolved against the data directory")]
+    Backbone {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
+    #[error("average: give at least two checkpoints (files or model directories), not {0}")]
+    AverageTooFew(usize),
+    #[error("average: {path} and {first} differ in tensor {tensor} ({what}): checkpoints of different models?")]
+    AverageMismatch {
+        path: PathBuf,
+        first: PathBuf,
+        tensor: String,
+        what: String,
+    },
+    #[error("ensemble member {path}: {msg}")]
+    EnsembleMember { path: PathBuf, msg: String },
     #[error(
         "{0} already holds a training run: pass --resume to continue it, or choose another --out"
     )]

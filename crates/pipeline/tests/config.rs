@@ -59,6 +59,31 @@ fn resolved_config_round_trips() {
     assert_eq!(back, c);
 }
 
+#[test]
+fn resolved_config_holds_only_the_tasks_model_sections() {
+    use seq2seq_pipeline::config::DataFormat;
+    use seq2seq_pipeline::config::Task;
+    for (task, format, text, image) in [
+        (Task::Translation, DataFormat::Parallel, true, false),
+        (Task::Generation, DataFormat::Text, false, false),
+        (Task::Captioning, DataFormat::Shapes, false, true),
+    ] {
+        let mut c = Config {
+            task,
+            ..Config::default()
+        };
+        c.data.root = "x".into();
+        c.data.format = format;
+        c.data.file = "x.txt".into();
+        let yaml = c.to_yaml();
+        let has = |key: &str| yaml.lines().any(|l| l.trim_start() == key);
+        assert_eq!(has("encoder:"), text, "{task:?}:\n{yaml}");
+        assert_eq!(has("image_encoder:"), image, "{task:?}:\n{yaml}");
+        assert!(has("decoder:"), "{task:?}");
+        assert_eq!(Config::from_yaml(&yaml).unwrap(), c, "{task:?}");
+    }
+}
+
 fn err(yaml: &str) -> String {
     Config::from_yaml(yaml).unwrap_err().to_string()
 }

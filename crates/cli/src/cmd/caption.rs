@@ -64,7 +64,11 @@ pub(crate) fn run(a: CaptionArgs) -> Result<()> {
                 failed += 1;
                 eprintln!("error: {e}");
                 if a.json {
-                    writeln!(stdout, "{}", serde_json::json!({"image": p, "error": e}))?;
+                    writeln!(
+                        stdout,
+                        "{}",
+                        serde_json::json!({"image": p, "error": e.to_string()})
+                    )?;
                 }
             }
         }

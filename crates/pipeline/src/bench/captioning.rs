@@ -10,6 +10,7 @@ use crate::bench::peak_rss_mb;
 use crate::tasks::captioning::corpus::{image_limits, load_captions};
 use crate::tasks::captioning::images::preprocess;
 use crate::tasks::captioning::Captioner;
+use crate::tasks::Split;
 use crate::{Error, Result};
 
 #[derive(Debug, Default)]
@@ -42,7 +43,11 @@ pub fn bench_captioning(model: &Path, data_dir: &Path, n: usize) -> Result<Capti
         n.min(rows.len())
     };
     if n == 0 {
-        return Err(Error::Invalid("the corpus has no held-out images".into()));
+        return Err(Error::EmptySplit(if corpus.test.is_empty() {
+            Split::Valid
+        } else {
+            Split::Test
+        }));
     }
     let limits = image_limits(&cfg.data);
     let t = Instant::now();
@@ -52,7 +57,7 @@ pub fn bench_captioning(model: &Path, data_dir: &Path, n: usize) -> Result<Capti
             corpus.images[r.image]
                 .load(&limits)
                 .map(|img| preprocess(&img, cfg.data.image_size))
-                .map_err(|e| Error::Invalid(e.to_string()))
+                .map_err(Error::Image)
         })
         .collect::<Result<Vec<_>>>()?;
     let decode = n as f64 / t.elapsed().as_secs_f64();

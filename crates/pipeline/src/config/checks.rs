@@ -60,7 +60,7 @@ impl Config {
             ],
         );
         if let Err(e) = self.decoding.validate() {
-            errs.extend(e.lines().map(|l| format!("decoding.{l}")));
+            errs.extend(e.0.iter().map(|l| format!("decoding.{l}")));
         }
         let mut check = |ok: bool, msg: String| {
             if !ok {

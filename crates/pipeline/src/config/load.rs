@@ -76,9 +76,46 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The config as written beside a model: every key resolved, but only the model sections
+    /// of its task (a translation model has no `image_encoder`, a language model no encoder).
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string(self).expect("a config always serialises")
+        let m = &self.model;
+        let resolved = Resolved {
+            name: &self.name,
+            task: self.task,
+            seed: self.seed,
+            data: &self.data,
+            model: ResolvedModel {
+                encoder: (self.task == Task::Translation).then_some(&m.encoder),
+                image_encoder: (self.task == Task::Captioning).then_some(&m.image_encoder),
+                decoder: &m.decoder,
+            },
+            train: &self.train,
+            decoding: &self.decoding,
+        };
+        serde_saphyr::to_string(&resolved).expect("a config always serialises")
     }
+}
+
+/// [`Config`]'s fields, in its order, with the model sections of other tasks left out.
+#[derive(Serialize)]
+struct Resolved<'a> {
+    name: &'a str,
+    task: Task,
+    seed: u64,
+    data: &'a DataConfig,
+    model: ResolvedModel<'a>,
+    train: &'a TrainConfig,
+    decoding: &'a DecodingConfig,
+}
+
+#[derive(Serialize)]
+struct ResolvedModel<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoder: Option<&'a EncoderSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_encoder: Option<&'a ImageEncoderSection>,
+    decoder: &'a DecoderSection,
 }
 
 /// `p` if it is absolute, else `p` under `base` (every relative path of a config is resolved

@@ -220,7 +220,7 @@ pub enum BridgeType {
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// The text encoder (translation).
-    pub encoder: EncoderConfig,
+    pub encoder: EncoderSection,
     /// The image encoder (captioning).
     pub image_encoder: ImageEncoderSection,
     pub decoder: DecoderSection,
@@ -257,7 +257,7 @@ impl Default for ImageEncoderSection {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct EncoderConfig {
+pub struct EncoderSection {
     pub cell: Cell,
     pub embedding_dim: usize,
     pub hidden_size: usize,
@@ -268,7 +268,7 @@ pub struct EncoderConfig {
     pub dropout: f32,
 }
 
-impl Default for EncoderConfig {
+impl Default for EncoderSection {
     fn default() -> Self {
         Self {
             cell: Cell::Gru,

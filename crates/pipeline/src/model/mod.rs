@@ -8,7 +8,10 @@ use seq2seq_image_encoder::{BackboneKind, ImageEncoder};
 use seq2seq_nn::{loss::TokenLoss, projection_cross_entropy, AttentionKind, CellKind, Ctx};
 use seq2seq_text_encoder::{text_encoder, TextEncoder, TextEncoderConfig};
 
-use crate::config::{AttentionType, BridgeType, Cell, ModelConfig, Style, Task};
+use crate::config::{
+    AttentionType, BridgeType, Cell, DecoderSection, EncoderSection, ImageEncoderSection,
+    ModelConfig, Style, Task,
+};
 use crate::Result;
 
 /// What feeds the shared decoder.
@@ -17,6 +20,17 @@ pub enum Encoder {
     None,
     Text(TextEncoder),
     Image(ImageEncoder),
+}
+
+impl Encoder {
+    /// For error messages: "no", "a text" or "an image" (encoder).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Encoder::None => "no",
+            Encoder::Text(_) => "a text",
+            Encoder::Image(_) => "an image",
+        }
+    }
 }
 
 /// An encoder feeding the shared decoder, or the decoder alone (a language model).
@@ -35,6 +49,17 @@ pub enum Source {
     Image { input: Tensor, rows: Option<Tensor> },
     /// No encoder input (a language model).
     None,
+}
+
+impl Source {
+    /// For error messages: "text", "image" or "empty" (input).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Text { .. } => "text",
+            Source::Image { .. } => "image",
+            Source::None => "empty",
+        }
+    }
 }
 
 /// The recurrence of a configured cell.
@@ -58,8 +83,44 @@ pub fn build_model(
     vb: VarBuilder,
     backbone: Option<VarBuilder>,
 ) -> Result<Seq2Seq> {
-    let e = &cfg.encoder;
-    let enc_cfg = TextEncoderConfig {
+    let dec_cfg = decoder_config(&cfg.decoder, tgt_vocab);
+    let (encoder, dec_cfg) = match task {
+        Task::Translation => {
+            let enc_cfg = text_encoder_config(&cfg.encoder, src_vocab);
+            let dim = enc_cfg.output_size();
+            let encoder = Encoder::Text(text_encoder(enc_cfg, vb.pp("encoder"))?);
+            (encoder, with_memory(dec_cfg, dim))
+        }
+        Task::Captioning => {
+            let encoder = image_encoder(&cfg.image_encoder, &vb, backbone)?;
+            let dim = encoder.output_channels();
+            (Encoder::Image(encoder), with_memory(dec_cfg, dim))
+        }
+        Task::Generation => {
+            let dec_cfg = DecoderConfig {
+                attention: None,
+                ..with_memory(dec_cfg, 0)
+            };
+            (Encoder::None, dec_cfg)
+        }
+    };
+    Ok(Seq2Seq {
+        encoder,
+        decoder: decoder(dec_cfg, vb.pp("decoder"))?,
+    })
+}
+
+/// The decoder reads a memory (and its summary, for the bridge) of the encoder's width.
+fn with_memory(d: DecoderConfig, dim: usize) -> DecoderConfig {
+    DecoderConfig {
+        memory_dim: dim,
+        summary_dim: dim,
+        ..d
+    }
+}
+
+fn text_encoder_config(e: &EncoderSection, src_vocab: usize) -> TextEncoderConfig {
+    TextEncoderConfig {
         cell: cell_kind(e.cell),
         vocab_size: src_vocab,
         embedding_dim: e.embedding_dim,
@@ -69,9 +130,12 @@ pub fn build_model(
         emb_dropout: e.emb_dropout,
         word_dropout: e.word_dropout,
         dropout: e.dropout,
-    };
-    let d = &cfg.decoder;
-    let dec_cfg = DecoderConfig {
+    }
+}
+
+/// The decoder of a config section; its memory width is set by [`with_memory`].
+fn decoder_config(d: &DecoderSection, tgt_vocab: usize) -> DecoderConfig {
+    DecoderConfig {
         cell: cell_kind(d.cell),
         vocab_size: tgt_vocab,
         embedding_dim: d.embedding_dim,
@@ -99,47 +163,23 @@ pub fn build_model(
         word_dropout: d.word_dropout,
         dropout: d.dropout,
         hidden_dropout: d.hidden_dropout,
-        memory_dim: enc_cfg.output_size(),
-        summary_dim: enc_cfg.output_size(),
-    };
-    if task == Task::Captioning {
-        let ie = &cfg.image_encoder;
-        let encoder = match ie.backbone {
-            BackboneKind::SmallCnn => {
-                ImageEncoder::small_cnn(ie.cnn.clone(), vb.pp("encoder.cnn"))?
-            }
-            BackboneKind::Lite0 => {
-                let trainable = vb.pp("encoder.backbone");
-                let frozen = backbone.unwrap_or_else(|| trainable.clone());
-                ImageEncoder::lite0(frozen, trainable, ie.fine_tune_blocks, ie.dropout)?
-            }
-        };
-        let c = encoder.output_channels();
-        let dec_cfg = DecoderConfig {
-            memory_dim: c,
-            summary_dim: c,
-            ..dec_cfg
-        };
-        return Ok(Seq2Seq {
-            encoder: Encoder::Image(encoder),
-            decoder: decoder(dec_cfg, vb.pp("decoder"))?,
-        });
+        memory_dim: 0,
+        summary_dim: 0,
     }
-    if task == Task::Generation {
-        let dec_cfg = DecoderConfig {
-            memory_dim: 0,
-            summary_dim: 0,
-            attention: None,
-            ..dec_cfg
-        };
-        return Ok(Seq2Seq {
-            encoder: Encoder::None,
-            decoder: decoder(dec_cfg, vb.pp("decoder"))?,
-        });
-    }
-    Ok(Seq2Seq {
-        encoder: Encoder::Text(text_encoder(enc_cfg, vb.pp("encoder"))?),
-        decoder: decoder(dec_cfg, vb.pp("decoder"))?,
+}
+
+fn image_encoder(
+    ie: &ImageEncoderSection,
+    vb: &VarBuilder,
+    backbone: Option<VarBuilder>,
+) -> Result<ImageEncoder> {
+    Ok(match ie.backbone {
+        BackboneKind::SmallCnn => ImageEncoder::small_cnn(ie.cnn.clone(), vb.pp("encoder.cnn"))?,
+        BackboneKind::Lite0 => {
+            let trainable = vb.pp("encoder.backbone");
+            let frozen = backbone.unwrap_or_else(|| trainable.clone());
+            ImageEncoder::lite0(frozen, trainable, ie.fine_tune_blocks, ie.dropout)?
+        }
     })
 }
 
@@ -259,10 +299,11 @@ impl Seq2Seq {
                 (e.trainable(input, ctx)?, rows.as_ref())
             }
             (Encoder::None, _) => (EncoderOutput::empty(), None),
-            _ => {
-                return Err(crate::Error::Invalid(
-                    "the encoder input does not fit the model's encoder".into(),
-                ))
+            (e, s) => {
+                return Err(crate::Error::SourceMismatch {
+                    want: e.kind(),
+                    got: s.kind(),
+                })
             }
         })
     }

@@ -18,9 +18,7 @@ use crate::{Error, Result};
 /// number of tensors averaged.
 pub fn average(checkpoints: &[PathBuf], out: &Path) -> Result<usize> {
     if checkpoints.len() < 2 {
-        return Err(Error::Invalid(
-            "average: give at least two checkpoints (files or model directories)".into(),
-        ));
+        return Err(Error::AverageTooFew(checkpoints.len()));
     }
     let files: Vec<(PathBuf, String)> = checkpoints.iter().map(|c| checkpoint_file(c)).collect();
     let (first_dir, first_name) = &files[0];
@@ -32,30 +30,25 @@ pub fn average(checkpoints: &[PathBuf], out: &Path) -> Result<usize> {
         let w = model_weights(dir, name)?;
         let here = dir.join(name);
         let there = first_dir.join(first_name);
+        let mismatch = |tensor: &str, what: String| Error::AverageMismatch {
+            path: here.clone(),
+            first: there.clone(),
+            tensor: tensor.to_string(),
+            what,
+        };
         if let Some(k) = sum.keys().find(|k| !w.contains_key(*k)) {
-            return Err(Error::Invalid(format!(
-                "average: {} lacks tensor {k} of {} — checkpoints of different models?",
-                here.display(),
-                there.display()
-            )));
+            return Err(mismatch(k, "only the first has it".into()));
         }
         if let Some(k) = w.keys().find(|k| !sum.contains_key(*k)) {
-            return Err(Error::Invalid(format!(
-                "average: {} has tensor {k} that {} lacks — checkpoints of different models?",
-                here.display(),
-                there.display()
-            )));
+            return Err(mismatch(k, "the first lacks it".into()));
         }
         for (k, acc) in sum.iter_mut() {
             let t = &w[k];
             if t.shape() != acc.shape() {
-                return Err(Error::Invalid(format!(
-                    "average: tensor {k} is {:?} in {} but {:?} in {}",
-                    t.shape(),
-                    here.display(),
-                    acc.shape(),
-                    there.display()
-                )));
+                return Err(mismatch(
+                    k,
+                    format!("shape {:?}, in the first {:?}", t.shape(), acc.shape()),
+                ));
             }
             *acc = (&*acc + t.to_dtype(DType::F64)?)?;
         }
@@ -140,10 +133,10 @@ mod tests {
         let e = average(&[a.clone(), b.clone()], &out)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("tensor w is [2]"), "{e}");
+        assert!(e.contains("tensor w (shape [2], in the first [3])"), "{e}");
         write(&b, BEST, &[("v", Tensor::new(&[1f32, 2., 3.], &dev)?)])?;
         let e = average(&[a.clone(), b], &out).unwrap_err().to_string();
-        assert!(e.contains("lacks tensor w"), "{e}");
+        assert!(e.contains("tensor w (only the first has it)"), "{e}");
         let e = average(std::slice::from_ref(&a), &out)
             .unwrap_err()
             .to_string();

@@ -27,107 +27,30 @@ fn root(cfg: &DataConfig, data_dir: &Path) -> PathBuf {
 
 /// Reads the corpus the config names, resolved against `data_dir`.
 pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
+    let file = || root(cfg, data_dir).join(&cfg.file);
     match cfg.format {
-        DataFormat::Parallel => {
-            let root = root(cfg, data_dir);
-            let read = |split: &str| -> Result<Vec<Pair>> {
-                if split.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let f = |lang: &str| root.join(format!("{split}.{lang}"));
-                Ok(read_parallel(&f(&cfg.src_lang), &f(&cfg.tgt_lang))?)
-            };
-            Ok(Splits {
-                train: read(&cfg.train)?,
-                valid: read(&cfg.valid)?,
-                test: read(&cfg.test)?,
-            })
-        }
+        DataFormat::Parallel => parallel(cfg, &root(cfg, data_dir)),
         DataFormat::Tsv => {
-            let path = root(cfg, data_dir).join(&cfg.file);
-            let pairs = read_tsv(&path, cfg.src_column, cfg.tgt_column)?;
-            let (train, valid, test) =
-                seeded_split(pairs, cfg.valid_size, cfg.test_size, cfg.split_seed);
-            Ok(Splits { train, valid, test })
+            let pairs = read_tsv(&file(), cfg.src_column, cfg.tgt_column)?;
+            Ok(split(cfg, pairs))
         }
-        DataFormat::Dates => {
-            // Disjoint seeds per split; pairs of the held-out sets that also occur in training
-            // are removed so that exact match measures generalisation.
-            let train = synthetic::dates(cfg.train_size, cfg.split_seed);
-            let seen: std::collections::HashSet<&str> =
-                train.iter().map(|p| p.src.as_str()).collect();
-            let held = |n: usize, s: u64| -> Vec<Pair> {
-                synthetic::dates(n, s)
-                    .into_iter()
-                    .filter(|p| !seen.contains(p.src.as_str()))
-                    .collect()
-            };
-            let valid = held(cfg.valid_size, cfg.split_seed.wrapping_add(1_000_001));
-            let test = held(cfg.test_size, cfg.split_seed.wrapping_add(2_000_003));
-            Ok(Splits { train, valid, test })
-        }
+        DataFormat::Dates => Ok(dates(cfg)),
         DataFormat::Lines => {
-            let path = root(cfg, data_dir).join(&cfg.file);
-            let items: Vec<Pair> = read_lines(&path)?
+            let items = read_lines(&file())?
                 .into_iter()
                 .filter(|l| !l.trim().is_empty())
-                .map(|l| Pair {
-                    src: String::new(),
-                    tgt: l,
-                })
+                .map(target_only)
                 .collect();
-            let (train, valid, test) =
-                seeded_split(items, cfg.valid_size, cfg.test_size, cfg.split_seed);
-            Ok(Splits { train, valid, test })
+            Ok(split(cfg, items))
         }
-        DataFormat::Csv => {
-            // Records are split, not items, so that nothing of a held-out record (AG News: the
-            // description of a held-out headline's article) is trained on.
-            let path = root(cfg, data_dir).join(&cfg.file);
-            let need = cfg
-                .extra_train_columns
-                .iter()
-                .copied()
-                .fold(cfg.tgt_column, usize::max);
-            let rows: Vec<Vec<String>> = read_csv(&path, need)?
-                .into_iter()
-                .filter(|r| !r[cfg.tgt_column].trim().is_empty())
-                .collect();
-            let (train_rows, valid, test) =
-                seeded_split(rows, cfg.valid_size, cfg.test_size, cfg.split_seed);
-            // One item per non-empty field of column `c`.
-            let column = |rows: &[Vec<String>], c: usize| -> Vec<Pair> {
-                rows.iter()
-                    .filter(|r| !r[c].trim().is_empty())
-                    .map(|r| Pair {
-                        src: String::new(),
-                        tgt: r[c].clone(),
-                    })
-                    .collect()
-            };
-            let mut train = column(&train_rows, cfg.tgt_column);
-            for &c in &cfg.extra_train_columns {
-                train.extend(column(&train_rows, c));
-            }
-            Ok(Splits {
-                train,
-                valid: column(&valid, cfg.tgt_column),
-                test: column(&test, cfg.tgt_column),
-            })
-        }
+        DataFormat::Csv => csv(cfg, &file()),
         DataFormat::Flickr8k | DataFormat::Karpathy | DataFormat::Coco | DataFormat::Shapes => {
             Err(Error::NotText(cfg.format))
         }
         DataFormat::Text => {
-            // The windows are cut after tokenisation (see `train`); here the text is its lines.
-            let path = root(cfg, data_dir).join(&cfg.file);
-            let train = read_lines(&path)?
-                .into_iter()
-                .map(|l| Pair {
-                    src: String::new(),
-                    tgt: l,
-                })
-                .collect();
+            // The windows are cut after tokenisation (see `generation::corpus`); here the text
+            // is its lines.
+            let train = read_lines(&file())?.into_iter().map(target_only).collect();
             Ok(Splits {
                 train,
                 valid: Vec::new(),
@@ -135,6 +58,84 @@ pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
             })
         }
     }
+}
+
+/// An item of a corpus without sources (a language model's).
+fn target_only(tgt: String) -> Pair {
+    Pair {
+        src: String::new(),
+        tgt,
+    }
+}
+
+/// Held-out sets drawn from one list by `data.split_seed`.
+fn split(cfg: &DataConfig, items: Vec<Pair>) -> Splits {
+    let (train, valid, test) = seeded_split(items, cfg.valid_size, cfg.test_size, cfg.split_seed);
+    Splits { train, valid, test }
+}
+
+/// `{split}.{lang}` files per split; an empty split name is an empty split.
+fn parallel(cfg: &DataConfig, root: &Path) -> Result<Splits> {
+    let read = |split: &str| -> Result<Vec<Pair>> {
+        if split.is_empty() {
+            return Ok(Vec::new());
+        }
+        let f = |lang: &str| root.join(format!("{split}.{lang}"));
+        Ok(read_parallel(&f(&cfg.src_lang), &f(&cfg.tgt_lang))?)
+    };
+    Ok(Splits {
+        train: read(&cfg.train)?,
+        valid: read(&cfg.valid)?,
+        test: read(&cfg.test)?,
+    })
+}
+
+/// The synthetic date corpus. Disjoint seeds per split; pairs of the held-out sets that also
+/// occur in training are removed so that exact match measures generalisation.
+fn dates(cfg: &DataConfig) -> Splits {
+    let train = synthetic::dates(cfg.train_size, cfg.split_seed);
+    let seen: std::collections::HashSet<&str> = train.iter().map(|p| p.src.as_str()).collect();
+    let held = |n: usize, s: u64| -> Vec<Pair> {
+        synthetic::dates(n, s)
+            .into_iter()
+            .filter(|p| !seen.contains(p.src.as_str()))
+            .collect()
+    };
+    let valid = held(cfg.valid_size, cfg.split_seed.wrapping_add(1_000_001));
+    let test = held(cfg.test_size, cfg.split_seed.wrapping_add(2_000_003));
+    Splits { train, valid, test }
+}
+
+/// A CSV of records. Records are split, not items, so that nothing of a held-out record (AG
+/// News: the description of a held-out headline's article) is trained on.
+fn csv(cfg: &DataConfig, path: &Path) -> Result<Splits> {
+    let need = cfg
+        .extra_train_columns
+        .iter()
+        .copied()
+        .fold(cfg.tgt_column, usize::max);
+    let rows: Vec<Vec<String>> = read_csv(path, need)?
+        .into_iter()
+        .filter(|r| !r[cfg.tgt_column].trim().is_empty())
+        .collect();
+    let (train_rows, valid, test) =
+        seeded_split(rows, cfg.valid_size, cfg.test_size, cfg.split_seed);
+    // One item per non-empty field of column `c`.
+    let column = |rows: &[Vec<String>], c: usize| -> Vec<Pair> {
+        rows.iter()
+            .filter(|r| !r[c].trim().is_empty())
+            .map(|r| target_only(r[c].clone()))
+            .collect()
+    };
+    let mut train = column(&train_rows, cfg.tgt_column);
+    for &c in &cfg.extra_train_columns {
+        train.extend(column(&train_rows, c));
+    }
+    Ok(Splits {
+        train,
+        valid: column(&valid, cfg.tgt_column),
+        test: column(&test, cfg.tgt_column),
+    })
 }
 
 /// Which pairs [`PairEncoding::encode`] keeps.

@@ -13,7 +13,7 @@ use crate::config::{Config, OptimizerKind};
 use crate::model::{build_model, Seq2Seq};
 use crate::model_dir::{self, TrainerState, CONFIG};
 use crate::observer::Observer;
-use crate::tasks::captioning::images::load_backbone;
+use crate::tasks::captioning::cache::load_backbone;
 use crate::tasks::{for_task, Prepared, Task};
 use crate::train::optim::Adam;
 use crate::train::weights::{finite, restore, seed_backbone, weights};

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use image::RgbImage;
-use seq2seq_image_encoder::preprocess::to_tensor;
+use seq2seq_image_encoder::preprocess::{to_tensor, ImageError};
 
 use crate::config::{DecodingConfig, Task};
 use crate::decode::{decode_views, load_dir, LoadedModel, NBest};
@@ -93,7 +93,7 @@ impl Captioner {
         &self,
         paths: &[PathBuf],
         opts: &DecodingConfig,
-    ) -> Result<Vec<std::result::Result<NBest, String>>> {
+    ) -> Result<Vec<std::result::Result<NBest, ImageError>>> {
         let limits = image_limits(&self.t.config.data);
         let size = self.t.config.data.image_size;
         let mut images = Vec::new();
@@ -104,7 +104,7 @@ impl Captioner {
                     images.push(preprocess(&img, size));
                     slots.push(Ok(images.len() - 1));
                 }
-                Err(e) => slots.push(Err(e.to_string())),
+                Err(e) => slots.push(Err(e)),
             }
         }
         let mut captions = self.caption_images(&images, opts)?;
@@ -117,7 +117,10 @@ impl Captioner {
     pub(super) fn image_encoder(&self) -> Result<&seq2seq_image_encoder::ImageEncoder> {
         match &self.t.model.encoder {
             Encoder::Image(e) => Ok(e),
-            _ => Err(Error::Invalid("not a captioning model".into())),
+            other => Err(Error::SourceMismatch {
+                want: other.kind(),
+                got: "image",
+            }),
         }
     }
 
@@ -170,11 +173,10 @@ impl Captioner {
     ) -> Result<Vec<NBest>> {
         let m = &self.t;
         if views.len() != self.views() {
-            return Err(Error::Invalid(format!(
-                "expected {} views of the images, got {}",
-                self.views(),
-                views.len()
-            )));
+            return Err(Error::ViewCount {
+                expected: self.views(),
+                got: views.len(),
+            });
         }
         let n = views[0].len();
         let order: Vec<usize> = (0..n).collect();

@@ -72,18 +72,6 @@ pub fn load_captions(cfg: &DataConfig, data_dir: &Path) -> Result<CaptionCorpus>
         test: Vec::new(),
         dropped_captions: 0,
     };
-    let add = |items: Vec<CaptionItem>, c: &mut CaptionCorpus| -> Vec<CaptionRow> {
-        items
-            .into_iter()
-            .map(|it| {
-                c.images.push(ImageRef::File(it.image));
-                CaptionRow {
-                    image: c.images.len() - 1,
-                    captions: it.captions,
-                }
-            })
-            .collect()
-    };
     match cfg.format {
         DataFormat::Flickr8k | DataFormat::Karpathy => {
             let s = if cfg.format == DataFormat::Flickr8k {
@@ -92,57 +80,21 @@ pub fn load_captions(cfg: &DataConfig, data_dir: &Path) -> Result<CaptionCorpus>
                 read_karpathy(&root.join(&cfg.file), &images_dir)?
             };
             corpus.dropped_captions = s.dropped_captions;
-            corpus.train = add(s.train, &mut corpus);
-            corpus.valid = add(s.valid, &mut corpus);
-            corpus.test = add(s.test, &mut corpus);
+            for (which, items) in [s.train, s.valid, s.test].into_iter().enumerate() {
+                *corpus.split_mut(which) = corpus.add_files(items);
+            }
         }
         DataFormat::Coco => {
-            for (name, which) in [(&cfg.train, 0), (&cfg.valid, 1), (&cfg.test, 2)] {
-                if name.is_empty() {
-                    continue;
-                }
-                let (items, dropped) = read_coco(&root.join(name), &images_dir)?;
-                corpus.dropped_captions += dropped;
-                let rows = add(items, &mut corpus);
-                match which {
-                    0 => corpus.train = rows,
-                    1 => corpus.valid = rows,
-                    _ => corpus.test = rows,
+            for (which, name) in [&cfg.train, &cfg.valid, &cfg.test].into_iter().enumerate() {
+                if !name.is_empty() {
+                    let (items, dropped) = read_coco(&root.join(name), &images_dir)?;
+                    corpus.dropped_captions += dropped;
+                    *corpus.split_mut(which) = corpus.add_files(items);
                 }
             }
         }
-        DataFormat::Shapes => {
-            // Disjoint seeds per split; the jittered drawing makes every image new.
-            let size = cfg.image_size;
-            for (n, seed, which) in [
-                (cfg.train_size, cfg.split_seed, 0),
-                (cfg.valid_size, cfg.split_seed.wrapping_add(1_000_001), 1),
-                (cfg.test_size, cfg.split_seed.wrapping_add(2_000_003), 2),
-            ] {
-                let split = ["train", "valid", "test"][which];
-                let mut rows = Vec::with_capacity(n);
-                for (i, (img, cap)) in shapes(n, seed, size).into_iter().enumerate() {
-                    corpus.images.push(ImageRef::Memory(
-                        format!("shapes-{split}-{i}"),
-                        Arc::new(img),
-                    ));
-                    rows.push(CaptionRow {
-                        image: corpus.images.len() - 1,
-                        captions: vec![cap],
-                    });
-                }
-                match which {
-                    0 => corpus.train = rows,
-                    1 => corpus.valid = rows,
-                    _ => corpus.test = rows,
-                }
-            }
-        }
-        other => {
-            return Err(Error::Invalid(format!(
-                "data.format `{other:?}` is not a captioning format"
-            )))
-        }
+        DataFormat::Shapes => corpus.draw_shapes(cfg),
+        other => return Err(Error::NotCaptions(other)),
     }
     if corpus.train.is_empty() {
         return Err(Error::Data(seq2seq_data::DataError::Empty {
@@ -151,4 +103,54 @@ pub fn load_captions(cfg: &DataConfig, data_dir: &Path) -> Result<CaptionCorpus>
         }));
     }
     Ok(corpus)
+}
+
+impl CaptionCorpus {
+    /// Split 0 (train), 1 (valid) or 2 (test).
+    fn split_mut(&mut self, which: usize) -> &mut Vec<CaptionRow> {
+        match which {
+            0 => &mut self.train,
+            1 => &mut self.valid,
+            _ => &mut self.test,
+        }
+    }
+
+    /// Registers the items' image files; their rows, in order.
+    fn add_files(&mut self, items: Vec<CaptionItem>) -> Vec<CaptionRow> {
+        items
+            .into_iter()
+            .map(|it| {
+                self.images.push(ImageRef::File(it.image));
+                CaptionRow {
+                    image: self.images.len() - 1,
+                    captions: it.captions,
+                }
+            })
+            .collect()
+    }
+
+    /// The synthetic shapes corpus: disjoint seeds per split; the jittered drawing makes every
+    /// image new.
+    fn draw_shapes(&mut self, cfg: &DataConfig) {
+        for (which, (n, seed)) in [
+            (cfg.train_size, cfg.split_seed),
+            (cfg.valid_size, cfg.split_seed.wrapping_add(1_000_001)),
+            (cfg.test_size, cfg.split_seed.wrapping_add(2_000_003)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let split = ["train", "valid", "test"][which];
+            let mut rows = Vec::with_capacity(n);
+            for (i, (img, cap)) in shapes(n, seed, cfg.image_size).into_iter().enumerate() {
+                let name = format!("shapes-{split}-{i}");
+                self.images.push(ImageRef::Memory(name, Arc::new(img)));
+                rows.push(CaptionRow {
+                    image: self.images.len() - 1,
+                    captions: vec![cap],
+                });
+            }
+            *self.split_mut(which) = rows;
+        }
+    }
 }

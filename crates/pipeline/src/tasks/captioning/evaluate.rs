@@ -13,10 +13,11 @@ use seq2seq_metrics::{caption_tokenize, cider_d, coco_bleu};
 use crate::config::DecodingConfig;
 use crate::decode::LoadedModel;
 use crate::model::{held_out_loss, BatchTensors, Source};
-use crate::tasks::captioning::corpus::{image_limits, load_captions, CaptionRow, ImageRef};
-use crate::tasks::captioning::images::{
-    backbone_checkpoint, cache_dir, preprocess, read_cached, view, view_cache_file,
+use crate::tasks::captioning::cache::{
+    backbone_checkpoint, cache_dir, read_cached, view_cache_file,
 };
+use crate::tasks::captioning::corpus::{image_limits, load_captions, CaptionRow, ImageRef};
+use crate::tasks::captioning::images::{preprocess, view};
 use crate::tasks::captioning::Captioner;
 use crate::tasks::{Normalise, Split};
 use crate::{Error, Result};

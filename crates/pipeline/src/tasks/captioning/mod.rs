@@ -1,5 +1,6 @@
 //! Captioning: images through a CNN encoder (or a pretrained backbone) into the same decoder.
 
+pub mod cache;
 mod captioner;
 pub mod corpus;
 mod evaluate;
