@@ -65,88 +65,103 @@ fn specials() -> Vec<AddedToken> {
         .collect()
 }
 
+fn terr(e: tokenizers::Error) -> DataError {
+    DataError::Tokenizer(e.to_string())
+}
+
+/// The tokenizer of a level before training: model, normalisation (NFC, optionally lowercase),
+/// pre-tokenisation and decoder.
+fn untrained(spec: &VocabSpec) -> Result<Tokenizer, DataError> {
+    let mut tok = match spec.level {
+        Level::Char | Level::Word => Tokenizer::new(
+            WordLevel::builder()
+                .unk_token(UNK.to_string())
+                .build()
+                .map_err(terr)?,
+        ),
+        Level::Bpe => Tokenizer::new(
+            BPE::builder()
+                .unk_token(UNK.to_string())
+                .build()
+                .map_err(terr)?,
+        ),
+    };
+    let mut norms = vec![NormalizerWrapper::NFC(NFC)];
+    if spec.lowercase {
+        norms.push(NormalizerWrapper::Lowercase(Lowercase));
+    }
+    tok.with_normalizer(Some(NormalizerWrapper::Sequence(NormSeq::new(norms))))
+        .map_err(terr)?;
+    match spec.level {
+        Level::Char => {
+            let split = Split::new(
+                SplitPattern::Regex("(?s).".into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(terr)?;
+            tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Split(split)));
+            tok.with_decoder(Some(DecoderWrapper::Fuse(Fuse::new())));
+        }
+        Level::Word => {
+            tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Whitespace(Whitespace {})));
+        }
+        Level::Bpe => {
+            tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new(
+                '▁',
+                PrependScheme::Always,
+                true,
+            ))));
+            tok.with_decoder(Some(DecoderWrapper::Metaspace(MetaspaceDecoder::new(
+                '▁',
+                PrependScheme::Always,
+                true,
+            ))));
+        }
+    }
+    Ok(tok)
+}
+
+/// The trainer of a level; `max_size` 0 is no limit (BPE: 8000 merges).
+fn trainer(spec: &VocabSpec) -> Result<TrainerWrapper, DataError> {
+    let max = if spec.max_size == 0 {
+        usize::MAX
+    } else {
+        spec.max_size
+    };
+    Ok(match spec.level {
+        Level::Char | Level::Word => TrainerWrapper::WordLevelTrainer(
+            WordLevelTrainer::builder()
+                .min_frequency(spec.min_freq)
+                .vocab_size(max)
+                .show_progress(false)
+                .special_tokens(specials())
+                .build()
+                .map_err(|e| DataError::Tokenizer(e.to_string()))?,
+        ),
+        Level::Bpe => TrainerWrapper::BpeTrainer(
+            BpeTrainerBuilder::new()
+                .vocab_size(if spec.max_size == 0 {
+                    8000
+                } else {
+                    spec.max_size
+                })
+                .min_frequency(spec.min_freq)
+                .show_progress(false)
+                .special_tokens(specials())
+                .build(),
+        ),
+    })
+}
+
 impl Vocab {
     /// Learns a vocabulary from training texts.
     pub fn train<S: AsRef<str> + Send + Sync>(
         spec: &VocabSpec,
         texts: &[S],
     ) -> Result<Self, DataError> {
-        let terr = |e: tokenizers::Error| DataError::Tokenizer(e.to_string());
-        let mut tok = match spec.level {
-            Level::Char | Level::Word => Tokenizer::new(
-                WordLevel::builder()
-                    .unk_token(UNK.to_string())
-                    .build()
-                    .map_err(terr)?,
-            ),
-            Level::Bpe => Tokenizer::new(
-                BPE::builder()
-                    .unk_token(UNK.to_string())
-                    .build()
-                    .map_err(terr)?,
-            ),
-        };
-        let mut norms = vec![NormalizerWrapper::NFC(NFC)];
-        if spec.lowercase {
-            norms.push(NormalizerWrapper::Lowercase(Lowercase));
-        }
-        tok.with_normalizer(Some(NormalizerWrapper::Sequence(NormSeq::new(norms))))
-            .map_err(terr)?;
-        match spec.level {
-            Level::Char => {
-                let split = Split::new(
-                    SplitPattern::Regex("(?s).".into()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .map_err(terr)?;
-                tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Split(split)));
-                tok.with_decoder(Some(DecoderWrapper::Fuse(Fuse::new())));
-            }
-            Level::Word => {
-                tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Whitespace(Whitespace {})));
-            }
-            Level::Bpe => {
-                tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new(
-                    '▁',
-                    PrependScheme::Always,
-                    true,
-                ))));
-                tok.with_decoder(Some(DecoderWrapper::Metaspace(MetaspaceDecoder::new(
-                    '▁',
-                    PrependScheme::Always,
-                    true,
-                ))));
-            }
-        }
-        let max = if spec.max_size == 0 {
-            usize::MAX
-        } else {
-            spec.max_size
-        };
-        let mut trainer = match spec.level {
-            Level::Char | Level::Word => TrainerWrapper::WordLevelTrainer(
-                WordLevelTrainer::builder()
-                    .min_frequency(spec.min_freq)
-                    .vocab_size(max)
-                    .show_progress(false)
-                    .special_tokens(specials())
-                    .build()
-                    .map_err(|e| DataError::Tokenizer(e.to_string()))?,
-            ),
-            Level::Bpe => TrainerWrapper::BpeTrainer(
-                BpeTrainerBuilder::new()
-                    .vocab_size(if spec.max_size == 0 {
-                        8000
-                    } else {
-                        spec.max_size
-                    })
-                    .min_frequency(spec.min_freq)
-                    .show_progress(false)
-                    .special_tokens(specials())
-                    .build(),
-            ),
-        };
+        let mut tok = untrained(spec)?;
+        let mut trainer = trainer(spec)?;
         tok.train(&mut trainer, texts.iter()).map_err(terr)?;
         Self::from_tokenizer(tok).map_err(DataError::Tokenizer)
     }

@@ -125,6 +125,18 @@ fn attempt_once(
             "{url}: the server ignored the range; starting over"
         ));
     }
+    append_body(resp, &mut file, url, part, progress)?;
+    check_size(url, part, size)
+}
+
+/// Streams the answer's body to the end of `file`; a broken connection keeps what arrived.
+fn append_body(
+    resp: ureq::http::Response<ureq::Body>,
+    file: &mut std::fs::File,
+    url: &str,
+    part: &Path,
+    progress: &dyn Progress,
+) -> std::result::Result<(), Failure> {
     let mut body = resp.into_body().into_reader();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -143,8 +155,11 @@ fn attempt_once(
             .map_err(|e| Failure::Fatal(io_err(part)(e)))?;
         progress.advance(n as u64);
     }
-    file.sync_all()
-        .map_err(|e| Failure::Fatal(io_err(part)(e)))?;
+    file.sync_all().map_err(|e| Failure::Fatal(io_err(part)(e)))
+}
+
+/// A short file is retried; a file longer than the catalogue's size is removed.
+fn check_size(url: &str, part: &Path, size: Option<u64>) -> std::result::Result<(), Failure> {
     let got = current_len(part);
     match size {
         Some(s) if got < s => Err(Failure::Retry(http(

@@ -137,7 +137,8 @@ pub struct Decoder {
     output_layer: Linear,
 }
 
-pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
+/// The combinations of options that cannot be built, named.
+fn check(cfg: &DecoderConfig, bahdanau: bool) -> Result<()> {
     if cfg.tied_embeddings && cfg.embedding_dim != cfg.hidden_size {
         candle_core::bail!(
             "tied embeddings need embedding_dim ({}) equal to hidden_size ({})",
@@ -152,13 +153,46 @@ pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
             cfg.hidden_size
         );
     }
-    let attn_on = cfg.attention.is_some() && cfg.memory_dim > 0;
-    let bahdanau = attn_on && cfg.style == DecoderStyle::Bahdanau;
     if bahdanau && cfg.tied_embeddings {
         candle_core::bail!(
             "tied embeddings need the Luong style: the Bahdanau output layer reads [h; c; e]"
         );
     }
+    Ok(())
+}
+
+/// The attention and, in the Luong style, the layer that makes the attentional vector.
+fn attention_layers(
+    cfg: &DecoderConfig,
+    bahdanau: bool,
+    vb: &VarBuilder,
+) -> Result<(Option<Attention>, Option<Linear>)> {
+    let Some(kind) = cfg.attention.filter(|_| cfg.memory_dim > 0) else {
+        return Ok((None, None));
+    };
+    let attention = attention(
+        kind,
+        cfg.memory_dim,
+        cfg.hidden_size,
+        cfg.attention_dim,
+        vb.pp("attention"),
+    )?;
+    let att_vector_layer = if bahdanau {
+        None
+    } else {
+        Some(linear(
+            cfg.hidden_size + cfg.memory_dim,
+            cfg.hidden_size,
+            vb.pp("att_vector_layer"),
+        )?)
+    };
+    Ok((Some(attention), att_vector_layer))
+}
+
+pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
+    let attn_on = cfg.attention.is_some() && cfg.memory_dim > 0;
+    let bahdanau = attn_on && cfg.style == DecoderStyle::Bahdanau;
+    check(&cfg, bahdanau)?;
     let e_init = Init::Uniform { lo: -0.1, up: 0.1 };
     let weight =
         vb.pp("embed")
@@ -187,27 +221,7 @@ pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
         },
         vb.pp("rnn"),
     )?;
-    let (attention, att_vector_layer) = match cfg.attention {
-        Some(kind) if attn_on => (
-            Some(attention(
-                kind,
-                cfg.memory_dim,
-                cfg.hidden_size,
-                cfg.attention_dim,
-                vb.pp("attention"),
-            )?),
-            if bahdanau {
-                None
-            } else {
-                Some(linear(
-                    cfg.hidden_size + cfg.memory_dim,
-                    cfg.hidden_size,
-                    vb.pp("att_vector_layer"),
-                )?)
-            },
-        ),
-        _ => (None, None),
-    };
+    let (attention, att_vector_layer) = attention_layers(&cfg, bahdanau, &vb)?;
     let bridge_layer = if cfg.bridge == Bridge::Learned && cfg.summary_dim > 0 {
         Some(linear(
             cfg.summary_dim,

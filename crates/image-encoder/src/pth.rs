@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use candle_core::pickle::{Object, Stack};
+use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{bail, Device, Result, Tensor};
 
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -38,20 +38,28 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
         );
     }
     let mut cur = Cursor::new(&bytes[..]);
+    // Pickle 1, the magic number, was checked above byte for byte (PROTO 2, LONG1 of 10 bytes,
+    // STOP: 15 bytes); it is skipped rather than parsed, since candle's LONG1 shifts a u64 past
+    // its width for 10 bytes (an overflow panic where overflow checks are on; a fuzz finding).
+    cur.set_position(15);
+    let (infos, keys) = legacy_records(path, &mut cur)?;
+    let storages = legacy_storages(path, &mut cur, &infos, keys)?;
+    legacy_tensors(path, infos, &storages, dev)
+}
+
+/// Pickles 2 to 5 of a legacy checkpoint: the tensor records of its state dict and the storage
+/// keys in the order their bytes follow.
+fn legacy_records(path: &Path, cur: &mut Cursor<&[u8]>) -> Result<(Vec<TensorInfo>, Vec<String>)> {
     let read_pickle = |cur: &mut Cursor<&[u8]>| -> Result<Object> {
         let mut s = Stack::empty();
         s.read_loop(cur)?;
         s.finalize()
     };
-    // Pickle 1, the magic number, was checked above byte for byte (PROTO 2, LONG1 of 10 bytes,
-    // STOP: 15 bytes); it is skipped rather than parsed, since candle's LONG1 shifts a u64 past
-    // its width for 10 bytes (an overflow panic where overflow checks are on; a fuzz finding).
-    cur.set_position(15);
     for _ in 0..2 {
-        read_pickle(&mut cur)?; // protocol version, system info
+        read_pickle(cur)?; // protocol version, system info
     }
-    let state = read_pickle(&mut cur)?;
-    let keys = match read_pickle(&mut cur)? {
+    let state = read_pickle(cur)?;
+    let keys = match read_pickle(cur)? {
         Object::List(k) => k
             .into_iter()
             .map(|k| k.unicode())
@@ -73,8 +81,19 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
             infos.push(info);
         }
     }
-    // Storages follow in the order of the key list.
-    let mut storages: HashMap<String, (Vec<u8>, usize)> = HashMap::new();
+    Ok((infos, keys))
+}
+
+/// The storages after the pickles, in the order of the key list: each a little-endian u64
+/// element count and its bytes.
+fn legacy_storages(
+    path: &Path,
+    cur: &mut Cursor<&[u8]>,
+    infos: &[TensorInfo],
+    keys: Vec<String>,
+) -> Result<HashMap<String, (Vec<u8>, usize)>> {
+    let total = cur.get_ref().len() as u64;
+    let mut storages = HashMap::new();
     for key in keys {
         let mut n = [0u8; 8];
         cur.read_exact(&mut n)?;
@@ -86,7 +105,7 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
             .unwrap_or(4);
         // The count is the file's word: check it against the bytes that are left before
         // allocating, so a corrupt checkpoint is an error rather than an abort.
-        let left = bytes.len() as u64 - cur.position();
+        let left = total - cur.position();
         let need = count.checked_mul(elem).filter(|&n| n as u64 <= left);
         let Some(need) = need else {
             bail!(
@@ -98,6 +117,16 @@ pub fn load_pth(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
         cur.read_exact(&mut data)?;
         storages.insert(key, (data, count));
     }
+    Ok(storages)
+}
+
+/// Each record's view of its storage as a tensor.
+fn legacy_tensors(
+    path: &Path,
+    infos: Vec<TensorInfo>,
+    storages: &HashMap<String, (Vec<u8>, usize)>,
+    dev: &Device,
+) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for info in infos {
         let key = info.path.trim_start_matches('/');

@@ -64,11 +64,12 @@ pub(crate) struct Scores {
     pub bleu: Option<f64>,
 }
 
-/// A frozen backbone's checkpoint: its path (the feature cache's key) and tensors.
-pub(crate) type Backbone = (
-    std::path::PathBuf,
-    std::collections::HashMap<String, Tensor>,
-);
+/// A frozen backbone's checkpoint, read for training.
+pub(crate) struct Backbone {
+    /// Its file: the feature cache is keyed by its contents.
+    pub checkpoint: std::path::PathBuf,
+    pub tensors: std::collections::HashMap<String, Tensor>,
+}
 
 /// What a task does in training and validation. One value per run: `prepare` may keep what the
 /// task needs later (the captioning corpus's images), `attach` sees the built model.

@@ -94,7 +94,7 @@ impl<'a> Run<'a> {
         let backbone = load_backbone(&cfg, &opts.data_dir, &dev)?;
         let backbone_vb = backbone
             .as_ref()
-            .map(|(_, t)| VarBuilder::from_tensors(t.clone(), DType::F32, &dev));
+            .map(|b| VarBuilder::from_tensors(b.tensors.clone(), DType::F32, &dev));
         let model = build_model(
             &cfg.model,
             cfg.task,
@@ -104,7 +104,7 @@ impl<'a> Run<'a> {
             backbone_vb,
         )?;
         let frozen = match &backbone {
-            Some((_, tensors)) => seed_backbone(&vm, tensors)?,
+            Some(b) => seed_backbone(&vm, &b.tensors)?,
             None => HashMap::new(),
         };
         let all_vars = vm.var_map().data().lock().unwrap().clone();

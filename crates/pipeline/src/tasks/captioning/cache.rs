@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model_dir;
 use crate::tasks::captioning::corpus::ImageRef;
+use crate::tasks::Backbone;
 use crate::{Error, Result};
 
 /// The version of the code that computes a frozen backbone's features. Bump it whenever the same
@@ -55,13 +56,13 @@ pub fn backbone_checkpoint(cfg: &crate::Config, data_dir: &Path) -> PathBuf {
     crate::config::resolve_path(data_dir, &cfg.model.image_encoder.checkpoint)
 }
 
-/// The Lite0 checkpoint of a captioning config (path and tensors), resolved against the data
-/// directory.
+/// The Lite0 checkpoint of a captioning config, resolved against the data directory; none for
+/// other tasks and backbones.
 pub(crate) fn load_backbone(
     cfg: &crate::Config,
     data_dir: &Path,
     dev: &Device,
-) -> Result<Option<(PathBuf, std::collections::HashMap<String, Tensor>)>> {
+) -> Result<Option<Backbone>> {
     let ie = &cfg.model.image_encoder;
     if cfg.task != crate::config::Task::Captioning
         || ie.backbone != seq2seq_image_encoder::BackboneKind::Lite0
@@ -78,7 +79,10 @@ pub(crate) fn load_backbone(
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
         .collect::<Result<_>>()?;
-    Ok(Some((path, tensors)))
+    Ok(Some(Backbone {
+        checkpoint: path,
+        tensors,
+    }))
 }
 
 /// The cache folder of a config's frozen Lite0 part, its checkpoint resolved to `checkpoint`.

@@ -148,8 +148,8 @@ impl Task for Captioning {
         };
         // The cache is keyed by the backbone checkpoint's contents: without one, no cache.
         let cache = match backbone {
-            Some((ckpt, _)) if enc.has_frozen_part() && !cfg.data.feature_cache.is_empty() => {
-                Some(cache_dir(cfg, ckpt)?)
+            Some(b) if enc.has_frozen_part() && !cfg.data.feature_cache.is_empty() => {
+                Some(cache_dir(cfg, &b.checkpoint)?)
             }
             _ => None,
         };
