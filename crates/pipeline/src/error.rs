@@ -52,8 +52,8 @@ pub enum Error {
     Flag { flag: &'static str, msg: String },
     #[error("bench measures translation configs (with a trained captioning model: pass --model), not {0:?}")]
     BenchTask(crate::config::Task),
-    #[error("the {} split of this model's corpus is empty", .0.name())]
-    EmptySplit(crate::tasks::Split),
+    #[error("the {0} split of this model's corpus is empty")]
+    EmptySplit(&'static str),
     #[error("captioning corpus: {0}")]
     Image(seq2seq_image_encoder::preprocess::ImageError),
     #[error("internal: the image encoder skipped an image")]

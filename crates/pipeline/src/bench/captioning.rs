@@ -43,11 +43,12 @@ pub fn bench_captioning(model: &Path, data_dir: &Path, n: usize) -> Result<Capti
         n.min(rows.len())
     };
     if n == 0 {
-        return Err(Error::EmptySplit(if corpus.test.is_empty() {
+        let split = if corpus.test.is_empty() {
             Split::Valid
         } else {
             Split::Test
-        }));
+        };
+        return Err(Error::EmptySplit(split.name()));
     }
     let limits = image_limits(&cfg.data);
     let t = Instant::now();

@@ -11,7 +11,6 @@ use crate::config::{self, Config, DecodingConfig};
 use crate::decode::decode_ids;
 use crate::model::{BatchTensors, Seq2Seq};
 use crate::observer::Observer;
-use crate::train::TrainOptions;
 use crate::Result;
 
 pub mod captioning;
@@ -64,6 +63,16 @@ pub(crate) struct Scores {
     pub bleu: Option<f64>,
 }
 
+/// What [`Task::prepare`] needs of a run's options: where the corpus is, and where the
+/// vocabularies are written (or, on resume, read back). Not `TrainOptions`, so that the tasks do
+/// not depend on the training loop that drives them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunFiles<'a> {
+    pub data_dir: &'a std::path::Path,
+    pub out: &'a std::path::Path,
+    pub resume: bool,
+}
+
 /// A frozen backbone's checkpoint, read for training.
 pub(crate) struct Backbone {
     /// Its file: the feature cache is keyed by its contents.
@@ -79,7 +88,7 @@ pub(crate) trait Task {
     fn prepare(
         &mut self,
         cfg: &Config,
-        opts: &TrainOptions,
+        files: RunFiles,
         obs: &mut dyn Observer,
     ) -> Result<Prepared>;
 

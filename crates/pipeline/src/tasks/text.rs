@@ -11,8 +11,8 @@ use seq2seq_data::{
 use crate::config::{resolve_path, Config, DataConfig, DataFormat, VocabConfig};
 use crate::model_dir::{self, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::observer::Observer;
+use crate::tasks::RunFiles;
 use crate::tasks::{DecodeItem, Prepared};
-use crate::train::TrainOptions;
 use crate::{Error, Result};
 
 pub struct Splits {
@@ -210,14 +210,14 @@ pub fn empty_after_filter(n: usize, cfg: &DataConfig) -> Error {
 /// A vocabulary of the run: on resume the one in the model directory, else trained on `texts`
 /// and written there (atomically) as `file`.
 pub(crate) fn vocab(
-    opts: &TrainOptions,
+    files: RunFiles,
     file: &str,
     spec: &VocabConfig,
     lowercase: bool,
     texts: &[&str],
 ) -> Result<Vocab> {
-    let path = opts.out.join(file);
-    if opts.resume {
+    let path = files.out.join(file);
+    if files.resume {
         return Ok(Vocab::load(&path)?);
     }
     let v = Vocab::train(&spec.spec(lowercase), texts)?;
@@ -238,17 +238,35 @@ pub(crate) fn items_of(pairs: &[Pair], ex: &[Example]) -> Vec<DecodeItem> {
         .collect()
 }
 
+/// Translation's text pairs: [`prepare_text`] with a source vocabulary.
+pub(crate) fn prepare_pairs(
+    cfg: &Config,
+    files: RunFiles,
+    obs: &mut dyn Observer,
+) -> Result<Prepared> {
+    prepare_text(cfg, files, obs, true)
+}
+
+/// A language model's items (lines, CSV fields): [`prepare_text`] with one vocabulary.
+pub(crate) fn prepare_lines(
+    cfg: &Config,
+    files: RunFiles,
+    obs: &mut dyn Observer,
+) -> Result<Prepared> {
+    prepare_text(cfg, files, obs, false)
+}
+
 /// Text pairs (translation), or lines for a language model (`has_source` false, one
 /// vocabulary): the vocabularies, then every split encoded. Training pairs are filtered by
 /// length; held-out pairs are neither filtered by length nor truncated, so every one is scored.
-pub(crate) fn prepare_pairs(
+fn prepare_text(
     cfg: &Config,
-    opts: &TrainOptions,
+    files: RunFiles,
     obs: &mut dyn Observer,
     has_source: bool,
 ) -> Result<Prepared> {
     let d = &cfg.data;
-    let splits = load_splits(d, &opts.data_dir)?;
+    let splits = load_splits(d, files.data_dir)?;
     if splits.train.is_empty() {
         return Err(Error::Data(seq2seq_data::DataError::Empty {
             what: "the training corpus".into(),
@@ -256,10 +274,10 @@ pub(crate) fn prepare_pairs(
         }));
     }
     let tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
-    let tgt_vocab = vocab(opts, TGT_TOKENIZER, &d.tgt_vocab, d.lowercase, &tgts)?;
+    let tgt_vocab = vocab(files, TGT_TOKENIZER, &d.tgt_vocab, d.lowercase, &tgts)?;
     let src_vocab = if has_source {
         let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
-        vocab(opts, SRC_TOKENIZER, &d.src_vocab, d.lowercase, &srcs)?
+        vocab(files, SRC_TOKENIZER, &d.src_vocab, d.lowercase, &srcs)?
     } else {
         tgt_vocab.clone()
     };

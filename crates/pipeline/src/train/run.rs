@@ -14,7 +14,7 @@ use crate::model::{build_model, Seq2Seq};
 use crate::model_dir::{self, TrainerState, CONFIG};
 use crate::observer::Observer;
 use crate::tasks::captioning::cache::load_backbone;
-use crate::tasks::{for_task, Prepared, Task};
+use crate::tasks::{for_task, Prepared, RunFiles, Task};
 use crate::train::optim::Adam;
 use crate::train::weights::{finite, restore, seed_backbone, weights};
 use crate::train::TrainOptions;
@@ -84,7 +84,12 @@ impl<'a> Run<'a> {
         let dev = Device::Cpu;
         let (mut cfg, state, resume) = start(cfg, opts, &dev)?;
         let mut task = for_task(cfg.task);
-        let p = task.prepare(&cfg, opts, obs)?;
+        let files = RunFiles {
+            data_dir: &opts.data_dir,
+            out: &out,
+            resume: opts.resume,
+        };
+        let p = task.prepare(&cfg, files, obs)?;
         if !opts.resume {
             // The saved config is the resolved one; max_steps stays the file's (the flag is per run).
             model_dir::write_atomic(&out.join(CONFIG), cfg.to_yaml().as_bytes())?;

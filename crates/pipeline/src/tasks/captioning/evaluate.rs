@@ -169,7 +169,7 @@ pub fn evaluate_captions(
         Split::Test => &corpus.test,
     };
     if rows.is_empty() {
-        return Err(Error::EmptySplit(split));
+        return Err(Error::EmptySplit(split.name()));
     }
     let images: Vec<&ImageRef> = rows.iter().map(|r| &corpus.images[r.image]).collect();
     let (limits, size) = (image_limits(&cfg.data), cfg.data.image_size);

@@ -14,8 +14,8 @@ use crate::tasks::captioning::cache::cache_dir;
 use crate::tasks::captioning::corpus::{load_captions, CaptionCorpus, CaptionRow, ImageRef};
 use crate::tasks::captioning::images::ImageBank;
 use crate::tasks::text::{empty_after_filter, vocab};
+use crate::tasks::RunFiles;
 use crate::tasks::{best_texts, Backbone, DecodeItem, Normalise, Prepared, Scores, Task};
-use crate::train::TrainOptions;
 use crate::{Error, Result};
 
 /// The corpus's images from `prepare`, then, once the model is built, the bank that feeds them
@@ -83,11 +83,11 @@ impl Task for Captioning {
     fn prepare(
         &mut self,
         cfg: &Config,
-        opts: &TrainOptions,
+        files: RunFiles,
         obs: &mut dyn Observer,
     ) -> Result<Prepared> {
         let d = &cfg.data;
-        let corpus = load_captions(d, &opts.data_dir)?;
+        let corpus = load_captions(d, files.data_dir)?;
         if corpus.dropped_captions > 0 {
             obs.line(&format!(
                 "data: {} captions dropped because their image file does not exist",
@@ -99,7 +99,7 @@ impl Task for Captioning {
             .iter()
             .flat_map(|r| r.captions.iter().map(|c| c.as_str()))
             .collect();
-        let vocab = vocab(opts, TGT_TOKENIZER, &d.tgt_vocab, d.lowercase, &caps)?;
+        let vocab = vocab(files, TGT_TOKENIZER, &d.tgt_vocab, d.lowercase, &caps)?;
         let (train, dropped) = training_examples(&corpus, &vocab, d.max_tgt_len)?;
         if train.is_empty() {
             return Err(empty_after_filter(corpus.train.len(), d));

@@ -8,16 +8,16 @@ use crate::model_dir::TGT_TOKENIZER;
 use crate::observer::Observer;
 use crate::tasks::text::{items_of, load_splits, log_sizes, vocab};
 use crate::tasks::Prepared;
-use crate::train::TrainOptions;
+use crate::tasks::RunFiles;
 use crate::{Error, Result};
 
 pub(crate) fn prepare_windows(
     cfg: &Config,
-    opts: &TrainOptions,
+    files: RunFiles,
     obs: &mut dyn Observer,
 ) -> Result<Prepared> {
     let d = &cfg.data;
-    let lines = load_splits(d, &opts.data_dir)?.train;
+    let lines = load_splits(d, files.data_dir)?.train;
     if lines.is_empty() {
         return Err(Error::Data(seq2seq_data::DataError::Empty {
             what: "the training corpus".into(),
@@ -28,7 +28,7 @@ pub(crate) fn prepare_windows(
     let text: Vec<&str> = lines.iter().map(|p| p.tgt.as_str()).collect();
     let text = text.join("\n");
     let vocab = vocab(
-        opts,
+        files,
         TGT_TOKENIZER,
         &d.tgt_vocab,
         d.lowercase,

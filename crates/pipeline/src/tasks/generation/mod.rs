@@ -14,8 +14,8 @@ pub use generator::{diversity, Generator, Sample};
 use crate::config::{Config, DataFormat, DecodingConfig};
 use crate::model::Seq2Seq;
 use crate::observer::Observer;
+use crate::tasks::RunFiles;
 use crate::tasks::{text, DecodeItem, Prepared, Scores, Task};
-use crate::train::TrainOptions;
 use crate::Result;
 
 /// Tokens of a held-out item that prime a validation sample.
@@ -30,14 +30,14 @@ impl Task for Generation {
     fn prepare(
         &mut self,
         cfg: &Config,
-        opts: &TrainOptions,
+        files: RunFiles,
         obs: &mut dyn Observer,
     ) -> Result<Prepared> {
         self.samples = cfg.train.valid_samples;
         if cfg.data.format == DataFormat::Text {
-            corpus::prepare_windows(cfg, opts, obs)
+            corpus::prepare_windows(cfg, files, obs)
         } else {
-            text::prepare_pairs(cfg, opts, obs, false)
+            text::prepare_lines(cfg, files, obs)
         }
     }
 

@@ -46,7 +46,7 @@ pub fn evaluate(
         Split::Test => splits.test,
     };
     if pairs.is_empty() {
-        return Err(Error::EmptySplit(split));
+        return Err(Error::EmptySplit(split.name()));
     }
     let srcs: Vec<String> = pairs.iter().map(|p| p.src.clone()).collect();
     let (hyps, warnings) = t.translate(&srcs, opts)?;

@@ -9,8 +9,8 @@ pub use translator::Translator;
 
 use crate::config::Config;
 use crate::observer::Observer;
+use crate::tasks::RunFiles;
 use crate::tasks::{text, DecodeItem, Normalise, Prepared, Scores, Task};
-use crate::train::TrainOptions;
 use crate::Result;
 
 pub use crate::tasks::Split;
@@ -21,10 +21,10 @@ impl Task for Translation {
     fn prepare(
         &mut self,
         cfg: &Config,
-        opts: &TrainOptions,
+        files: RunFiles,
         obs: &mut dyn Observer,
     ) -> Result<Prepared> {
-        text::prepare_pairs(cfg, opts, obs, true)
+        text::prepare_pairs(cfg, files, obs)
     }
 
     fn score(&self, cfg: &Config, hyps: &[String], items: &[DecodeItem]) -> Scores {
