@@ -30,4 +30,5 @@ pub use seq2seq_image_encoder as image_encoder;
 pub use seq2seq_metrics as metrics;
 pub use seq2seq_nn as nn;
 pub use seq2seq_pipeline as pipeline;
+pub use seq2seq_plot as plot;
 pub use seq2seq_text_encoder as text_encoder;

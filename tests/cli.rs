@@ -79,17 +79,73 @@ fn train_then_translate_args_and_stdin() {
         "last.safetensors",
         "trainer_state.json",
         "metrics.jsonl",
+        "curves.png",
+        "curves.svg",
     ] {
         assert!(model.join(f).exists(), "{f} missing");
     }
     let metrics = std::fs::read_to_string(model.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 3);
-    for line in metrics.lines() {
-        // validation every 100 steps, log every 20: the training loss of the window is recorded
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert!(v["train_loss"].as_f64().unwrap() > 0.0, "{line}");
-        assert!(v["valid_bleu"].as_f64().is_some(), "{line}");
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kind = |k: &'static str| records.iter().filter(move |v| v["kind"] == k);
+    // Validation every 100 steps, log every 20: three validations, which record the training
+    // loss of their window, and a training record for each of the twelve other windows.
+    assert_eq!(kind("valid").count(), 3, "{metrics}");
+    assert_eq!(kind("train").count(), 12, "{metrics}");
+    let steps: Vec<u64> = records
+        .iter()
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=15).map(|i| i * 20).collect::<Vec<u64>>());
+    for v in &records {
+        assert!(v["train_loss"].as_f64().unwrap() > 0.0, "{v}");
     }
+    for v in kind("valid") {
+        assert!(v["valid_bleu"].as_f64().is_some(), "{v}");
+    }
+    // The curves: one validation dot per validation on each of the two validation panels.
+    let svg = std::fs::read_to_string(model.join("curves.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 2 * 3);
+    let png = image::open(model.join("curves.png")).unwrap();
+    assert_eq!(png.width(), 900);
+    // `plot` overlays runs (here the same run twice, under its directory name) and picks the
+    // format from the extension; a single metric is one panel.
+    let m = model.to_str().unwrap();
+    let svg_out = model.with_extension("overlay.svg");
+    let out = run(&["plot", m, m, "--out", svg_out.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&svg_out).unwrap();
+    // Two runs: three validation dots each on the valid-loss and BLEU panels.
+    assert_eq!(svg.matches("<circle").count(), 2 * 2 * 3);
+    let png_out = model.with_extension("bleu.png");
+    let out = run(&[
+        "plot",
+        m,
+        "--metric",
+        "valid_bleu",
+        "--out",
+        png_out.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(image::open(&png_out).is_ok());
+    assert_clean_error(
+        &run(&["plot", m, "--metric", "bleu"]),
+        "not a recorded figure",
+    );
+    assert_clean_error(
+        &run(&["plot", m, "--out", "x.jpg"]),
+        "must end in .png or .svg",
+    );
 
     let m = model.to_str().unwrap();
     let out = run(&[

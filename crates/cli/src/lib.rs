@@ -24,6 +24,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score(a) => cmd::score::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Average(a) => cmd::average::run(a),
+        Command::Plot(a) => cmd::plot::run(a),
         Command::Data { action } => cmd::data::run(action),
     }
 }

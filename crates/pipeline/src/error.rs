@@ -70,6 +70,8 @@ pub enum Error {
     },
     #[error("{path}: refusing to write non-finite weights (tensor {tensor})")]
     NonFinite { path: PathBuf, tensor: String },
+    #[error(transparent)]
+    Plot(#[from] seq2seq_plot::PlotError),
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod curves;
 pub mod decode;
 pub mod error;
 pub mod model;

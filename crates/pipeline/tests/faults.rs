@@ -190,3 +190,36 @@ fn a_resumed_run_drops_validations_its_checkpoint_never_saw() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_interrupted_runs_metrics_and_curves_have_each_step_once() {
+    let dir = tmp("curves");
+    let (whole, cut) = (dir.join("whole"), dir.join("cut"));
+    let logged = |c: &mut Config| c.train.log_every = 2;
+    train(cfg(logged), &opts(&whole), &mut ()).unwrap();
+    // Stopped after step 3 (a training record at 2, no validation yet), then resumed.
+    let mut o = opts(&cut);
+    o.max_steps = Some(3);
+    train(cfg(logged), &o, &mut ()).unwrap();
+    let mut o = opts(&cut);
+    o.resume = true;
+    train(cfg(logged), &o, &mut ()).unwrap();
+    let records = |d: &Path| -> Vec<(u64, String)> {
+        seq2seq_pipeline::curves::read_records(d)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.step, r.kind.unwrap_or_default()))
+            .collect()
+    };
+    let expected: Vec<(u64, String)> = [2, 4, 6, 8, 10, 12]
+        .into_iter()
+        .map(|s| (s, if s % 4 == 0 { "valid" } else { "train" }.to_string()))
+        .collect();
+    assert_eq!(records(&whole), expected);
+    assert_eq!(records(&cut), expected);
+    // The curves were redrawn at the last validation: a dot per validation on the loss panel
+    // and on the metric panel.
+    let svg = std::fs::read_to_string(cut.join("curves.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 2 * 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

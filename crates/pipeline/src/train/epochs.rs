@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use seq2seq_data::Batch;
 
+use crate::curves;
 use crate::model_dir::{self, keep_checkpoint, BEST, LAST};
 use crate::observer::{Observer, StepReport};
 use crate::tasks::Split;
@@ -80,15 +81,20 @@ impl Run<'_> {
                     return Ok(Stop::Finished(reason));
                 }
                 self.train_step(&batches[self.state.batch_in_epoch], &mut window, obs)?;
-                if self.state.step.is_multiple_of(valid_every) {
+                let validates = self.state.step.is_multiple_of(valid_every);
+                if validates {
                     if let Some(reason) = self.validate_and_save(&window, obs)? {
                         self.state.finished = true;
                         return Ok(Stop::Finished(reason));
                     }
                 }
                 // Loss and speed are over the last `log_every` steps, on the bar as in the log
-                // (reset after validation, which records the training loss of the same window).
+                // (reset after validation, which records the training loss of the same window;
+                // other windows get a training record of their own, for the curves).
                 if self.state.step.is_multiple_of(log_every) {
+                    if !validates {
+                        self.record_window(&window)?;
+                    }
                     window = Window::new();
                 }
                 let signal = self
@@ -181,6 +187,19 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// A training record in the metrics log: the window's loss, the learning rate and speed.
+    fn record_window(&self, window: &Window) -> Result<()> {
+        let s = &self.state;
+        model_dir::record_metrics(
+            &self.out,
+            &serde_json::json!({
+                "kind": "train", "step": s.step, "epoch": s.epoch + 1,
+                "train_loss": (window.tokens > 0.0).then(|| window.loss()),
+                "lr": s.lr, "tokens_per_s": window.tokens_per_s(), "elapsed_s": s.elapsed_s,
+            }),
+        )
+    }
+
     /// Validates on the valid split, keeps and saves checkpoints, logs the report and the metrics
     /// record, and writes the resume checkpoint; returns why to stop when patience ran out.
     fn validate_and_save(
@@ -222,12 +241,17 @@ impl Run<'_> {
         model_dir::record_metrics(
             &self.out,
             &serde_json::json!({
-                "step": s.step, "epoch": s.epoch + 1, "train_loss": window.loss(),
+                "kind": "valid", "step": s.step, "epoch": s.epoch + 1, "train_loss": window.loss(),
                 "valid_loss": v.loss, "valid_ppl": v.ppl, "valid_exact": v.exact, "valid_bleu": v.bleu,
                 "lr": s.lr, "tokens_per_s": window.tokens_per_s(), "elapsed_s": s.elapsed_s,
             }),
         )?;
         self.save_last()?;
+        // The pictures are for people: one that cannot be drawn or written is reported, and
+        // training goes on.
+        if let Err(e) = curves::write_run_curves(&self.out, &self.cfg.name) {
+            obs.line(&format!("warning: training curves not written: {e}"));
+        }
         Ok(
             (t.patience > 0 && s.bad_validations >= t.patience).then(|| {
                 format!(
