@@ -161,6 +161,8 @@ pub(crate) enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Average the weights of several checkpoints of one run into a new model directory.
     Average(cmd::average::AverageArgs),
+    /// Describe a model directory: task, architecture, parameters, vocabularies, training, files.
+    Info(cmd::info::InfoArgs),
     /// Plot the training curves of one or more runs (their metrics.jsonl) as PNG or SVG.
     Plot(cmd::plot::PlotArgs),
     /// Real corpora: list the catalogue, fetch and verify (datasets/README.md, datasets/catalog.yaml).

@@ -43,6 +43,10 @@ pub struct DecodingOptions {
     pub forbid_unk: bool,
     /// Inputs decoded together.
     pub batch_size: usize,
+    /// Keep the attention weights of every output step in the hypotheses (a request option,
+    /// never part of a config).
+    #[serde(skip)]
+    pub attention: bool,
 }
 
 impl Default for DecodingOptions {
@@ -61,6 +65,7 @@ impl Default for DecodingOptions {
             seed: 0,
             forbid_unk: false,
             batch_size: 64,
+            attention: false,
         }
     }
 }

@@ -25,6 +25,11 @@ pub trait Stepper {
     /// Keeps (or repeats) the given batch rows of a state.
     fn select(&self, state: &Self::State, rows: &Tensor) -> Result<Self::State>;
     fn vocab_size(&self) -> usize;
+    /// The attention weights `(B, S)` of the step that produced `state`, for a model that
+    /// attends over a memory of `S` positions; `None` for one that does not.
+    fn attention(&self, _state: &Self::State) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// The decoder's state during search: its recurrent state and the prepared memory.
@@ -32,6 +37,8 @@ pub trait Stepper {
 pub struct SearchState {
     pub state: DecoderState,
     pub mem: PreparedMemory,
+    /// The last step's attention weights `(B, S)` (none before the first step).
+    pub attention: Option<Tensor>,
 }
 
 /// Adapts a [`Decoder`] to [`Stepper`] (evaluation mode).
@@ -43,6 +50,7 @@ impl DecoderStepper<'_> {
         Ok(SearchState {
             state: self.0.start(enc, batch, dev)?,
             mem: self.0.prepare(enc)?,
+            attention: None,
         })
     }
 }
@@ -51,12 +59,13 @@ impl Stepper for DecoderStepper<'_> {
     type State = SearchState;
 
     fn step(&self, prev: &Tensor, s: &SearchState) -> Result<(Tensor, SearchState)> {
-        let (logits, state, _) = self.0.step(prev, &s.state, &s.mem, &mut Ctx::eval())?;
+        let (logits, state, attention) = self.0.step(prev, &s.state, &s.mem, &mut Ctx::eval())?;
         Ok((
             logits,
             SearchState {
                 state,
                 mem: s.mem.clone(),
+                attention,
             },
         ))
     }
@@ -65,11 +74,20 @@ impl Stepper for DecoderStepper<'_> {
         Ok(SearchState {
             state: s.state.index_select(rows)?,
             mem: s.mem.index_select(rows)?,
+            attention: s
+                .attention
+                .as_ref()
+                .map(|a| a.index_select(rows, 0))
+                .transpose()?,
         })
     }
 
     fn vocab_size(&self) -> usize {
         self.0.config().vocab_size
+    }
+
+    fn attention(&self, s: &SearchState) -> Result<Option<Tensor>> {
+        Ok(s.attention.clone())
     }
 }
 
@@ -83,6 +101,9 @@ pub struct Hypothesis {
     /// The ranking score: `log_prob` normalised by the GNMT length penalty (beam search), else
     /// `log_prob`.
     pub score: f64,
+    /// With `DecodingOptions::attention`: the attention over the memory at each output step, one
+    /// row per token (and one for eos when the hypothesis ended with it); else empty.
+    pub attention: Vec<Vec<f32>>,
 }
 
 /// GNMT length penalty `((5 + len) / 6)^α`.
@@ -195,6 +216,21 @@ fn sampling(opts: &DecodingOptions) -> Sampling {
     }
 }
 
+/// The attention rows of a step's state, when the options ask for them and the model has them.
+fn attention_rows<S: Stepper>(
+    model: &S,
+    state: &S::State,
+    opts: &DecodingOptions,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    if !opts.attention {
+        return Ok(None);
+    }
+    model
+        .attention(state)?
+        .map(|a| a.to_dtype(candle_core::DType::F32)?.to_vec2())
+        .transpose()
+}
+
 /// Greedy (`seeds` = None) or sampling: one token per row per step; rows that emit eos leave the
 /// batch so later steps only compute the rows still running.
 fn token_by_token<S: Stepper>(
@@ -223,7 +259,8 @@ fn token_by_token<S: Stepper>(
         Hypothesis {
             tokens: Vec::new(),
             log_prob: 0.0,
-            score: 0.0
+            score: 0.0,
+            attention: Vec::new(),
         };
         batch
     ];
@@ -231,6 +268,11 @@ fn token_by_token<S: Stepper>(
     let mut prev = Tensor::from_slice(prev, batch, dev)?;
     for step in 0..opts.max_length {
         let (logits, next_state) = model.step(&prev, &state)?;
+        if let Some(rows) = attention_rows(model, &next_state, opts)? {
+            for (r, row) in rows.into_iter().enumerate() {
+                out[active[r]].attention.push(row);
+            }
+        }
         let hyps: Vec<&[u32]> = active.iter().map(|&i| out[i].tokens.as_slice()).collect();
         let logits = constrained(&logits, &base, &hyps, sp, opts)?;
         let next: Vec<u32> = if seeds.is_none() {
@@ -283,6 +325,23 @@ fn token_by_token<S: Stepper>(
         .collect())
 }
 
+/// A partial hypothesis of beam search: its tokens and, when kept, their attention rows.
+#[derive(Clone, Default)]
+struct Path {
+    tokens: Vec<u32>,
+    attention: Vec<Vec<f32>>,
+}
+
+impl Path {
+    /// This path one step on: token `t` (none for eos) read with attention `att` (if kept).
+    fn extend(&self, t: Option<u32>, att: Option<&Vec<f32>>) -> Path {
+        let mut p = self.clone();
+        p.tokens.extend(t);
+        p.attention.extend(att.cloned());
+        p
+    }
+}
+
 /// Batched beam search: `beam_size` rows per input; inputs whose beam is complete leave the batch.
 fn beam<S: Stepper>(
     model: &S,
@@ -294,8 +353,7 @@ fn beam<S: Stepper>(
 ) -> Result<Vec<Vec<Hypothesis>>> {
     let k = opts.beam_size;
     let batch = prev.len();
-    let v = model.vocab_size();
-    let base = forbidden_bias(v, sp, opts.forbid_unk, dev)?.unsqueeze(0)?;
+    let base = forbidden_bias(model.vocab_size(), sp, opts.forbid_unk, dev)?.unsqueeze(0)?;
     // Row r*k + j is beam j of input r; only beam 0 is alive at the start.
     let rep: Vec<u32> = (0..batch as u32)
         .flat_map(|r| std::iter::repeat_n(r, k))
@@ -305,88 +363,58 @@ fn beam<S: Stepper>(
     let mut scores: Vec<f64> = (0..batch * k)
         .map(|i| if i % k == 0 { 0.0 } else { f64::NEG_INFINITY })
         .collect();
-    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); batch * k];
+    let mut paths: Vec<Path> = vec![Path::default(); batch * k];
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
     let mut active: Vec<usize> = (0..batch).collect();
-    let finish = |toks: &[u32], lp: f64, ended: bool| Hypothesis {
-        tokens: toks.to_vec(),
-        log_prob: lp,
-        score: lp / length_penalty(toks.len() + usize::from(ended), opts.length_penalty),
-    };
     for step in 0..opts.max_length {
         let (logits, next_state) =
             model.step(&Tensor::from_slice(&prev, prev.len(), dev)?, &state)?;
-        let hyps: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
+        let att = attention_rows(model, &next_state, opts)?;
+        let hyps: Vec<&[u32]> = paths.iter().map(|p| p.tokens.as_slice()).collect();
         let logp: Vec<Vec<f32>> =
             candle_nn::ops::log_softmax(&constrained(&logits, &base, &hyps, sp, opts)?, D::Minus1)?
                 .to_vec2()?;
         let last = step + 1 == opts.max_length;
-        let (mut rows, mut n_prev, mut n_scores, mut n_tokens, mut n_active) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut next = Next::default();
         for (a, &input) in active.iter().enumerate() {
-            // The 2k best continuations over all beams of this input.
-            let mut cand: Vec<(f64, usize, u32)> = Vec::with_capacity(k * v);
-            for j in 0..k {
-                let row = a * k + j;
-                if scores[row] == f64::NEG_INFINITY {
-                    continue;
-                }
-                for (t, &lp) in logp[row].iter().enumerate() {
-                    if lp > f32::NEG_INFINITY {
-                        cand.push((scores[row] + lp as f64, row, t as u32));
-                    }
-                }
-            }
-            let take = (2 * k).min(cand.len());
-            if take < cand.len() {
-                cand.select_nth_unstable_by(take, |x, y| y.0.total_cmp(&x.0));
-                cand.truncate(take);
-            }
-            cand.sort_by(|x, y| y.0.total_cmp(&x.0));
-            let mut alive: Vec<(f64, usize, u32)> = Vec::with_capacity(k);
-            for (rank, &(s, row, t)) in cand.iter().enumerate() {
+            let mut open = Vec::with_capacity(k);
+            for (rank, (s, row, t)) in best_continuations(&logp, &scores, a, k)
+                .into_iter()
+                .enumerate()
+            {
+                let att = att.as_ref().map(|a| &a[row]);
                 if t == sp.eos {
                     // Like fairseq, only an eos ranked within the k best ends a hypothesis:
                     // beam size 1 is then exactly greedy.
                     if rank < k {
-                        finished[input].push(finish(&tokens[row], s, true));
+                        finished[input].push(finish(paths[row].extend(None, att), s, true, opts));
                     }
-                } else if alive.len() < k {
-                    alive.push((s, row, t));
-                }
-                if alive.len() == k && finished[input].len() >= k {
-                    break;
+                } else if open.len() < k {
+                    open.push((s, row, paths[row].extend(Some(t), att)));
                 }
             }
-            let done = finished[input].len() >= k || alive.is_empty();
+            let done = finished[input].len() >= k || open.is_empty();
             if last || done {
                 if !done || finished[input].is_empty() {
-                    for &(s, row, t) in &alive {
-                        let mut toks = tokens[row].clone();
-                        toks.push(t);
-                        finished[input].push(finish(&toks, s, false));
+                    for (s, _, path) in open {
+                        finished[input].push(finish(path, s, false, opts));
                     }
                 }
                 continue;
             }
-            while alive.len() < k {
-                alive.push((f64::NEG_INFINITY, alive[0].1, alive[0].2));
-            }
-            for (s, row, t) in alive {
-                rows.push(row as u32);
-                n_prev.push(t);
-                n_scores.push(s);
-                let mut toks = tokens[row].clone();
-                toks.push(t);
-                n_tokens.push(toks);
-            }
-            n_active.push(input);
+            next.push(input, open, k);
         }
-        if n_active.is_empty() {
+        if next.active.is_empty() {
             break;
         }
-        state = model.select(&next_state, &Tensor::from_slice(&rows, rows.len(), dev)?)?;
-        (prev, scores, tokens, active) = (n_prev, n_scores, n_tokens, n_active);
+        let rows = Tensor::from_slice(&next.rows, next.rows.len(), dev)?;
+        state = model.select(&next_state, &rows)?;
+        prev = next
+            .paths
+            .iter()
+            .map(|p| p.tokens[p.tokens.len() - 1])
+            .collect();
+        (scores, paths, active) = (next.scores, next.paths, next.active);
     }
     Ok(finished
         .into_iter()
@@ -396,6 +424,70 @@ fn beam<S: Stepper>(
             f
         })
         .collect())
+}
+
+/// A finished hypothesis, ranked by its length-normalised score.
+fn finish(p: Path, log_prob: f64, ended: bool, opts: &DecodingOptions) -> Hypothesis {
+    let len = p.tokens.len() + usize::from(ended);
+    Hypothesis {
+        tokens: p.tokens,
+        log_prob,
+        score: log_prob / length_penalty(len, opts.length_penalty),
+        attention: p.attention,
+    }
+}
+
+/// The beams of the next step: the source row of each, its score and path, per active input.
+#[derive(Default)]
+struct Next {
+    rows: Vec<u32>,
+    scores: Vec<f64>,
+    paths: Vec<Path>,
+    active: Vec<usize>,
+}
+
+impl Next {
+    /// Input `input` continues with `open` (at most `k` beams; padded to `k` with dead copies).
+    fn push(&mut self, input: usize, mut open: Vec<(f64, usize, Path)>, k: usize) {
+        while open.len() < k {
+            let (_, row, path) = open[0].clone();
+            open.push((f64::NEG_INFINITY, row, path));
+        }
+        for (s, row, path) in open {
+            self.rows.push(row as u32);
+            self.scores.push(s);
+            self.paths.push(path);
+        }
+        self.active.push(input);
+    }
+}
+
+/// The 2k best (score, row, token) continuations over the k beams of active input `a`, best
+/// first (2k: up to k of them may end in eos and still leave k to continue).
+fn best_continuations(
+    logp: &[Vec<f32>],
+    scores: &[f64],
+    a: usize,
+    k: usize,
+) -> Vec<(f64, usize, u32)> {
+    let mut cand: Vec<(f64, usize, u32)> = Vec::with_capacity(k * logp[0].len());
+    for row in a * k..(a + 1) * k {
+        if scores[row] == f64::NEG_INFINITY {
+            continue;
+        }
+        for (t, &lp) in logp[row].iter().enumerate() {
+            if lp > f32::NEG_INFINITY {
+                cand.push((scores[row] + lp as f64, row, t as u32));
+            }
+        }
+    }
+    let take = (2 * k).min(cand.len());
+    if take < cand.len() {
+        cand.select_nth_unstable_by(take, |x, y| y.0.total_cmp(&x.0));
+        cand.truncate(take);
+    }
+    cand.sort_by(|x, y| y.0.total_cmp(&x.0));
+    cand
 }
 
 /// Per-row seeds `seed + offset + i`, so that input i of a request samples the same way whatever

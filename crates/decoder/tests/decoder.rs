@@ -215,3 +215,167 @@ fn final_states_of_the_wrong_size_are_an_error_not_a_panic() -> Result<()> {
     }
     Ok(())
 }
+
+/// The attention rows of teacher-forcing `tokens` (then eos, when `ended`) one step at a time:
+/// what a search's kept attention must equal.
+fn rescored_attention(
+    dec: &seq2seq_decoder::Decoder,
+    enc: &EncoderOutput,
+    tokens: &[u32],
+    ended: bool,
+    dev: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut state = dec.start(enc, 1, dev)?;
+    let m = dec.prepare(enc)?;
+    let mut rows = Vec::new();
+    let mut prev = 2u32;
+    let steps = tokens.len() + usize::from(ended);
+    for i in 0..steps {
+        let (_, next, alphas) =
+            dec.step(&Tensor::new(&[prev], dev)?, &state, &m, &mut Ctx::eval())?;
+        rows.push(alphas.expect("attends").squeeze(0)?.to_vec1()?);
+        state = next;
+        prev = tokens.get(i).copied().unwrap_or(3);
+    }
+    Ok(rows)
+}
+
+#[test]
+fn every_strategy_keeps_the_attention_of_its_hypotheses() -> Result<()> {
+    let dev = Device::Cpu;
+    let (mem, mask) = memory(&dev)?;
+    let enc = EncoderOutput {
+        memory: Some(mem),
+        mask: Some(mask),
+        final_states: vec![],
+    };
+    let sp = SpecialTokens {
+        pad: 0,
+        unk: 1,
+        bos: 2,
+        eos: 3,
+    };
+    for style in [DecoderStyle::Luong, DecoderStyle::Bahdanau] {
+        let vm = SeededVarMap::new(5);
+        let cfg = DecoderConfig {
+            style,
+            ..config(CellKind::Gru, false, Some(AttentionKind::Bahdanau))
+        };
+        let dec = decoder(cfg, vm.var_builder(&dev))?;
+        let st = DecoderStepper(&dec);
+        for strategy in [
+            seq2seq_decoder::Strategy::Greedy,
+            seq2seq_decoder::Strategy::Sample,
+            seq2seq_decoder::Strategy::Beam,
+        ] {
+            let opts = DecodingOptions {
+                strategy,
+                max_length: 6,
+                beam_size: 3,
+                n_best: 2,
+                attention: true,
+                ..Default::default()
+            };
+            let hyps = search(
+                &st,
+                st.start(&enc, 2, &dev)?,
+                &[2, 2],
+                sp,
+                &opts,
+                &[7, 8],
+                &dev,
+            )?;
+            for (row, nbest) in hyps.iter().enumerate() {
+                let one = enc.index_select(&Tensor::new(&[row as u32], &dev)?)?;
+                for h in nbest {
+                    let ended = h.tokens.len() < 6;
+                    assert_eq!(h.attention.len(), h.tokens.len() + usize::from(ended));
+                    for a in &h.attention {
+                        // Row 1 has two real positions: the padding gets nothing.
+                        let real = if row == 1 { 2 } else { 4 };
+                        assert!((a[..real].iter().sum::<f32>() - 1.0).abs() < 1e-5, "{a:?}");
+                        assert!(a[real..].iter().all(|&w| w == 0.0), "{a:?}");
+                    }
+                    // The same weights as teacher-forcing the hypothesis's own tokens (beam
+                    // search: through its back-pointers, not the last beam row's history).
+                    let want = rescored_attention(&dec, &one, &h.tokens, ended, &dev)?;
+                    for (got, want) in h.attention.iter().zip(&want) {
+                        for (g, w) in got.iter().zip(&want[..got.len()]) {
+                            assert!((g - w).abs() < 1e-5, "{style:?} {strategy:?}: {g} vs {w}");
+                        }
+                    }
+                }
+            }
+            // Without the option nothing is kept.
+            let plain = DecodingOptions {
+                attention: false,
+                ..opts
+            };
+            let hyps = search(
+                &st,
+                st.start(&enc, 2, &dev)?,
+                &[2, 2],
+                sp,
+                &plain,
+                &[7, 8],
+                &dev,
+            )?;
+            assert!(hyps.iter().flatten().all(|h| h.attention.is_empty()));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn an_ensembles_attention_is_the_mean_in_the_shared_order() -> Result<()> {
+    let dev = Device::Cpu;
+    let (mem, mask) = memory(&dev)?;
+    let one = EncoderOutput {
+        memory: Some(mem.get(0)?.unsqueeze(0)?),
+        mask: Some(mask.get(0)?.unsqueeze(0)?),
+        final_states: vec![],
+    };
+    // The second member reads the memory reversed; its order maps it back.
+    let reversed = EncoderOutput {
+        memory: Some(one.memory.as_ref().unwrap().flip(&[1])?),
+        ..one.clone()
+    };
+    let vm = SeededVarMap::new(9);
+    let dec = decoder(
+        config(CellKind::Lstm, true, Some(AttentionKind::Luong)),
+        vm.var_builder(&dev),
+    )?;
+    let sp = SpecialTokens {
+        pad: 0,
+        unk: 1,
+        bos: 2,
+        eos: 3,
+    };
+    let opts = DecodingOptions {
+        max_length: 4,
+        attention: true,
+        ..Default::default()
+    };
+    let st = DecoderStepper(&dec);
+    let single = search(&st, st.start(&one, 1, &dev)?, &[2], sp, &opts, &[], &dev)?;
+    let mut ens = seq2seq_decoder::Ensemble::new(vec![DecoderStepper(&dec), DecoderStepper(&dec)])?;
+    ens.set_attention_order(1, Tensor::new(&[3u32, 2, 1, 0], &dev)?);
+    let starts = vec![st.start(&one, 1, &dev)?, st.start(&reversed, 1, &dev)?];
+    let both = search(&ens, starts, &[2], sp, &opts, &[], &dev)?;
+    let (a, b) = (&single[0][0], &both[0][0]);
+    assert!(!a.attention.is_empty());
+    assert_eq!(a.attention.len(), b.attention.len());
+    // Step one reads identical states in both members: the mean equals the single model's.
+    for (x, y) in a.attention[0].iter().zip(&b.attention[0]) {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "{:?} vs {:?}",
+            a.attention[0],
+            b.attention[0]
+        );
+    }
+    for row in &b.attention {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+    Ok(())
+}

@@ -147,25 +147,28 @@ pub fn run_figure(name: &str, records: &[Record]) -> Figure {
         x_label: "step".into(),
         panels: vec![
             Panel {
-                title: "loss".into(),
+                title: "loss (log scale)".into(),
                 y_label: "nats / target token".into(),
                 series: vec![
                     series(Metric::TrainLoss, 0, false, true, "training"),
                     series(Metric::ValidLoss, 1, true, false, "validation"),
                 ],
                 height: 1.0,
+                log_y: true,
             },
             Panel {
                 title: metric_title.into(),
                 y_label: metric_label.into(),
                 series: vec![series(metric, 2, true, false, metric_label)],
                 height: 0.8,
+                log_y: false,
             },
             Panel {
                 title: "learning rate".into(),
                 y_label: "learning rate".into(),
                 series: vec![series(Metric::Lr, 6, false, false, "lr")],
                 height: 0.6,
+                log_y: false,
             },
         ],
     }
@@ -191,6 +194,7 @@ pub fn overlay_figure(runs: &[(String, Vec<Record>)], metric: Option<Metric>) ->
                 })
                 .collect(),
             height,
+            log_y: matches!(m, Metric::TrainLoss | Metric::ValidLoss),
         }
     };
     let panels = match metric {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod curves;
 pub mod decode;
 pub mod error;
+pub mod info;
 pub mod model;
 pub mod model_dir;
 pub mod observer;

@@ -45,6 +45,9 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// Relative height (1.0 = 300 px).
     pub height: f64,
+    /// A logarithmic y axis (losses that fall over orders of magnitude); non-positive values
+    /// are left out.
+    pub log_y: bool,
 }
 
 /// Panels stacked top to bottom over one x axis.
@@ -125,7 +128,25 @@ fn draw_panel<DB: DrawingBackend>(
     x: Range<f64>,
     x_label: &str,
 ) -> Result<()> {
-    let y = y_range(panel);
+    let series: Vec<Series> = panel
+        .series
+        .iter()
+        .map(|s| Series {
+            points: if panel.log_y {
+                s.points
+                    .iter()
+                    .filter(|p| p.1 > 0.0)
+                    .map(|&(x, y)| (x, y.log10()))
+                    .collect()
+            } else {
+                s.points.clone()
+            },
+            ..s.clone()
+        })
+        .collect();
+    let y = y_range(&series);
+    let log_y = panel.log_y;
+    let y_format = move |v: &f64| compact(if log_y { 10f64.powf(*v) } else { *v });
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, (FONT, 16))
         .margin(12)
@@ -141,11 +162,12 @@ fn draw_panel<DB: DrawingBackend>(
         .axis_desc_style((FONT, 14))
         .light_line_style(WHITE)
         .bold_line_style(RGBColor(225, 225, 225))
+        .y_labels(6)
         .x_label_formatter(&|v| compact(*v))
-        .y_label_formatter(&|v| compact(*v))
+        .y_label_formatter(&y_format)
         .draw()
         .map_err(draw_err)?;
-    for s in &panel.series {
+    for s in &series {
         let color = PALETTE[s.color % PALETTE.len()];
         let style = if s.thin {
             color.mix(0.55).stroke_width(1)
@@ -162,6 +184,9 @@ fn draw_panel<DB: DrawingBackend>(
                 .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(draw_err)?;
         }
+    }
+    if series.len() < 2 {
+        return Ok(()); // the panel's title names its one line
     }
     chart
         .configure_series_labels()
@@ -185,13 +210,15 @@ fn x_range(panels: &[&Panel]) -> Range<f64> {
     lo..if hi > lo { hi } else { lo + 1.0 }
 }
 
-/// The panel's values with a margin of 5 % on each side.
-fn y_range(panel: &Panel) -> Range<f64> {
-    let (lo, hi) = bounds(panel.series.iter().flat_map(|s| &s.points).map(|p| p.1));
+/// The values with a margin of 5 % on each side (10 % of the value for a constant line).
+fn y_range(series: &[Series]) -> Range<f64> {
+    let (lo, hi) = bounds(series.iter().flat_map(|s| &s.points).map(|p| p.1));
     let pad = if hi > lo {
         (hi - lo) * 0.05
+    } else if lo != 0.0 {
+        lo.abs() * 0.1
     } else {
-        lo.abs().max(1.0) * 0.05
+        1.0
     };
     let lo = if lo >= 0.0 {
         (lo - pad).max(0.0)
@@ -266,6 +293,7 @@ mod tests {
                     },
                 ],
                 height: 1.0,
+                log_y: false,
             }],
         }
     }

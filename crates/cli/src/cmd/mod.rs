@@ -11,6 +11,7 @@ pub(crate) mod caption;
 pub(crate) mod data;
 pub(crate) mod eval;
 pub(crate) mod generate;
+pub(crate) mod info;
 pub(crate) mod plot;
 pub(crate) mod score;
 pub(crate) mod train;

@@ -72,6 +72,7 @@ pub(crate) fn continue_from(
     let start = SearchState {
         state: state.index_select(&rows)?,
         mem: mem.index_select(&rows)?,
+        attention: None,
     };
     let sp = SpecialTokens {
         pad: vocab.pad,
