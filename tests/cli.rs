@@ -147,6 +147,40 @@ fn train_then_translate_args_and_stdin() {
         "must end in .png or .svg",
     );
 
+    // `info` counts the values the checkpoint holds, per module and in all.
+    let out = run(&["info", "--model", m, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let weights =
+        candle_core::safetensors::load(model.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let total: usize = weights.values().map(|t| t.elem_count()).sum();
+    assert_eq!(info["total_parameters"].as_u64(), Some(total as u64));
+    let per_module: u64 = info["parameters"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(per_module, total as u64);
+    assert_eq!(info["task"], "translation");
+    assert_eq!(info["training"]["steps"], 300);
+    assert_eq!(info["vocabularies"][0]["specials"][0], "<pad>");
+    assert!(
+        info["best_validation"]["valid_bleu"].as_f64().is_some(),
+        "{info}"
+    );
+    let text = run(&["info", "--model", m]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("parameters:") && text.contains("decoder.rnn"),
+        "{text}"
+    );
+
     let m = model.to_str().unwrap();
     let out = run(&[
         "translate",
@@ -171,6 +205,69 @@ fn train_then_translate_args_and_stdin() {
             .all(|l| l.len() == 10 && l.as_bytes()[4] == b'-'),
         "{lines:?}"
     );
+
+    // Attention: a heat-map per input, and with --json the matrix, one row per output token
+    // (eos included) over the source tokens, each row a distribution.
+    let att = dir.path().join("att");
+    let out = run(&[
+        "translate",
+        "--model",
+        m,
+        "--attention",
+        att.to_str().unwrap(),
+        "--json",
+        "--strategy",
+        "beam",
+        "--n-best",
+        "2",
+        "3 march 1987",
+        "december 25, 2001",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["0001.png", "0002.png"] {
+        assert!(image::open(att.join(f)).is_ok(), "{f}");
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["nbest"].as_array().unwrap().len(), 2);
+        let src = v["source_tokens"].as_array().unwrap().len();
+        let tokens = v["tokens"].as_array().unwrap();
+        let rows = v["attention"].as_array().unwrap();
+        assert_eq!(rows.len(), tokens.len());
+        assert_eq!(tokens.last().unwrap(), "</s>");
+        for r in rows {
+            let r: Vec<f64> = r
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(r.len(), src);
+            assert!((r.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{r:?}");
+        }
+    }
+    let svg = dir.path().join("att-svg");
+    let out = run(&[
+        "translate",
+        "--model",
+        m,
+        "--attention",
+        svg.to_str().unwrap(),
+        "--attention-format",
+        "svg",
+        "3 march 1987",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(svg.join("0001.svg")).unwrap();
+    assert!(text.starts_with("<svg"), "{text}");
 
     // stdin: one output line per input line, in order, empty lines included.
     let input = "3 march 1987\n\n1999/12/31\n3 march 1987\n";

@@ -31,7 +31,7 @@ pub fn decode_sources(
 ) -> Result<Vec<Vec<Hypothesis>>> {
     decode_views(
         models,
-        1,
+        Views::one(),
         n,
         order,
         |c| Ok(vec![source(c)?]),
@@ -41,13 +41,32 @@ pub fn decode_sources(
     )
 }
 
+/// How many versions of each source [`decode_views`] reads, and how a view's memory positions
+/// map onto the first view's (for the attention of a mirrored image, say).
+#[derive(Clone, Copy)]
+pub struct Views<'a> {
+    pub count: usize,
+    /// `(view, memory length)` → for each shared position, the view's position; `None` where
+    /// the view's positions are the shared ones.
+    pub order: Option<&'a dyn Fn(usize, usize) -> Option<Vec<u32>>>,
+}
+
+impl Views<'_> {
+    pub fn one() -> Self {
+        Self {
+            count: 1,
+            order: None,
+        }
+    }
+}
+
 /// [`decode_sources`] with `views` versions of each source (an image and its mirror, say):
 /// every model reads every view, and the `models.len() * views` encodings decode as one
 /// ensemble, so that the next-token distribution is averaged over models and views alike.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_views(
     models: &[&Seq2Seq],
-    views: usize,
+    views: Views,
     n: usize,
     order: &[usize],
     mut source: impl FnMut(&[usize]) -> Result<Vec<Source>>,
@@ -62,25 +81,38 @@ pub fn decode_views(
         unk: tgt.unk,
     };
     let mut out = vec![Vec::new(); n];
-    let steppers = (0..views.max(1))
+    let count = views.count.max(1);
+    let steppers = (0..count)
         .flat_map(|_| models.iter().map(|m| DecoderStepper(&m.decoder)))
         .collect();
-    let ensemble = Ensemble::new(steppers)?;
+    let mut ensemble = Ensemble::new(steppers)?;
     for chunk in order.chunks(opts.batch_size.max(1)) {
         let srcs = source(chunk)?;
-        if srcs.len() != views.max(1) {
+        if srcs.len() != count {
             return Err(Error::ViewCount {
-                expected: views.max(1),
+                expected: count,
                 got: srcs.len(),
             });
         }
         let mut starts = Vec::with_capacity(models.len() * srcs.len());
-        let mut steppers = ensemble.members().iter();
-        for src in &srcs {
-            for (m, stepper) in models.iter().zip(&mut steppers) {
+        let mut orders = Vec::new();
+        for (v, src) in srcs.iter().enumerate() {
+            for (j, m) in models.iter().enumerate() {
+                let member = v * models.len() + j;
                 let enc = m.encode(src, &mut Ctx::eval())?;
-                starts.push(stepper.start(&enc, chunk.len(), dev)?);
+                starts.push(DecoderStepper(&m.decoder).start(&enc, chunk.len(), dev)?);
+                let len = enc.memory.as_ref().map_or(Ok(0), |mem| mem.dim(1))?;
+                if let Some(order) = views
+                    .order
+                    .filter(|_| opts.attention)
+                    .and_then(|f| f(v, len))
+                {
+                    orders.push((member, Tensor::from_vec(order, len, dev)?));
+                }
             }
+        }
+        for (member, order) in orders {
+            ensemble.set_attention_order(member, order);
         }
         let bos = vec![tgt.bos; chunk.len()];
         let hyps = search(

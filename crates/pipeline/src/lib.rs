@@ -21,5 +21,5 @@ pub use error::{Error, Result};
 pub use observer::{Observer, StepReport};
 pub use tasks::captioning::{evaluate_captions, expand_inputs, CaptionReport, Captioner};
 pub use tasks::generation::{diversity, Generator, Sample};
-pub use tasks::translation::{evaluate, EvalReport, Split, Translator};
+pub use tasks::translation::{evaluate, EvalReport, Split, Translated, Translator};
 pub use train::{default_out, train, HeldOut, TrainOptions, TrainSummary};

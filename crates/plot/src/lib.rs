@@ -1,4 +1,5 @@
-//! Pictures of what a model does, as PNG or SVG bytes: training curves ([`curves`]). It knows
+//! Pictures of what a model does, as PNG or SVG bytes: training curves ([`curves`]),
+//! attention heat-maps ([`heatmap`]) and captions' attention strips ([`caption_strip`], PNG). It knows
 //! nothing of models, files or configs: callers hand it numbers and strings, and write the bytes
 //! where they belong (atomically, in the pipeline).
 //!
@@ -8,12 +9,16 @@
 //! the viewer's sans-serif.
 
 pub mod curves;
+pub mod heatmap;
+pub mod strip;
 
 use std::sync::Once;
 
 use plotters::style::FontStyle;
 
 pub use curves::{curves, Figure, Panel, Series};
+pub use heatmap::{heatmap, Heatmap};
+pub use strip::{caption_strip, Strip};
 
 /// The font family every picture uses.
 pub(crate) const FONT: &str = "sans-serif";

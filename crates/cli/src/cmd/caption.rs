@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use seq2seq_pipeline::config::DecodingConfig;
+use seq2seq_pipeline::tasks::captioning::strips::write_strips;
+
 use crate::args::{DecodingArgs, EnsembleArgs};
 
 #[derive(Args)]
@@ -23,6 +26,10 @@ pub(crate) struct CaptionArgs {
     /// mean of the two next-token distributions), at twice the decoding cost.
     #[arg(long)]
     hflip_average: bool,
+    /// Write, per image, a strip of its best caption's attention into this folder (0001.png, …
+    /// in input order): the picture once per word, lit where the word attends.
+    #[arg(long, value_name = "DIR")]
+    attention: Option<PathBuf>,
     #[command(flatten)]
     ensemble: EnsembleArgs,
     #[command(flatten)]
@@ -36,20 +43,43 @@ pub(crate) fn run(a: CaptionArgs) -> Result<()> {
     let mut c = a.ensemble.load_captioner(&a.model)?;
     c.set_hflip_average(a.hflip_average);
     let opts = a.decoding.apply(&c.config().decoding)?;
+    let opts = DecodingConfig {
+        attention: a.attention.is_some(),
+        ..opts
+    };
     let files =
         seq2seq_pipeline::expand_inputs(&a.images).context("cannot list an image folder")?;
     anyhow::ensure!(
         !files.is_empty(),
         "no image files found in the given folders"
     );
-    let results = c.caption_files(&files, &opts)?;
+    let results = c.caption_files_detailed(&files, &opts)?;
+    if let Some(dir) = &a.attention {
+        let items: Vec<_> = files
+            .iter()
+            .zip(&results)
+            .enumerate()
+            .filter_map(|(i, (path, r))| {
+                let (img, caps) = r.as_ref().ok()?;
+                let title = format!("{}: {}", path.display(), caps[0].text);
+                Some((i, title, img, &caps[0]))
+            })
+            .collect();
+        let written = write_strips(dir, &items)?;
+        eprintln!(
+            "wrote {} attention strips to {}",
+            written.len(),
+            dir.display()
+        );
+    }
     let mut failed = 0;
     let mut stdout = std::io::stdout().lock();
     for (path, r) in files.iter().zip(results) {
         let p = path.display().to_string();
         match r {
-            Ok(nbest) => {
-                for (text, score) in nbest.iter().take(opts.n_best.max(1)) {
+            Ok((_, nbest)) => {
+                for cap in nbest.iter().take(opts.n_best.max(1)) {
+                    let (text, score) = (&cap.text, cap.score);
                     if a.json {
                         let line = serde_json::json!({"image": p, "caption": text, "score": score});
                         writeln!(stdout, "{line}")?;

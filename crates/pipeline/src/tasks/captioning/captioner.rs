@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use image::RgbImage;
+use seq2seq_decoder::Hypothesis;
 use seq2seq_image_encoder::preprocess::{to_tensor, ImageError};
+use serde::Serialize;
 
 use crate::config::{DecodingConfig, Task};
-use crate::decode::{decode_views, load_dir, LoadedModel, NBest};
+use crate::decode::{decode_views, load_dir, LoadedModel, NBest, Views};
 use crate::model::{Encoder, Source};
 use crate::tasks::captioning::corpus::image_limits;
 use crate::tasks::captioning::images::{preprocess, view};
@@ -15,6 +17,20 @@ use crate::{Error, Result};
 
 /// File extensions taken from a directory argument.
 const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tiff"];
+
+/// One caption with its tokens and attention (see [`Captioner::caption_images_detailed`]).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Captioned {
+    pub text: String,
+    pub score: f64,
+    pub tokens: Vec<String>,
+    /// `attention[i]`: word `i`'s weights over the encoder's grid cells, row-major (empty
+    /// unless asked for); with hflip averaging, the mean of the image's and the mirror's
+    /// (flipped back).
+    pub attention: Vec<Vec<f32>>,
+    /// The grid's (rows, columns).
+    pub grid: (usize, usize),
+}
 
 /// A captioning model loaded from its directory.
 pub struct Captioner {
@@ -94,6 +110,21 @@ impl Captioner {
         paths: &[PathBuf],
         opts: &DecodingConfig,
     ) -> Result<Vec<std::result::Result<NBest, ImageError>>> {
+        Ok(self
+            .caption_files_detailed(paths, opts)?
+            .into_iter()
+            .map(|r| r.map(|(_, c)| c.into_iter().map(|c| (c.text, c.score)).collect()))
+            .collect())
+    }
+
+    /// [`Self::caption_files`] with each file's picture as the model saw it (resized and
+    /// cropped) and the captions' tokens and attention (with `opts.attention`).
+    #[allow(clippy::type_complexity)]
+    pub fn caption_files_detailed(
+        &self,
+        paths: &[PathBuf],
+        opts: &DecodingConfig,
+    ) -> Result<Vec<std::result::Result<(RgbImage, Vec<Captioned>), ImageError>>> {
         let limits = image_limits(&self.t.config.data);
         let size = self.t.config.data.image_size;
         let mut images = Vec::new();
@@ -107,10 +138,10 @@ impl Captioner {
                 Err(e) => slots.push(Err(e)),
             }
         }
-        let mut captions = self.caption_images(&images, opts)?;
+        let mut captions = self.caption_images_detailed(&images, opts)?;
         Ok(slots
             .into_iter()
-            .map(|s| s.map(|i| std::mem::take(&mut captions[i])))
+            .map(|s| s.map(|i| (images[i].clone(), std::mem::take(&mut captions[i]))))
             .collect())
     }
 
@@ -156,12 +187,45 @@ impl Captioner {
 
     /// Captions images already resized and cropped to the model's `data.image_size`.
     pub fn caption_images(&self, images: &[RgbImage], opts: &DecodingConfig) -> Result<Vec<NBest>> {
+        Ok(self
+            .caption_images_detailed(images, opts)?
+            .into_iter()
+            .map(|c| c.into_iter().map(|c| (c.text, c.score)).collect())
+            .collect())
+    }
+
+    /// [`Self::caption_images`] with the captions' tokens and attention over the image grid.
+    pub fn caption_images_detailed(
+        &self,
+        images: &[RgbImage],
+        opts: &DecodingConfig,
+    ) -> Result<Vec<Vec<Captioned>>> {
         let mut views = vec![self.frozen_features(images, opts.batch_size)?];
         if self.hflip_average {
             let mirrors: Vec<RgbImage> = images.iter().map(|i| view(i.clone(), true)).collect();
             views.push(self.frozen_features(&mirrors, opts.batch_size)?);
         }
-        self.caption_features(&views, opts)
+        let eos = self.t.tgt_vocab.tokens(&[self.t.tgt_vocab.eos]);
+        self.hypotheses(&views, opts)?
+            .into_iter()
+            .map(|nbest| nbest.into_iter().map(|h| self.captioned(h, &eos)).collect())
+            .collect()
+    }
+
+    fn captioned(&self, h: Hypothesis, eos: &[String]) -> Result<Captioned> {
+        let mut tokens = self.t.tgt_vocab.tokens(&h.tokens);
+        if h.attention.len() > h.tokens.len() {
+            tokens.extend(eos.iter().cloned());
+        }
+        let len = h.attention.first().map_or(0, Vec::len);
+        let side = (len as f64).sqrt().round() as usize;
+        Ok(Captioned {
+            text: self.t.tgt_vocab.decode(&h.tokens)?,
+            score: h.score,
+            tokens,
+            grid: (side, len / side.max(1)),
+            attention: h.attention,
+        })
     }
 
     /// Captions images given as [`Self::frozen_features`]: one list per view ([`Self::views`]:
@@ -171,6 +235,24 @@ impl Captioner {
         views: &[Vec<Tensor>],
         opts: &DecodingConfig,
     ) -> Result<Vec<NBest>> {
+        let m = &self.t;
+        self.hypotheses(views, opts)?
+            .into_iter()
+            .map(|nbest| {
+                nbest
+                    .iter()
+                    .map(|h| Ok((m.tgt_vocab.decode(&h.tokens)?, h.score)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The search over the views of each image (see [`Self::caption_features`]).
+    fn hypotheses(
+        &self,
+        views: &[Vec<Tensor>],
+        opts: &DecodingConfig,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
         let m = &self.t;
         if views.len() != self.views() {
             return Err(Error::ViewCount {
@@ -189,23 +271,33 @@ impl Captioner {
                 })
                 .collect()
         };
-        let hyps = decode_views(
+        let views_of = Views {
+            count: views.len(),
+            order: Some(&mirror_order),
+        };
+        decode_views(
             &m.members(),
-            views.len(),
+            views_of,
             n,
             &order,
             source,
             &m.tgt_vocab,
             opts,
             &m.device,
-        )?;
-        hyps.into_iter()
-            .map(|nbest| {
-                nbest
-                    .iter()
-                    .map(|h| Ok((m.tgt_vocab.decode(&h.tokens)?, h.score)))
-                    .collect()
-            })
-            .collect()
+        )
     }
+}
+
+/// View 1 is the mirror image: its square grid's columns run right to left, so shared position
+/// (r, c) is its position (r, side − 1 − c).
+fn mirror_order(view: usize, len: usize) -> Option<Vec<u32>> {
+    let side = (len as f64).sqrt().round() as usize;
+    if view != 1 || side * side != len {
+        return None;
+    }
+    Some(
+        (0..len)
+            .map(|p| ((p / side) * side + side - 1 - p % side) as u32)
+            .collect(),
+    )
 }

@@ -5,8 +5,9 @@ mod captioner;
 pub mod corpus;
 mod evaluate;
 pub mod images;
+pub mod strips;
 
-pub use captioner::{expand_inputs, Captioner};
+pub use captioner::{expand_inputs, Captioned, Captioner};
 pub use evaluate::{evaluate_captions, CaptionReport};
 mod training;
 

@@ -2,10 +2,11 @@
 //! greedy outputs with sacreBLEU's BLEU and exact match.
 
 mod evaluate;
+pub mod heatmaps;
 mod translator;
 
 pub use evaluate::{evaluate, EvalReport};
-pub use translator::Translator;
+pub use translator::{Translated, Translator};
 
 use crate::config::Config;
 use crate::observer::Observer;

@@ -4,9 +4,23 @@
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
+use seq2seq_decoder::Hypothesis;
+use serde::Serialize;
+
 use crate::config::{DecodingConfig, Task};
 use crate::decode::{decode_ids, load_dir, LoadedModel, NBest};
 use crate::Result;
+
+/// One hypothesis with its tokens and attention (see [`Translator::translate_detailed`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct Translated {
+    pub text: String,
+    pub score: f64,
+    pub source_tokens: Vec<String>,
+    pub tokens: Vec<String>,
+    /// `attention[i][j]`: output token `i`'s weight on source token `j` (empty unless asked).
+    pub attention: Vec<Vec<f32>>,
+}
 
 /// A translation model loaded from its directory (with any ensemble members).
 pub struct Translator(LoadedModel);
@@ -38,6 +52,70 @@ impl Translator {
         lines: &[String],
         opts: &DecodingConfig,
     ) -> Result<(Vec<NBest>, Vec<String>)> {
+        let (_, hyps, warnings) = self.search(lines, opts)?;
+        let mut outs = Vec::with_capacity(hyps.len());
+        for nbest in hyps {
+            outs.push(
+                nbest
+                    .iter()
+                    .map(|h| Ok((self.tgt_vocab.decode(&h.tokens)?, h.score)))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        Ok((outs, warnings))
+    }
+
+    /// [`Self::translate_nbest`] with what produced each hypothesis: the source and output
+    /// tokens as the vocabularies spell them, and (with `opts.attention`) one attention row per
+    /// output step over the source tokens (eos included when the hypothesis ended with it).
+    pub fn translate_detailed(
+        &self,
+        lines: &[String],
+        opts: &DecodingConfig,
+    ) -> Result<(Vec<Vec<Translated>>, Vec<String>)> {
+        let (srcs, hyps, warnings) = self.search(lines, opts)?;
+        let eos = self.tgt_vocab.tokens(&[self.tgt_vocab.eos]);
+        let mut outs = Vec::with_capacity(hyps.len());
+        for (src, nbest) in srcs.iter().zip(hyps) {
+            // An empty line still has one (padding) position the decoder attended to.
+            let width = src.len().max(1);
+            let pad = [self.src_vocab.pad];
+            let source_tokens = self
+                .src_vocab
+                .tokens(if src.is_empty() { &pad } else { src });
+            let mut list = Vec::with_capacity(nbest.len());
+            for h in nbest {
+                let mut tokens = self.tgt_vocab.tokens(&h.tokens);
+                if h.attention.len() > h.tokens.len() {
+                    tokens.extend(eos.iter().cloned());
+                }
+                list.push(Translated {
+                    text: self.tgt_vocab.decode(&h.tokens)?,
+                    score: h.score,
+                    source_tokens: source_tokens.clone(),
+                    tokens,
+                    attention: h
+                        .attention
+                        .into_iter()
+                        .map(|mut row| {
+                            row.truncate(width);
+                            row
+                        })
+                        .collect(),
+                });
+            }
+            outs.push(list);
+        }
+        Ok((outs, warnings))
+    }
+
+    /// Encodes the lines (truncating the long ones, with a warning each) and searches.
+    #[allow(clippy::type_complexity)]
+    fn search(
+        &self,
+        lines: &[String],
+        opts: &DecodingConfig,
+    ) -> Result<(Vec<Vec<u32>>, Vec<Vec<Hypothesis>>, Vec<String>)> {
         let max = self.config.data.max_src_len;
         let mut warnings = Vec::new();
         let mut srcs = Vec::with_capacity(lines.len());
@@ -61,16 +139,7 @@ impl Translator {
             opts,
             &self.device,
         )?;
-        let mut outs = Vec::with_capacity(hyps.len());
-        for nbest in hyps {
-            outs.push(
-                nbest
-                    .iter()
-                    .map(|h| Ok((self.tgt_vocab.decode(&h.tokens)?, h.score)))
-                    .collect::<Result<Vec<_>>>()?,
-            );
-        }
-        Ok((outs, warnings))
+        Ok((srcs, hyps, warnings))
     }
 
     /// Translates lines to their best hypothesis (see [`Self::translate_nbest`]).
