@@ -152,6 +152,41 @@ fn caption_files_and_folders_with_bad_files_among_them() {
         "{stderr}"
     );
 
+    // Attention strips: one per image that could be captioned, named by its input position,
+    // a tile per word (the caption's words and eos) in rows of six.
+    let att = d.join("att");
+    let out = args(
+        &["--attention", att.to_str().unwrap(), "--hflip-average"],
+        &[&a, &notes, &b],
+    );
+    assert!(!out.status.success());
+    let names: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(&att)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names, ["0001.png", "0003.png"]);
+    let strip = image::open(att.join("0001.png")).unwrap();
+    let words = text(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .count()
+        + 1;
+    let (tile, gap, label, top) = (160, 8, 30, 34);
+    assert_eq!(strip.width(), gap + words.min(6) as u32 * (tile + gap));
+    assert_eq!(
+        strip.height(),
+        top + words.div_ceil(6) as u32 * (tile + label + gap)
+    );
+
     // A folder: its image files by extension, in name order; the text file is not an image.
     let out = args(&[], &[&imgs]);
     assert!(out.status.success(), "{}", text(&out.stderr));
