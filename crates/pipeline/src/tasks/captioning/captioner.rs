@@ -310,7 +310,11 @@ mod tests {
     fn the_mirrors_grid_is_flipped_back_column_by_column() {
         // 3×3: shared (r, c) reads the mirror's (r, 2 − c).
         assert_eq!(mirror_order(1, 9), Some(vec![2, 1, 0, 5, 4, 3, 8, 7, 6]));
-        assert_eq!(mirror_order(0, 9), None, "the image itself is the shared order");
+        assert_eq!(
+            mirror_order(0, 9),
+            None,
+            "the image itself is the shared order"
+        );
         assert_eq!(mirror_order(1, 8), None, "not a square grid");
     }
 }
