@@ -67,8 +67,9 @@ pub(crate) fn run(a: CaptionArgs) -> Result<()> {
             .collect();
         let written = write_strips(dir, &items)?;
         eprintln!(
-            "wrote {} attention strips to {}",
+            "wrote {} attention strip{} to {}",
             written.len(),
+            if written.len() == 1 { "" } else { "s" },
             dir.display()
         );
     }

@@ -75,8 +75,9 @@ pub(crate) fn run(a: TranslateArgs) -> Result<()> {
         let best: Vec<&Translated> = outs.iter().map(|n| &n[0]).collect();
         let files = write_heatmaps(dir, &best, a.attention_format.into())?;
         eprintln!(
-            "wrote {} attention heat-maps to {}",
+            "wrote {} attention heat-map{} to {}",
             files.len(),
+            if files.len() == 1 { "" } else { "s" },
             dir.display()
         );
     }
