@@ -47,6 +47,11 @@ pub struct DecodingOptions {
     /// never part of a config).
     #[serde(skip)]
     pub attention: bool,
+    /// The sampling seed of each input, in input order, in place of `seed + i` (a request
+    /// option: a server decoding several requests together gives each row its own request's
+    /// seed, so that the result does not depend on what it was batched with).
+    #[serde(skip)]
+    pub row_seeds: Option<Vec<u64>>,
 }
 
 impl Default for DecodingOptions {
@@ -66,6 +71,7 @@ impl Default for DecodingOptions {
             forbid_unk: false,
             batch_size: 64,
             attention: false,
+            row_seeds: None,
         }
     }
 }

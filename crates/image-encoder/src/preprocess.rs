@@ -20,6 +20,16 @@ pub enum ImageError {
     },
     #[error("image {path} is {bytes} bytes, over the limit of {max} bytes")]
     FileTooBig { path: PathBuf, bytes: u64, max: u64 },
+    #[error(
+        "image {path} is {width}x{height} pixels, over the limit of {max_width}x{max_height} (data.max_image_side)"
+    )]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
     #[error("image {path} cannot be decoded: {msg}")]
     Decode { path: PathBuf, msg: String },
     #[error("tensor: {0}")]
@@ -67,14 +77,41 @@ pub fn load_rgb(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageErro
             max: limits.max_file_bytes,
         });
     }
+    decode_rgb(&std::fs::read(path).map_err(io)?, path, limits)
+}
+
+/// Decodes JPEG or PNG bytes into RGB within the limits; `name` (a path, or what stands for one,
+/// such as an upload's field) labels the errors.
+pub fn decode_rgb(data: &[u8], name: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageError> {
+    if data.len() as u64 > limits.max_file_bytes {
+        return Err(ImageError::FileTooBig {
+            path: name.to_path_buf(),
+            bytes: data.len() as u64,
+            max: limits.max_file_bytes,
+        });
+    }
     let decode = |msg: String| ImageError::Decode {
-        path: path.to_path_buf(),
+        path: name.to_path_buf(),
         msg,
     };
-    let mut reader = ImageReader::open(path)
-        .map_err(io)?
+    let mut reader = ImageReader::new(std::io::Cursor::new(data))
         .with_guessed_format()
-        .map_err(io)?;
+        .map_err(|source| ImageError::Io {
+            path: name.to_path_buf(),
+            source,
+        })?;
+    // The header alone says the size: refuse an oversized picture before decoding it, by name.
+    if let Ok(Ok((width, height))) = reader_of(data).map(ImageReader::into_dimensions) {
+        if width > limits.max_width || height > limits.max_height {
+            return Err(ImageError::TooLarge {
+                path: name.to_path_buf(),
+                width,
+                height,
+                max_width: limits.max_width,
+                max_height: limits.max_height,
+            });
+        }
+    }
     let mut l = Limits::default();
     l.max_image_width = Some(limits.max_width);
     l.max_image_height = Some(limits.max_height);
@@ -85,10 +122,13 @@ pub fn load_rgb(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageErro
     // The JPEG decoder fills whatever a cut file lacks with grey and reports nothing, so a
     // truncated photo would be captioned (and trained on) as if it were whole.
     if is_jpeg {
-        let data = std::fs::read(path).map_err(io)?;
-        jpeg_complete(&data).map_err(|m| decode(m.to_string()))?;
+        jpeg_complete(data).map_err(|m| decode(m.to_string()))?;
     }
     Ok(img.to_rgb8())
+}
+
+fn reader_of(data: &[u8]) -> std::io::Result<ImageReader<std::io::Cursor<&[u8]>>> {
+    ImageReader::new(std::io::Cursor::new(data)).with_guessed_format()
 }
 
 /// Walks a JPEG's markers, over every scan's entropy-coded data, to its end-of-image marker: a

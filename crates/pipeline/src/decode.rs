@@ -121,7 +121,7 @@ pub fn decode_views(
             &bos,
             sp,
             opts,
-            &row_seeds(opts.seed, chunk),
+            &seeds_of(opts, chunk, n)?,
             dev,
         )?;
         for (&i, h) in chunk.iter().zip(hyps) {
@@ -129,6 +129,18 @@ pub fn decode_views(
         }
     }
     Ok(out)
+}
+
+/// The sampling seeds of a chunk of inputs: `opts.row_seeds` where given, else `seed + i`.
+fn seeds_of(opts: &DecodingConfig, chunk: &[usize], n: usize) -> Result<Vec<u64>> {
+    match &opts.row_seeds {
+        None => Ok(row_seeds(opts.seed, chunk)),
+        Some(s) if s.len() == n => Ok(chunk.iter().map(|&i| s[i]).collect()),
+        Some(s) => Err(Error::SeedCount {
+            expected: n,
+            got: s.len(),
+        }),
+    }
 }
 
 /// Decodes source id sequences in length-sorted batches with the configured strategy; the

@@ -26,6 +26,8 @@ pub enum Error {
     },
     #[error("internal: expected {expected} views of each source, got {got}")]
     ViewCount { expected: usize, got: usize },
+    #[error("decoding.row_seeds: {got} seeds for {expected} inputs")]
+    SeedCount { expected: usize, got: usize },
     #[error("data.format `{0:?}` is not a captioning format")]
     NotCaptions(crate::config::DataFormat),
     #[error("model.image_encoder.checkpoint: cannot load {path} ({source}); relative paths are resolved against the data directory")]

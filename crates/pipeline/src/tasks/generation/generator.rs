@@ -33,6 +33,11 @@ impl Generator {
         &self.0.config
     }
 
+    /// The model's vocabulary (prompts are encoded with it).
+    pub fn vocab(&self) -> &Vocab {
+        &self.0.tgt_vocab
+    }
+
     /// `num` continuations of `prompt`.
     ///
     /// The prompt is run through the network token by token (teacher-forced from bos) to build
