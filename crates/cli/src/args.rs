@@ -163,6 +163,9 @@ pub(crate) enum Command {
     Average(cmd::average::AverageArgs),
     /// Describe a model directory: task, architecture, parameters, vocabularies, training, files.
     Info(cmd::info::InfoArgs),
+    /// Serve models over HTTP: /v1/translate, /v1/caption, /v1/generate, OpenNMT-py's
+    /// /translator/translate, /openapi.json.
+    Serve(cmd::serve::ServeArgs),
     /// Plot the training curves of one or more runs (their metrics.jsonl) as PNG or SVG.
     Plot(cmd::plot::PlotArgs),
     /// Real corpora: list the catalogue, fetch and verify (datasets/README.md, datasets/catalog.yaml).

@@ -25,6 +25,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Average(a) => cmd::average::run(a),
         Command::Plot(a) => cmd::plot::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Data { action } => cmd::data::run(action),
     }

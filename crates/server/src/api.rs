@@ -1,0 +1,213 @@
+//! The JSON the API reads and writes. The OpenAPI document (`GET /openapi.json`) is generated
+//! from these types, so it cannot drift from what the handlers accept.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Decoding options, with the CLI's flag names (`--top-k` is `top_k`); any left out take the
+/// model's `decoding:` section.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+pub struct Decoding {
+    /// `greedy`, `sample` or `beam`.
+    pub strategy: Option<StrategyName>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub beam_size: Option<usize>,
+    /// GNMT length penalty α.
+    pub length_penalty: Option<f64>,
+    /// Hypotheses per input (beam search).
+    pub n_best: Option<usize>,
+    /// Maximum output tokens.
+    pub max_length: Option<usize>,
+    pub min_length: Option<usize>,
+    pub no_repeat_ngram: Option<usize>,
+    /// Sampling seed: input `i` of the request samples with `seed + i`, whatever it is batched with.
+    pub seed: Option<u64>,
+    pub forbid_unk: Option<bool>,
+}
+
+/// The keys [`Decoding`] reads (every request type checks its keys against its own and these).
+pub const DECODING_KEYS: &[&str] = &[
+    "strategy",
+    "temperature",
+    "top_k",
+    "top_p",
+    "beam_size",
+    "length_penalty",
+    "n_best",
+    "max_length",
+    "min_length",
+    "no_repeat_ngram",
+    "seed",
+    "forbid_unk",
+];
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyName {
+    Greedy,
+    Sample,
+    Beam,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TranslateRequest {
+    /// A name from `GET /v1/models`; the first model when left out.
+    pub model: Option<String>,
+    pub texts: Vec<String>,
+    #[serde(flatten)]
+    pub decoding: Decoding,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TranslateResponse {
+    /// One per text, in order.
+    pub translations: Vec<Hypothesis>,
+}
+
+/// The best output, and the whole n-best list (best first) when `n_best` > 1.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Hypothesis {
+    pub text: String,
+    /// The search's score (log-probability, length-penalised under beam search).
+    pub score: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_best: Option<Vec<Scored>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Scored {
+    pub text: String,
+    pub score: f64,
+}
+
+/// `POST /v1/caption` as JSON; the same fields work as a multipart form (image files as parts,
+/// any options as text parts).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CaptionRequest {
+    pub model: Option<String>,
+    /// JPEG or PNG files, base64-encoded (standard alphabet, padding optional).
+    pub images: Vec<String>,
+    #[serde(flatten)]
+    pub decoding: Decoding,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CaptionResponse {
+    /// One per image, in order: its caption, or why the image could not be used.
+    pub captions: Vec<CaptionResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct CaptionResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_best: Option<Vec<Scored>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GenerateRequest {
+    pub model: Option<String>,
+    /// The text to continue (may be empty).
+    #[serde(default)]
+    pub prompt: String,
+    /// Samples to draw (sample `i` uses `seed + i`).
+    pub num: Option<usize>,
+    /// Tokens to generate after the prompt (the CLI's `--max-tokens`; wins over `max_length`).
+    pub max_tokens: Option<usize>,
+    #[serde(flatten)]
+    pub decoding: Decoding,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GenerateResponse {
+    pub samples: Vec<GeneratedSample>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct GeneratedSample {
+    /// The prompt and its continuation.
+    pub text: String,
+    /// The continuation's log-probability under the model.
+    pub log_prob: f64,
+    /// Tokens generated after the prompt.
+    pub tokens: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelsResponse {
+    pub models: Vec<ModelCard>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelCard {
+    /// What requests name it by (`--model NAME=DIR`, or the directory's name).
+    pub name: String,
+    /// `translation`, `captioning` or `generation`.
+    pub task: String,
+    /// Its OpenNMT `id`: the position in the `--model` order, from 0.
+    pub id: usize,
+    pub architecture: Vec<String>,
+    pub parameters: usize,
+    pub vocabularies: Vec<VocabCard>,
+    /// The validation record of the kept checkpoint (its `metrics.jsonl` line).
+    #[schema(value_type = Option<Object>)]
+    pub best_validation: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct VocabCard {
+    /// `source` or `target`.
+    pub side: String,
+    /// `char`, `word` or `bpe`.
+    pub level: String,
+    pub size: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    pub models: usize,
+    /// Requests decoded so far (all models).
+    pub requests: u64,
+    /// Batches they were decoded in: fewer than `requests` when dynamic batching joined some.
+    pub batches: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ErrorBody {
+    /// A stable name: `bad_json`, `unknown_model`, `wrong_task`, `invalid_options`,
+    /// `body_too_large`, `too_many_texts`, `text_too_long`, `bad_image`, `timeout`, …
+    pub code: String,
+    pub message: String,
+}
+
+/// One input of OpenNMT-py's `POST /translator/translate`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OnmtInput {
+    pub src: String,
+    /// The model: its position in the `--model` order, from 0 (as OpenNMT's `conf.json` ids).
+    #[serde(default)]
+    pub id: usize,
+}
+
+/// One output of OpenNMT-py's `POST /translator/translate`.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct OnmtOutput {
+    pub src: String,
+    pub tgt: String,
+    pub n_best: usize,
+    pub pred_score: f64,
+}

@@ -1,0 +1,298 @@
+//! One worker thread per model. It owns the model, takes jobs from a channel and decodes the
+//! jobs that wait for the same model with the same options together (dynamic batching): it
+//! gathers up to `max_batch` rows, waiting at most `max_wait` after the first job.
+//!
+//! Batching never changes a result by design: each row samples with its own request's seed
+//! (`seed + i`, through `DecodingOptions::row_seeds`), and every other option is part of the
+//! key that decides which jobs may share a batch. The async runtime never decodes: a handler
+//! sends its job and awaits the reply.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use seq2seq_data::Vocab;
+use seq2seq_decoder::DecodingOptions;
+use seq2seq_pipeline::decode::NBest;
+use seq2seq_pipeline::tasks::captioning::images::preprocess;
+use seq2seq_pipeline::{Captioner, Generator, Sample, Translator};
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+
+/// A loaded model of any task.
+pub enum Loaded {
+    Translator(Translator),
+    Captioner(Captioner),
+    Generator(Generator),
+}
+
+/// What a request asks of its model.
+pub enum Work {
+    Translate(Vec<String>),
+    /// Decoded pictures, not yet resized to the model's input size.
+    Caption(Vec<RgbImage>),
+    Generate {
+        prompt: String,
+        num: usize,
+    },
+}
+
+pub enum Output {
+    NBest(Vec<NBest>),
+    Samples(Vec<Sample>),
+}
+
+pub type Reply = oneshot::Sender<Result<Output, ApiError>>;
+
+pub struct Job {
+    pub work: Work,
+    pub opts: DecodingOptions,
+    pub reply: Reply,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
+    /// Rows (texts or images) decoded together at most; one larger request still runs, alone.
+    pub max_batch: usize,
+    /// How long the first job of a batch waits for others.
+    pub max_wait: Duration,
+    /// The longest prompt a language model is primed with.
+    pub max_prompt_tokens: usize,
+}
+
+impl Job {
+    fn rows(&self) -> usize {
+        match &self.work {
+            Work::Translate(t) => t.len(),
+            Work::Caption(i) => i.len(),
+            Work::Generate { num, .. } => *num,
+        }
+    }
+
+    /// Jobs with equal keys may share a batch; generation (a prompt each) never does.
+    fn key(&self) -> Option<String> {
+        let kind = match self.work {
+            Work::Translate(_) => "translate",
+            Work::Caption(_) => "caption",
+            Work::Generate { .. } => return None,
+        };
+        let mut o = self.opts.clone();
+        o.seed = 0;
+        o.row_seeds = None;
+        // Every option that can change an output is serialised (the seed is per row).
+        Some(format!("{kind}{}", serde_json::to_string(&o).ok()?))
+    }
+}
+
+/// What a worker has done, for `GET /health`.
+#[derive(Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+/// Starts the worker of one model; it ends when every sender is dropped.
+pub fn spawn(
+    name: &str,
+    model: Loaded,
+    batching: Batching,
+    stats: Arc<Stats>,
+) -> std::io::Result<(Sender<Job>, JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("model {name}"))
+        .spawn(move || run(model, rx, batching, &stats))?;
+    Ok((tx, handle))
+}
+
+fn run(model: Loaded, rx: Receiver<Job>, b: Batching, stats: &Stats) {
+    let mut waiting = VecDeque::new();
+    loop {
+        let first = match waiting.pop_front() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let batch = gather(first, &rx, &mut waiting, b);
+        // A client that timed out or went away no longer waits for its result.
+        let batch: Vec<Job> = batch
+            .into_iter()
+            .filter(|j| !j.reply.is_closed())
+            .filter_map(|j| within_limits(&model, j, b.max_prompt_tokens))
+            .collect();
+        if !batch.is_empty() {
+            stats
+                .requests
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            // A panic in a model must not take the worker down with it: the batch's requests
+            // are answered by `App::submit` (their replies are dropped), the next batch runs.
+            let _ =
+                std::panic::catch_unwind(AssertUnwindSafe(|| decode(&model, batch, b.max_batch)));
+        }
+    }
+}
+
+/// The job, or `None` after answering it with the error of its first input longer than the
+/// model takes (a translation source over `data.max_src_len` tokens, a prompt over
+/// `--max-prompt-tokens`). Tokenizing needs the model's vocabulary, so it happens here.
+fn within_limits(model: &Loaded, job: Job, max_prompt: usize) -> Option<Job> {
+    let check = |field: String, text: &str, vocab: &Vocab, max: usize, flag: &str| {
+        let n = vocab
+            .encode(text)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .len();
+        if n > max {
+            return Err(ApiError::too_large(
+                "text_too_long",
+                format!("{field}: {n} tokens, over the model's limit of {max} ({flag})"),
+            ));
+        }
+        Ok(())
+    };
+    let verdict = match (model, &job.work) {
+        (Loaded::Translator(t), Work::Translate(texts)) => {
+            let max = t.config.data.max_src_len;
+            texts.iter().enumerate().try_for_each(|(i, text)| {
+                check(
+                    format!("texts[{i}]"),
+                    text,
+                    &t.src_vocab,
+                    max,
+                    "data.max_src_len",
+                )
+            })
+        }
+        (Loaded::Generator(g), Work::Generate { prompt, .. }) => check(
+            "prompt".into(),
+            prompt,
+            g.vocab(),
+            max_prompt,
+            "--max-prompt-tokens",
+        ),
+        _ => Ok(()),
+    };
+    match verdict {
+        Ok(()) => Some(job),
+        Err(e) => {
+            let _ = job.reply.send(Err(e));
+            None
+        }
+    }
+}
+
+/// The first job and the jobs that can join it, queued ones first; others wait their turn.
+fn gather(first: Job, rx: &Receiver<Job>, waiting: &mut VecDeque<Job>, b: Batching) -> Vec<Job> {
+    let Some(key) = first.key() else {
+        return vec![first];
+    };
+    let mut rows = first.rows();
+    let mut batch = vec![first];
+    let fits =
+        |j: &Job, rows: usize| rows + j.rows() <= b.max_batch && j.key() == Some(key.clone());
+    let mut i = 0;
+    while i < waiting.len() && rows < b.max_batch {
+        if fits(&waiting[i], rows) {
+            let j = waiting.remove(i).expect("index checked");
+            rows += j.rows();
+            batch.push(j);
+        } else {
+            i += 1;
+        }
+    }
+    let deadline = Instant::now() + b.max_wait;
+    while rows < b.max_batch {
+        let job = match rx.try_recv() {
+            Ok(j) => j,
+            Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(j) => j,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        if fits(&job, rows) {
+            rows += job.rows();
+            batch.push(job);
+        } else {
+            waiting.push_back(job);
+        }
+    }
+    batch
+}
+
+/// Runs one batch and answers each job with its own rows.
+fn decode(model: &Loaded, batch: Vec<Job>, max_batch: usize) {
+    if let (Loaded::Generator(g), Work::Generate { prompt, num }) = (model, &batch[0].work) {
+        let out = g.generate(prompt, *num, &batch[0].opts);
+        let job = batch.into_iter().next().expect("one job");
+        let _ = job
+            .reply
+            .send(out.map(Output::Samples).map_err(ApiError::from));
+        return;
+    }
+    let mut seeds = Vec::new();
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    for j in &batch {
+        let start = seeds.len();
+        seeds.extend((0..j.rows() as u64).map(|i| j.opts.seed.wrapping_add(i)));
+        spans.push(start..seeds.len());
+    }
+    let mut opts = batch[0].opts.clone();
+    opts.row_seeds = Some(seeds);
+    opts.batch_size = max_batch.max(1);
+    let result = match model {
+        Loaded::Translator(t) => {
+            let texts: Vec<String> = batch.iter().flat_map(|j| texts(&j.work)).collect();
+            t.translate_nbest(&texts, &opts).map(|(n, _)| n)
+        }
+        Loaded::Captioner(c) => {
+            let size = c.config().data.image_size;
+            let images: Vec<RgbImage> = batch
+                .iter()
+                .flat_map(|j| pictures(&j.work))
+                .map(|img| preprocess(img, size))
+                .collect();
+            c.caption_images(&images, &opts)
+        }
+        Loaded::Generator(_) => unreachable!("generation jobs are never batched"),
+    };
+    match result {
+        Ok(mut all) => {
+            for (job, span) in batch.into_iter().zip(spans).rev() {
+                let rows = all.split_off(span.start);
+                let _ = job.reply.send(Ok(Output::NBest(rows)));
+            }
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            for job in batch {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn texts(w: &Work) -> impl Iterator<Item = String> + '_ {
+    match w {
+        Work::Translate(t) => t.as_slice(),
+        _ => &[],
+    }
+    .iter()
+    .cloned()
+}
+
+fn pictures(w: &Work) -> impl Iterator<Item = &RgbImage> {
+    match w {
+        Work::Caption(i) => i.as_slice(),
+        _ => &[],
+    }
+    .iter()
+}
