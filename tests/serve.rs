@@ -317,6 +317,13 @@ fn captions_from_json_and_multipart_with_per_image_errors() {
         .as_str()
         .unwrap()
         .contains("bad.jpg"));
+    let (ct, body) = multipart(&[("model", "shapes")], &[]);
+    assert_error(
+        &s.post_raw("/v1/caption", &ct, &body),
+        400,
+        "bad_body",
+        "no image",
+    );
     let (ct, body) = multipart(&[("beam_size", "many")], &[("red.png", &red)]);
     assert_error(
         &s.post_raw("/v1/caption", &ct, &body),
@@ -360,6 +367,12 @@ fn generation_is_seeded_and_bounded() {
         a,
         "another seed, other samples"
     );
+    // Without `model`, the first model of the endpoint's task.
+    let (st, d) = s.post(
+        "/v1/generate",
+        &json!({"prompt": "item", "num": 4, "seed": 5, "temperature": 1.0}),
+    );
+    assert_eq!((st, &d), (200, &a));
     let short = json!({"model": "lm", "prompt": "item", "max_tokens": 2, "seed": 1});
     let (_, r) = s.post("/v1/generate", &short);
     assert!(r["samples"][0]["tokens"].as_u64().unwrap() <= 2, "{r}");
@@ -367,14 +380,14 @@ fn generation_is_seeded_and_bounded() {
     let long = json!({"model": "lm", "prompt": "item 1 is red item 2 is blue"});
     assert_error(
         &s.post("/v1/generate", &long),
-        413,
+        422,
         "text_too_long",
         "--max-prompt-tokens",
     );
     let many = json!({"model": "lm", "prompt": "item", "num": 9});
     assert_error(
         &s.post("/v1/generate", &many),
-        413,
+        422,
         "too_many_texts",
         "--max-texts",
     );
@@ -403,6 +416,8 @@ fn every_limit_and_bad_request_is_a_json_error() {
         "4096",
         "--max-output-tokens",
         "30",
+        "--max-beam",
+        "8",
     ]);
     let t = "/v1/translate";
     assert_error(
@@ -450,20 +465,29 @@ fn every_limit_and_bad_request_is_a_json_error() {
     );
     assert_error(
         &s.post(t, &json!({"texts": vec!["a"; 5]})),
-        413,
+        422,
         "too_many_texts",
         "--max-texts",
     );
     assert_error(
         &s.post(t, &json!({"texts": ["a"], "max_length": 31})),
-        413,
-        "too_many_tokens",
-        "--max-output-tokens",
+        422,
+        "over_limit",
+        "max_length: 31 output tokens, over the limit of 30 (--max-output-tokens)",
     );
+    for (key, v, flag) in [
+        ("no_repeat_ngram", 31, "--max-output-tokens"),
+        ("beam_size", 9, "--max-beam"),
+        ("n_best", 9, "--max-beam"),
+    ] {
+        let mut r = json!({"texts": ["a"]});
+        r[key] = json!(v);
+        assert_error(&s.post(t, &r), 422, "over_limit", flag);
+    }
     let long = "1".repeat(41);
     assert_error(
         &s.post(t, &json!({"texts": ["a", long]})),
-        413,
+        422,
         "text_too_long",
         "texts[1]: 41 tokens",
     );

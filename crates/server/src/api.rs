@@ -10,16 +10,23 @@ use utoipa::ToSchema;
 pub struct Decoding {
     /// `greedy`, `sample` or `beam`.
     pub strategy: Option<StrategyName>,
+    /// Softmax temperature for sampling (0: greedy).
+    #[schema(minimum = 0)]
     pub temperature: Option<f64>,
     pub top_k: Option<usize>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
+    #[schema(minimum = 1)]
     pub beam_size: Option<usize>,
     /// GNMT length penalty α.
     pub length_penalty: Option<f64>,
-    /// Hypotheses per input (beam search).
+    /// Hypotheses per input (beam search): at most `beam_size`.
+    #[schema(minimum = 1)]
     pub n_best: Option<usize>,
     /// Maximum output tokens.
+    #[schema(minimum = 1)]
     pub max_length: Option<usize>,
+    /// No end of sequence before this many tokens: at most `max_length`.
     pub min_length: Option<usize>,
     pub no_repeat_ngram: Option<usize>,
     /// Sampling seed: input `i` of the request samples with `seed + i`, whatever it is batched with.
@@ -118,8 +125,10 @@ pub struct GenerateRequest {
     #[serde(default)]
     pub prompt: String,
     /// Samples to draw (sample `i` uses `seed + i`).
+    #[schema(minimum = 1)]
     pub num: Option<usize>,
     /// Tokens to generate after the prompt (the CLI's `--max-tokens`; wins over `max_length`).
+    #[schema(minimum = 1)]
     pub max_tokens: Option<usize>,
     #[serde(flatten)]
     pub decoding: Decoding,

@@ -81,24 +81,34 @@ impl App {
         })
     }
 
-    /// The model a request names (the first when it names none), which must do `task`.
+    /// The model a request names (the first of `task` when it names none), which must do `task`.
     pub fn model(&self, name: Option<&str>, task: Task) -> Result<&Served, ApiError> {
         let m = match name {
-            None => self.models.first(),
-            Some(n) => self.models.iter().find(|m| m.card.name == n),
-        }
-        .ok_or_else(|| {
-            let names: Vec<&str> = self.models.iter().map(|m| m.card.name.as_str()).collect();
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_model",
-                format!(
-                    "model: no model named {:?} (served: {})",
-                    name.unwrap_or(""),
-                    names.join(", ")
-                ),
-            )
-        })?;
+            None => self.models.iter().find(|m| m.task == task).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_model",
+                    format!("model: no {} model is served", task_name(task)),
+                )
+            })?,
+            Some(n) => self
+                .models
+                .iter()
+                .find(|m| m.card.name == n)
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        self.models.iter().map(|m| m.card.name.as_str()).collect();
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown_model",
+                        format!(
+                            "model: no model named {:?} (served: {})",
+                            n,
+                            names.join(", ")
+                        ),
+                    )
+                })?,
+        };
         if m.task != task {
             return Err(ApiError::unprocessable(
                 "wrong_task",
@@ -116,7 +126,7 @@ impl App {
     /// Refuses more than `--max-texts` inputs in one request.
     pub fn check_count(&self, field: &str, n: usize) -> Result<(), ApiError> {
         if n > self.limits.max_texts {
-            return Err(ApiError::too_large(
+            return Err(ApiError::unprocessable(
                 "too_many_texts",
                 format!(
                     "{field}: {n} items, over the limit of {} per request (--max-texts)",
@@ -155,14 +165,53 @@ impl App {
         );
         o.validate()
             .map_err(|e| ApiError::unprocessable("invalid_options", e.to_string()))?;
-        if o.max_length > self.limits.max_output_tokens {
-            return Err(ApiError::too_large(
-                "too_many_tokens",
-                format!(
-                    "max_length: {} output tokens, over the limit of {} (--max-output-tokens)",
-                    o.max_length, self.limits.max_output_tokens
-                ),
-            ));
+        let l = &self.limits;
+        let out = l.max_output_tokens;
+        let checks = [
+            (
+                "max_length",
+                o.max_length,
+                out,
+                "output tokens",
+                "--max-output-tokens",
+            ),
+            (
+                "min_length",
+                o.min_length,
+                out,
+                "output tokens",
+                "--max-output-tokens",
+            ),
+            (
+                "no_repeat_ngram",
+                o.no_repeat_ngram,
+                out,
+                "tokens",
+                "--max-output-tokens",
+            ),
+            (
+                "beam_size",
+                o.beam_size,
+                l.max_beam,
+                "hypotheses",
+                "--max-beam",
+            ),
+            ("n_best", o.n_best, l.max_beam, "hypotheses", "--max-beam"),
+            (
+                "top_k",
+                o.top_k,
+                MAX_TOP_K,
+                "tokens",
+                "the largest vocabulary",
+            ),
+        ];
+        for (field, v, max, what, flag) in checks {
+            if v > max {
+                return Err(ApiError::unprocessable(
+                    "over_limit",
+                    format!("{field}: {v} {what}, over the limit of {max} ({flag})"),
+                ));
+            }
         }
         Ok(o)
     }
@@ -207,6 +256,9 @@ impl App {
         }
     }
 }
+
+/// No vocabulary is larger; a bound the OpenAPI document can state.
+pub const MAX_TOP_K: usize = u32::MAX as usize;
 
 fn stopped() -> ApiError {
     ApiError::new(

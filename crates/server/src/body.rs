@@ -70,8 +70,9 @@ pub fn too_large(app: &App) -> ApiError {
 /// Parses `bytes` as `T`, checking the keys first so that a misspelt option is an error rather
 /// than silently ignored.
 pub fn parse<T: DeserializeOwned + Keys>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
+    whole_numbers_as_integers(&mut value);
     if let Some(own) = T::OWN {
         let Some(obj) = value.as_object() else {
             return Err(ApiError::bad_request(
@@ -114,4 +115,62 @@ fn deserialize<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiEr
         };
         ApiError::bad_request("bad_json", format!("{field}{}", e.inner()))
     })
+}
+
+/// `3.0` as `3`: JSON (and JSON Schema) do not tell them apart, serde's integers do.
+pub fn whole_numbers_as_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Exactly representable whole numbers only (|f| < 2^53).
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                *v = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(o) => o.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_floats_become_integers_and_others_stay() {
+        let mut v = serde_json::json!({"id": 3.0, "t": 0.5, "n": [-2.0, 1e300], "s": "4.0"});
+        whole_numbers_as_integers(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"id": 3, "t": 0.5, "n": [-2, 1e300], "s": "4.0"})
+        );
+        assert!(v["id"].is_u64() && v["n"][0].is_i64() && v["n"][1].is_f64());
+    }
+
+    #[test]
+    fn errors_name_the_field_even_inside_flattened_options() {
+        let e =
+            parse::<TranslateRequest>(br#"{"texts": ["a"], "strategy": "nucleus"}"#).unwrap_err();
+        assert!(
+            e.message.starts_with("strategy: unknown variant"),
+            "{}",
+            e.message
+        );
+        let e = parse::<TranslateRequest>(br#"{"texts": ["a", 7]}"#).unwrap_err();
+        assert!(
+            e.message.starts_with("texts[1]: invalid type"),
+            "{}",
+            e.message
+        );
+        let e = parse::<TranslateRequest>(br#"{"texts": [], "beam": 2}"#).unwrap_err();
+        assert!(e.message.starts_with("beam: unknown key"), "{}", e.message);
+        let ok = parse::<TranslateRequest>(br#"{"texts": [], "beam_size": 2.0}"#).unwrap();
+        assert_eq!(ok.decoding.beam_size, Some(2));
+    }
 }

@@ -12,6 +12,7 @@ pub mod api;
 pub mod app;
 pub mod body;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 pub mod worker;
 
@@ -39,6 +40,8 @@ pub struct Limits {
     pub max_prompt_tokens: usize,
     /// `max_length` (output tokens) a request may ask for.
     pub max_output_tokens: usize,
+    /// `beam_size` and `n_best` a request may ask for.
+    pub max_beam: usize,
     /// Seconds a request may take, queueing included.
     pub timeout_s: f64,
 }
@@ -52,6 +55,7 @@ impl Default for Limits {
             max_texts: 256,
             max_prompt_tokens: 2048,
             max_output_tokens: 1024,
+            max_beam: 64,
             timeout_s: 60.0,
         }
     }

@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 
 use crate::api::*;
 use crate::app::App;
-use crate::body::{parse, read_body, too_large, JsonBody};
+use crate::body::{parse, read_body, too_large, whole_numbers_as_integers, JsonBody};
 use crate::error::ApiError;
 use crate::worker::{Output, Stats, Work};
 
@@ -58,8 +58,10 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The OpenAPI document, generated from the handlers' types and completed with the served
+/// models and limits (see [`crate::openapi`]).
+async fn openapi(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(crate::openapi::document(&app))
 }
 
 async fn not_found() -> ApiError {
@@ -257,7 +259,15 @@ async fn caption_inputs(
             files.push((file.unwrap_or(name), Ok(bytes.to_vec())));
         }
     }
-    let decoding = serde_path_to_error::deserialize(serde_json::Value::Object(fields))
+    if files.is_empty() {
+        return Err(ApiError::bad_request(
+            "bad_body",
+            "the form holds no image (one file part per image)",
+        ));
+    }
+    let mut fields = serde_json::Value::Object(fields);
+    whole_numbers_as_integers(&mut fields);
+    let decoding = serde_path_to_error::deserialize(fields)
         .map_err(|e| ApiError::bad_request("bad_body", format!("{}: {}", e.path(), e.inner())))?;
     Ok((model, files, decoding))
 }
@@ -292,6 +302,12 @@ async fn generate(
 ) -> Result<Json<GenerateResponse>, ApiError> {
     let m = app.model(req.model.as_deref(), Task::Generation)?;
     let num = req.num.unwrap_or(1);
+    if num == 0 {
+        return Err(ApiError::unprocessable(
+            "invalid_options",
+            "num: must be at least 1",
+        ));
+    }
     app.check_count("num", num)?;
     let mut decoding = req.decoding;
     if req.max_tokens.is_some() {

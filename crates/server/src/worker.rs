@@ -152,7 +152,7 @@ fn within_limits(model: &Loaded, job: Job, max_prompt: usize) -> Option<Job> {
             .map_err(|e| ApiError::internal(e.to_string()))?
             .len();
         if n > max {
-            return Err(ApiError::too_large(
+            return Err(ApiError::unprocessable(
                 "text_too_long",
                 format!("{field}: {n} tokens, over the model's limit of {max} ({flag})"),
             ));

@@ -40,6 +40,9 @@ pub(crate) struct ServeArgs {
     /// Output tokens (`max_length`, `max_tokens`) a request may ask for.
     #[arg(long, default_value_t = Limits::default().max_output_tokens)]
     max_output_tokens: usize,
+    /// Beam size and n-best list length a request may ask for.
+    #[arg(long, default_value_t = Limits::default().max_beam)]
+    max_beam: usize,
 }
 
 pub(crate) fn run(a: ServeArgs) -> Result<()> {
@@ -61,6 +64,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         max_texts: a.max_texts,
         max_prompt_tokens: a.max_prompt_tokens,
         max_output_tokens: a.max_output_tokens,
+        max_beam: a.max_beam,
         timeout_s: a.timeout_s,
     };
     let addr = format!("{}:{}", a.host, a.port);
@@ -87,12 +91,8 @@ fn named_model(arg: &str) -> Result<(String, PathBuf)> {
 fn announce(addr: std::net::SocketAddr, cards: &[seq2seq_server::api::ModelCard]) {
     for c in cards {
         eprintln!(
-            "model {} (id {}): {} {}, {} parameters",
-            c.name,
-            c.id,
-            c.task,
-            c.architecture.join(" "),
-            c.parameters
+            "model {:?} (id {}): {}, {} parameters",
+            c.name, c.id, c.task, c.parameters
         );
     }
     eprintln!("listening on http://{addr} (API description: /openapi.json; Ctrl-C stops)");

@@ -1,0 +1,107 @@
+//! `GET /openapi.json`: the document utoipa generates from the handlers and the types in `api`,
+//! completed with what only the running server knows — the served models' names per task and
+//! the limits — so that a client generated from it (or schemathesis) sends what is accepted.
+
+use serde_json::{json, Map, Value};
+use utoipa::OpenApi;
+
+use crate::app::{task_name, App, MAX_TOP_K};
+use crate::routes::ApiDoc;
+use seq2seq_pipeline::config::Task;
+
+/// The request bodies whose decoding options are flattened into them.
+const REQUESTS: [(&str, Task); 3] = [
+    ("TranslateRequest", Task::Translation),
+    ("CaptionRequest", Task::Captioning),
+    ("GenerateRequest", Task::Generation),
+];
+
+pub fn document(app: &App) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let schemas = &mut doc["components"]["schemas"];
+    let decoding = schemas["Decoding"]["properties"].clone();
+    let max_out = app.limits.max_output_tokens;
+    let max_items = app.limits.max_texts;
+    for (name, task) in REQUESTS {
+        let s = &mut schemas[name];
+        *s = merged(s);
+        // Unknown keys are refused (a misspelt option must not be ignored).
+        s["additionalProperties"] = json!(false);
+        let props = &mut s["properties"];
+        if let (Some(p), Value::Object(d)) = (props.as_object_mut(), &decoding) {
+            p.extend(d.clone());
+        }
+        props["model"] = model_names(app, task);
+        for key in ["max_length", "min_length", "no_repeat_ngram"] {
+            props[key]["maximum"] = json!(max_out);
+        }
+        for key in ["beam_size", "n_best"] {
+            props[key]["maximum"] = json!(app.limits.max_beam);
+        }
+        props["top_k"]["maximum"] = json!(MAX_TOP_K);
+        // Any u64: not the int64 utoipa says.
+        props["seed"] = json!({"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX,
+            "description": props["seed"]["description"]});
+        match task {
+            Task::Translation => props["texts"]["maxItems"] = json!(max_items),
+            Task::Captioning => props["images"]["maxItems"] = json!(max_items),
+            Task::Generation => {
+                props["num"]["maximum"] = json!(max_items);
+                props["max_tokens"]["maximum"] = json!(max_out);
+            }
+        }
+    }
+    schemas["CaptionForm"]["properties"]["model"] = model_names(app, Task::Captioning);
+    let ids: Vec<usize> = app
+        .models
+        .iter()
+        .filter(|m| m.task == Task::Translation)
+        .map(|m| m.card.id)
+        .collect();
+    schemas["OnmtInput"]["properties"]["id"]["enum"] = json!(ids);
+    let onmt = &mut doc["paths"]["/translator/translate"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    onmt["maxItems"] = json!(max_items);
+    doc
+}
+
+/// One object schema from an `allOf` of objects (utoipa's rendering of `#[serde(flatten)]`),
+/// so that `additionalProperties: false` can apply to all of its properties.
+fn merged(s: &Value) -> Value {
+    let Some(parts) = s["allOf"].as_array() else {
+        return s.clone();
+    };
+    let (mut props, mut required) = (Map::new(), Vec::new());
+    for p in parts {
+        if let Some(o) = p["properties"].as_object() {
+            props.extend(o.clone());
+        }
+        if let Some(r) = p["required"].as_array() {
+            required.extend(r.iter().cloned());
+        }
+    }
+    let mut out = json!({"type": "object", "properties": props, "required": required});
+    if let Some(d) = s.get("description") {
+        out["description"] = d.clone();
+    }
+    out
+}
+
+/// A `model` property: the names of the served models of `task`, or none.
+fn model_names(app: &App, task: Task) -> Value {
+    let mut names: Vec<Value> = app
+        .models
+        .iter()
+        .filter(|m| m.task == task)
+        .map(|m| json!(m.card.name))
+        .collect();
+    names.push(Value::Null);
+    json!({
+        "type": ["string", "null"],
+        "enum": names,
+        "description": format!(
+            "A served {} model (GET /v1/models); the first model when left out.",
+            task_name(task)
+        ),
+    })
+}
