@@ -201,16 +201,15 @@ fn sampling(opts: &DecodingOptions) -> Sampling {
     if t < 1e-7 {
         return Sampling::ArgMax;
     }
+    // candle compares p as f32: a p that rounds to 0 there would keep no token at all.
+    let p = opts.top_p.max(f64::from(f32::MIN_POSITIVE));
     match (opts.top_k, opts.top_p < 1.0) {
         (0, false) => Sampling::All { temperature: t },
         (k, false) => Sampling::TopK { k, temperature: t },
-        (0, true) => Sampling::TopP {
-            p: opts.top_p,
-            temperature: t,
-        },
+        (0, true) => Sampling::TopP { p, temperature: t },
         (k, true) => Sampling::TopKThenTopP {
             k,
-            p: opts.top_p,
+            p,
             temperature: t,
         },
     }

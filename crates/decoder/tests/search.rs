@@ -148,6 +148,20 @@ fn top_p_keeps_the_smallest_set_reaching_p() {
 }
 
 #[test]
+fn a_top_p_too_small_for_f32_keeps_the_most_likely_token() {
+    // 5e-324 is a valid p; as f32 it is 0, which once made candle drop every token and fail.
+    for (top_p, top_k) in [(5e-324, 0), (1e-300, 2)] {
+        let o = DecodingOptions {
+            top_p,
+            top_k,
+            ..opts(Strategy::Sample)
+        };
+        let toks = first_tokens(&o, 20);
+        assert!(toks.iter().all(|&t| t == A), "{toks:?}");
+    }
+}
+
+#[test]
 fn sampling_never_emits_pad_or_bos_and_is_seeded() {
     let hot = DecodingOptions {
         temperature: 5.0,
