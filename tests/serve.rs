@@ -317,12 +317,23 @@ fn captions_from_json_and_multipart_with_per_image_errors() {
         .as_str()
         .unwrap()
         .contains("bad.jpg"));
+    // No image: an empty answer, as for JSON's `"images": []`.
     let (ct, body) = multipart(&[("model", "shapes")], &[]);
+    let empty = s.post_raw("/v1/caption", &ct, &body);
+    assert_eq!(empty, (200, json!({"captions": []})));
+    // An image part without a file name is still an image; any other unknown part is refused.
+    let (ct, body) = multipart(&[("image", "{}")], &[]);
+    let (st, r) = s.post_raw("/v1/caption", &ct, &body);
+    assert_eq!(
+        (st, &r["captions"][0]["error"]["code"]),
+        (200, &json!("bad_image"))
+    );
+    let (ct, body) = multipart(&[("beam", "3")], &[("red.png", &red)]);
     assert_error(
         &s.post_raw("/v1/caption", &ct, &body),
         400,
         "bad_body",
-        "no image",
+        "\"beam\": neither an option",
     );
     let (ct, body) = multipart(&[("beam_size", "many")], &[("red.png", &red)]);
     assert_error(

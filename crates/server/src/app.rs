@@ -163,8 +163,6 @@ impl App {
             seed,
             forbid_unk
         );
-        o.validate()
-            .map_err(|e| ApiError::unprocessable("invalid_options", e.to_string()))?;
         let l = &self.limits;
         let out = l.max_output_tokens;
         let checks = [
@@ -213,6 +211,10 @@ impl App {
                 ));
             }
         }
+        // As in Transformers and OpenNMT-py, a minimum above the maximum means the maximum.
+        o.min_length = o.min_length.min(o.max_length);
+        o.validate()
+            .map_err(|e| ApiError::unprocessable("invalid_options", e.to_string()))?;
         Ok(o)
     }
 

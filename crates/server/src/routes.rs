@@ -133,7 +133,7 @@ async fn translate(
 struct CaptionForm {
     model: Option<String>,
     /// One part per image file (JPEG or PNG); any part name other than the options'.
-    #[schema(value_type = Vec<String>, format = Binary)]
+    #[schema(value_type = Option<Vec<String>>, format = Binary)]
     image: Vec<Vec<u8>>,
     /// Decoding options as text parts, by their JSON names (`strategy`, `beam_size`, …).
     strategy: Option<StrategyName>,
@@ -209,6 +209,9 @@ async fn caption(
     Ok(Json(CaptionResponse { captions: results }))
 }
 
+/// Names of the non-file parts that hold an image (any part with a file name does).
+const IMAGE_PARTS: [&str; 3] = ["image", "images", "file"];
+
 /// An image's name and its bytes (or why they could not be read).
 type File = (String, Result<Vec<u8>, ApiError>);
 
@@ -255,15 +258,19 @@ async fn caption_inputs(
             // Numbers and booleans arrive as text: read them as JSON where they parse.
             let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
             fields.insert(name, v);
+        } else if let Some(file) = file {
+            files.push((file, Ok(bytes.to_vec())));
+        } else if IMAGE_PARTS.contains(&name.as_str()) {
+            files.push((name, Ok(bytes.to_vec())));
         } else {
-            files.push((file.unwrap_or(name), Ok(bytes.to_vec())));
+            return Err(ApiError::bad_request(
+                "bad_body",
+                format!(
+                    "{name:?}: neither an option ({}) nor a file part (images are sent as files)",
+                    DECODING_KEYS.join(", ")
+                ),
+            ));
         }
-    }
-    if files.is_empty() {
-        return Err(ApiError::bad_request(
-            "bad_body",
-            "the form holds no image (one file part per image)",
-        ));
     }
     let mut fields = serde_json::Value::Object(fields);
     whole_numbers_as_integers(&mut fields);
@@ -309,11 +316,12 @@ async fn generate(
         ));
     }
     app.check_count("num", num)?;
-    let mut decoding = req.decoding;
+    let mut opts = app.options(m, &req.decoding)?;
     if req.max_tokens.is_some() {
+        let mut decoding = req.decoding;
         decoding.max_length = req.max_tokens;
+        opts = app.options(m, &decoding)?;
     }
-    let opts = app.options(m, &decoding)?;
     let work = Work::Generate {
         prompt: req.prompt,
         num,
