@@ -188,6 +188,18 @@ fn health_models_and_openapi() {
             "no {schema}"
         );
     }
+    // Completed by the running server: its models per task, its limits, no unknown keys.
+    let schemas = &doc["components"]["schemas"];
+    let req = &schemas["TranslateRequest"];
+    assert_eq!(req["properties"]["model"]["enum"], json!(["dates", null]));
+    assert_eq!(
+        schemas["GenerateRequest"]["properties"]["model"]["enum"],
+        json!(["lm", null])
+    );
+    assert_eq!(req["additionalProperties"], false);
+    assert_eq!(req["properties"]["texts"]["maxItems"], 256);
+    assert_eq!(req["properties"]["beam_size"]["maximum"], 64);
+    assert_eq!(schemas["OnmtInput"]["properties"]["id"]["enum"], json!([0]));
     assert_error(&s.get("/v2/nothing"), 404, "not_found", "no such endpoint");
     assert_error(&s.get("/v1/translate"), 405, "method_not_allowed", "method");
 }
@@ -321,12 +333,13 @@ fn captions_from_json_and_multipart_with_per_image_errors() {
     let (ct, body) = multipart(&[("model", "shapes")], &[]);
     let empty = s.post_raw("/v1/caption", &ct, &body);
     assert_eq!(empty, (200, json!({"captions": []})));
-    // An image part without a file name is still an image; any other unknown part is refused.
+    // Images are file parts; a text part that is not an option is refused, naming it.
     let (ct, body) = multipart(&[("image", "{}")], &[]);
-    let (st, r) = s.post_raw("/v1/caption", &ct, &body);
-    assert_eq!(
-        (st, &r["captions"][0]["error"]["code"]),
-        (200, &json!("bad_image"))
+    assert_error(
+        &s.post_raw("/v1/caption", &ct, &body),
+        400,
+        "bad_body",
+        "\"image\": neither an option",
     );
     let (ct, body) = multipart(&[("beam", "3")], &[("red.png", &red)]);
     assert_error(

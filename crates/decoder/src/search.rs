@@ -197,7 +197,9 @@ pub fn search<S: Stepper>(
 }
 
 fn sampling(opts: &DecodingOptions) -> Sampling {
-    let t = opts.temperature;
+    // Above 1e30 every distribution is already uniform; beyond f32's range, 1/t would round to 0
+    // and turn the -inf of pad and bos into NaN.
+    let t = opts.temperature.min(1e30);
     if t < 1e-7 {
         return Sampling::ArgMax;
     }

@@ -148,6 +148,17 @@ fn top_p_keeps_the_smallest_set_reaching_p() {
 }
 
 #[test]
+fn a_temperature_beyond_f32_samples_uniformly() {
+    // 1/7e307 is 0 in f32, and 0 * -inf (pad's logit) is NaN: candle refused the weights.
+    let o = DecodingOptions {
+        temperature: 7e307,
+        ..opts(Strategy::Sample)
+    };
+    let toks = first_tokens(&o, 300);
+    assert!(toks.contains(&A) && toks.contains(&C), "{toks:?}");
+}
+
+#[test]
 fn a_top_p_too_small_for_f32_keeps_the_most_likely_token() {
     // 5e-324 is a valid p; as f32 it is 0, which once made candle drop every token and fail.
     for (top_p, top_k) in [(5e-324, 0), (1e-300, 2)] {

@@ -51,7 +51,19 @@ pub fn document(app: &App) -> Value {
             }
         }
     }
-    schemas["CaptionForm"]["properties"]["model"] = model_names(app, Task::Captioning);
+    // The multipart form takes the JSON request's fields, with files for `images`.
+    let mut form_props = schemas["CaptionRequest"]["properties"].clone();
+    if let Some(p) = form_props.as_object_mut() {
+        p.remove("images");
+        p.insert(
+            "image".into(),
+            schemas["CaptionForm"]["properties"]["image"].clone(),
+        );
+    }
+    let form = &mut schemas["CaptionForm"];
+    form["properties"] = form_props;
+    form["required"] = json!([]);
+    form["additionalProperties"] = json!(false);
     let ids: Vec<usize> = app
         .models
         .iter()

@@ -133,7 +133,7 @@ async fn translate(
 struct CaptionForm {
     model: Option<String>,
     /// One part per image file (JPEG or PNG); any part name other than the options'.
-    #[schema(value_type = Option<Vec<String>>, format = Binary)]
+    #[schema(value_type = Vec<String>, format = Binary, required = false)]
     image: Vec<Vec<u8>>,
     /// Decoding options as text parts, by their JSON names (`strategy`, `beam_size`, …).
     strategy: Option<StrategyName>,
@@ -209,9 +209,6 @@ async fn caption(
     Ok(Json(CaptionResponse { captions: results }))
 }
 
-/// Names of the non-file parts that hold an image (any part with a file name does).
-const IMAGE_PARTS: [&str; 3] = ["image", "images", "file"];
-
 /// An image's name and its bytes (or why they could not be read).
 type File = (String, Result<Vec<u8>, ApiError>);
 
@@ -260,8 +257,6 @@ async fn caption_inputs(
             fields.insert(name, v);
         } else if let Some(file) = file {
             files.push((file, Ok(bytes.to_vec())));
-        } else if IMAGE_PARTS.contains(&name.as_str()) {
-            files.push((name, Ok(bytes.to_vec())));
         } else {
             return Err(ApiError::bad_request(
                 "bad_body",
