@@ -536,16 +536,13 @@ fn every_limit_and_bad_request_is_a_json_error() {
 
 #[test]
 fn a_request_over_the_timeout_gets_504() {
-    let s = serve(&[
-        "--timeout-s",
-        "0.05",
-        "--max-wait-ms",
-        "1000",
-        "--max-batch",
-        "64",
-    ]);
-    let r = s.post("/v1/translate", &json!({"texts": ["march 3, 2011"]}));
-    assert_error(&r, 504, "timeout", "--timeout-s");
+    let s = serve(&["--timeout-s", "0.005"]);
+    // 256 beam searches of 12 steps take far longer than 5 ms.
+    let heavy = json!({"texts": vec!["march 3, 2011"; 256], "strategy": "beam", "beam_size": 16});
+    let r = s.post("/v1/translate", &heavy);
+    assert_error(&r, 504, "timeout", "longer than 0.005 s (--timeout-s)");
+    // The server goes on (the late result is dropped).
+    assert_eq!(s.get("/health").0, 200);
 }
 
 /// The same texts (and n-best lists) and the same scores up to f32 rounding: a matmul over
@@ -637,16 +634,29 @@ fn batching_never_changes_a_result() {
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_and_exits_0() {
-    let mut s = serve(&["--max-wait-ms", "1500", "--max-batch", "64"]);
-    let answer = std::thread::scope(|sc| {
-        let h = sc.spawn(|| s.post("/v1/translate", &json!({"texts": ["march 3, 2011"]})));
-        // The request now waits in the worker's batching window.
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        s.sigterm();
-        h.join().unwrap()
-    });
-    assert_eq!(answer.0, 200, "{}", answer.1);
+    use std::io::{Read, Write};
+    let mut s = serve(&[]);
+    // A request whose body is still arriving when the signal comes.
+    let body = json!({"texts": ["march 3, 2011"]}).to_string();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /v1/translate HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&body.as_bytes()[..5]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.sigterm();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    conn.write_all(&body.as_bytes()[5..]).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"translations\""), "{answer}");
     let status = s.wait();
     assert!(status.success(), "{status:?}: {}", s.log());
     assert!(s.log().contains("stopped"), "{}", s.log());
+    // Stopped means stopped: nothing listens any more.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
 }
