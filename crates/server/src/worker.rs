@@ -1,7 +1,6 @@
 //! One worker thread per model. It owns the model, takes jobs from a channel and decodes the
 //! jobs that wait for the same model with the same options together (dynamic batching): it
-//! gathers up to `max_batch` rows, waiting while jobs keep arriving, at most `max_wait` after the
-//! first job.
+//! gathers up to `max_batch` rows, waiting at most `max_wait` after the first job.
 //!
 //! Batching never changes a result by design: each row samples with its own request's seed
 //! (`seed + i`, through `DecodingOptions::row_seeds`), and every other option is part of the
@@ -191,9 +190,6 @@ fn within_limits(model: &Loaded, job: Job, max_prompt: usize) -> Option<Job> {
     }
 }
 
-/// The longest pause between two arrivals that still counts as one burst of requests.
-const GAP: Duration = Duration::from_millis(1);
-
 /// The first job and the jobs that can join it, queued ones first; others wait their turn.
 fn gather(first: Job, rx: &Receiver<Job>, waiting: &mut VecDeque<Job>, b: Batching) -> Vec<Job> {
     let Some(key) = first.key() else {
@@ -213,20 +209,16 @@ fn gather(first: Job, rx: &Receiver<Job>, waiting: &mut VecDeque<Job>, b: Batchi
             i += 1;
         }
     }
-    // Wait while requests keep coming: at most `max_wait` in all, and no longer than `GAP`
-    // after the last arrival. Clients that wait for their answers send the next requests in a
-    // burst; once the burst is over, waiting on would only add latency.
+    // Wait the whole window unless the batch fills, so that the clients answered by the previous
+    // batch can join this one (docs/results.md, Serving: full batches at 64 connections).
     let deadline = Instant::now() + b.max_wait;
     while rows < b.max_batch {
         let job = match rx.try_recv() {
             Ok(j) => j,
-            Err(_) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left.min(GAP)) {
-                    Ok(j) => j,
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                }
-            }
+            Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(j) => j,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            },
         };
         if fits(&job, rows) {
             rows += job.rows();
