@@ -12,6 +12,7 @@
 
 pub mod contract;
 pub mod decoder;
+pub mod distribution;
 pub mod ensemble;
 pub mod options;
 pub mod search;
@@ -20,8 +21,9 @@ pub use contract::EncoderOutput;
 pub use decoder::{
     decoder, Bridge, Decoder, DecoderConfig, DecoderState, DecoderStyle, PreparedMemory,
 };
+pub use distribution::{Candidate, Stages};
 pub use ensemble::Ensemble;
-pub use options::{DecodingOptions, InvalidOptions, Strategy};
+pub use options::{DecodingOptions, InvalidOptions, Strategy, TokenHook};
 pub use search::{
     forbidden_bias, length_penalty, row_seeds, search, DecoderStepper, Hypothesis, SearchState,
     SpecialTokens, Stepper,

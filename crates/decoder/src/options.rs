@@ -1,6 +1,8 @@
 //! The decoding options shared by every pipeline, the config's `decoding` section and every CLI
 //! subcommand.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// How the next token is chosen.
@@ -52,6 +54,35 @@ pub struct DecodingOptions {
     /// seed, so that the result does not depend on what it was batched with).
     #[serde(skip)]
     pub row_seeds: Option<Vec<u64>>,
+    /// Called with (input index, token) as greedy or sampling search chooses each token, eos
+    /// excepted (a request option, for streaming; beam search knows its outputs only at the
+    /// end and never calls it).
+    #[serde(skip)]
+    pub on_token: Option<TokenHook>,
+}
+
+/// A per-step callback of the token-by-token strategies. The search only calls it: what it does
+/// with a token (print it, send it over HTTP) is the caller's business.
+#[derive(Clone)]
+pub struct TokenHook(pub Arc<dyn Fn(usize, u32) + Send + Sync>);
+
+impl TokenHook {
+    pub fn new(f: impl Fn(usize, u32) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for TokenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHook")
+    }
+}
+
+/// Two hooks are equal when they are the same closure.
+impl PartialEq for TokenHook {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Default for DecodingOptions {
@@ -72,6 +103,7 @@ impl Default for DecodingOptions {
             batch_size: 64,
             attention: false,
             row_seeds: None,
+            on_token: None,
         }
     }
 }

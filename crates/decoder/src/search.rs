@@ -149,7 +149,7 @@ fn bans(tokens: &[u32], sp: SpecialTokens, opts: &DecodingOptions) -> Vec<u32> {
 }
 
 /// Logits plus the forbidden-token bias and the per-row bans.
-fn constrained(
+pub(crate) fn constrained(
     logits: &Tensor,
     base: &Tensor,
     hyps: &[&[u32]],
@@ -196,7 +196,8 @@ pub fn search<S: Stepper>(
     }
 }
 
-fn sampling(opts: &DecodingOptions) -> Sampling {
+/// The candle sampler's settings for the options (also what [`crate::distribution`] mirrors).
+pub(crate) fn sampling(opts: &DecodingOptions) -> Sampling {
     // Above 1e30 every distribution is already uniform; beyond f32's range, 1/t would round to 0
     // and turn the -inf of pad and bos into NaN.
     let t = opts.temperature.min(1e30);
@@ -298,6 +299,9 @@ fn token_by_token<S: Stepper>(
                 continue;
             }
             h.tokens.push(tok);
+            if let Some(hook) = &opts.on_token {
+                (hook.0)(active[r], tok);
+            }
             keep.push(r as u32);
         }
         if keep.is_empty() || step + 1 == opts.max_length {
