@@ -20,6 +20,6 @@ pub use decode::LoadedModel;
 pub use error::{Error, Result};
 pub use observer::{Observer, StepReport};
 pub use tasks::captioning::{evaluate_captions, expand_inputs, CaptionReport, Captioner};
-pub use tasks::generation::{diversity, Generator, Sample};
+pub use tasks::generation::{diversity, Generator, Piece, Sample};
 pub use tasks::translation::{evaluate, EvalReport, Split, Translated, Translator};
 pub use train::{default_out, train, HeldOut, TrainOptions, TrainSummary};

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use seq2seq_data::Vocab;
-use seq2seq_decoder::{search, DecoderStepper, EncoderOutput, SearchState, SpecialTokens};
+use seq2seq_decoder::distribution::next_token;
+use seq2seq_decoder::{
+    search, DecoderStepper, EncoderOutput, SearchState, SpecialTokens, Stages, TokenHook,
+};
 use seq2seq_nn::Ctx;
 
 use crate::config::{DecodingConfig, Task};
@@ -47,17 +50,91 @@ impl Generator {
         let prompt_ids = m.tgt_vocab.encode(prompt)?;
         continue_from(&m.model, &m.tgt_vocab, &prompt_ids, num, opts, &m.device)
     }
+
+    /// [`Self::generate`], calling `on_piece` as each token is chosen (greedy and sampling; beam
+    /// search only returns): the samples are the same as without it.
+    pub fn generate_streaming(
+        &self,
+        prompt: &str,
+        num: usize,
+        opts: &DecodingConfig,
+        on_piece: impl Fn(Piece) + Send + Sync + 'static,
+    ) -> Result<Vec<Sample>> {
+        let m = &self.0;
+        let prompt_ids = m.tgt_vocab.encode(prompt)?;
+        let vocab = m.tgt_vocab.clone();
+        let start = (prompt_ids.clone(), vocab.decode(&prompt_ids)?);
+        let so_far = std::sync::Mutex::new(vec![start; num]);
+        let mut opts = opts.clone();
+        opts.on_token = Some(TokenHook::new(move |index, token| {
+            let mut rows = so_far.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((ids, shown)) = rows.get_mut(index) else {
+                return;
+            };
+            ids.push(token);
+            if let Ok(text) = vocab.decode(ids) {
+                let delta = text.strip_prefix(shown.as_str()).map(str::to_string);
+                *shown = text.clone();
+                on_piece(Piece {
+                    index,
+                    token,
+                    text,
+                    delta,
+                });
+            }
+        }));
+        continue_from(&m.model, &m.tgt_vocab, &prompt_ids, num, &opts, &m.device)
+    }
+
+    /// The distribution of the token after `prompt`, through the sampler's filters (see
+    /// [`seq2seq_decoder::distribution`]).
+    pub fn next_token(&self, prompt: &str, opts: &DecodingConfig) -> Result<Stages> {
+        let m = &self.0;
+        let prompt_ids = m.tgt_vocab.encode(prompt)?;
+        let (start, last) = prime(&m.model, &m.tgt_vocab, &prompt_ids, 1, &m.device)?;
+        let stepper = DecoderStepper(&m.model.decoder);
+        let mut rows = next_token(
+            &stepper,
+            &start,
+            &[last],
+            special(&m.tgt_vocab),
+            opts,
+            &m.device,
+        )?;
+        Ok(rows.swap_remove(0))
+    }
 }
 
-/// `num` continuations of the token prefix `prompt_ids` by a decoder-only model.
-pub(crate) fn continue_from(
+/// One streamed token: which sample it belongs to, and that sample's whole text so far.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub index: usize,
+    pub token: u32,
+    /// The prompt and the continuation up to this token, decoded.
+    pub text: String,
+    /// What this token appended to the previous `text` (the prompt's, for the first); `None`
+    /// when decoding it changed what came before (a subword joining the previous one).
+    pub delta: Option<String>,
+}
+
+fn special(vocab: &Vocab) -> SpecialTokens {
+    SpecialTokens {
+        pad: vocab.pad,
+        bos: vocab.bos,
+        eos: vocab.eos,
+        unk: vocab.unk,
+    }
+}
+
+/// The search state after the prompt (all but its last token teacher-forced from bos), repeated
+/// for `num` rows, and the token the search starts from (the prompt's last, or bos).
+fn prime(
     model: &Seq2Seq,
     vocab: &Vocab,
     prompt_ids: &[u32],
     num: usize,
-    opts: &DecodingConfig,
     dev: &Device,
-) -> Result<Vec<Sample>> {
+) -> Result<(SearchState, u32)> {
     let dec = &model.decoder;
     let enc = EncoderOutput::empty();
     let mut state = dec.start(&enc, 1, dev)?;
@@ -72,21 +149,36 @@ pub(crate) fn continue_from(
         }
         None => vocab.bos,
     };
-    let stepper = DecoderStepper(dec);
     let rows = Tensor::from_vec(vec![0u32; num], num, dev)?;
     let start = SearchState {
         state: state.index_select(&rows)?,
         mem: mem.index_select(&rows)?,
         attention: None,
     };
-    let sp = SpecialTokens {
-        pad: vocab.pad,
-        bos: vocab.bos,
-        eos: vocab.eos,
-        unk: vocab.unk,
-    };
+    Ok((start, last))
+}
+
+/// `num` continuations of the token prefix `prompt_ids` by a decoder-only model.
+pub(crate) fn continue_from(
+    model: &Seq2Seq,
+    vocab: &Vocab,
+    prompt_ids: &[u32],
+    num: usize,
+    opts: &DecodingConfig,
+    dev: &Device,
+) -> Result<Vec<Sample>> {
+    let (start, last) = prime(model, vocab, prompt_ids, num, dev)?;
+    let stepper = DecoderStepper(&model.decoder);
     let seeds: Vec<u64> = (0..num as u64).map(|i| opts.seed.wrapping_add(i)).collect();
-    let hyps = search(&stepper, start, &vec![last; num], sp, opts, &seeds, dev)?;
+    let hyps = search(
+        &stepper,
+        start,
+        &vec![last; num],
+        special(vocab),
+        opts,
+        &seeds,
+        dev,
+    )?;
     hyps.into_iter()
         .flat_map(|n| n.into_iter().take(1))
         .map(|h| {

@@ -9,7 +9,7 @@ use candle_core::Device;
 use seq2seq_data::Example;
 
 pub(crate) use generator::continue_from;
-pub use generator::{diversity, Generator, Sample};
+pub use generator::{diversity, Generator, Piece, Sample};
 
 use crate::config::{Config, DataFormat, DecodingConfig};
 use crate::model::Seq2Seq;
