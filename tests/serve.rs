@@ -2,8 +2,12 @@
 //! ephemeral loopback port, with a dates translator, a shapes captioner and a word-level
 //! language model trained here; batching that never changes a result; graceful shutdown.
 
+#[path = "serve/browser.rs"]
+mod browser;
 #[path = "common/http.rs"]
 mod http;
+#[path = "serve/page_api.rs"]
+mod page_api;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -80,6 +80,35 @@ impl Server {
         reply(r)
     }
 
+    /// Posts JSON and returns the status, the content type and the body as text.
+    pub fn post_text(&self, path: &str, body: &Value) -> (u16, String, String) {
+        let mut r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .expect("a response (not a dropped connection)");
+        let kind = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = r.body_mut().read_to_string().expect("a readable body");
+        (r.status().as_u16(), kind, text)
+    }
+
+    /// GETs a path and returns the status, the response's headers and the body as text.
+    pub fn get_text(&self, path: &str) -> (u16, ureq::http::HeaderMap, String) {
+        let mut r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .expect("a response (not a dropped connection)");
+        let text = r.body_mut().read_to_string().expect("a readable body");
+        (r.status().as_u16(), r.headers().clone(), text)
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }

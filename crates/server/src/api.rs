@@ -63,6 +63,9 @@ pub struct TranslateRequest {
     /// A name from `GET /v1/models`; the first model when left out.
     pub model: Option<String>,
     pub texts: Vec<String>,
+    /// Also return each translation's tokens, the source's, and the attention between them.
+    #[serde(default)]
+    pub attention: bool,
     #[serde(flatten)]
     pub decoding: Decoding,
 }
@@ -81,12 +84,34 @@ pub struct Hypothesis {
     pub score: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n_best: Option<Vec<Scored>>,
+    /// With `attention`: the best translation's attention (see [`Attention`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Attention>,
+}
+
+/// What the decoder attended to while writing an output.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Attention {
+    /// The output's tokens as the target vocabulary spells them (the end-of-sequence token
+    /// last, when the output ended with it).
+    pub tokens: Vec<String>,
+    /// The source tokens (translation); absent for images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_tokens: Option<Vec<String>>,
+    /// The image encoder's grid (rows, columns) the weights are laid over, row-major (captioning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid: Option<[usize; 2]>,
+    /// `weights[i][j]`: output token `i`'s weight on source token (or grid cell) `j`.
+    pub weights: Vec<Vec<f32>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Scored {
     pub text: String,
     pub score: f64,
+    /// With `attention`: this output's attention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Attention>,
 }
 
 /// `POST /v1/caption` as JSON; the same fields work as a multipart form (image files as parts,
@@ -96,6 +121,9 @@ pub struct CaptionRequest {
     pub model: Option<String>,
     /// JPEG or PNG files, base64-encoded (standard alphabet, padding optional).
     pub images: Vec<String>,
+    /// Also return each caption's tokens and their attention over the image grid.
+    #[serde(default)]
+    pub attention: bool,
     #[serde(flatten)]
     pub decoding: Decoding,
 }
@@ -114,6 +142,8 @@ pub struct CaptionResult {
     pub score: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n_best: Option<Vec<Scored>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Attention>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
@@ -137,6 +167,67 @@ pub struct GenerateRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GenerateResponse {
     pub samples: Vec<GeneratedSample>,
+}
+
+/// `POST /v1/generate?stream=true`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct GenerateQuery {
+    /// Answer with Server-Sent Events: a `token` event per generated token (greedy and
+    /// sampling; beam search sends only the end), then `done` with the response `stream=false`
+    /// would have sent, or `error`.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// The data of a `token` event of a streamed generation.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct StreamedToken {
+    /// Which sample (0 .. num) the token belongs to.
+    pub index: usize,
+    pub token: u32,
+    /// The sample's whole text so far (prompt included).
+    pub text: String,
+    /// What the token added to `text`; null when decoding it changed earlier characters (a
+    /// subword merging with the one before), in which case `text` replaces what was shown.
+    pub delta: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NextTokenRequest {
+    pub model: Option<String>,
+    /// The text whose next token is asked for (may be empty).
+    #[serde(default)]
+    pub prompt: String,
+    /// How many of the most likely tokens to return (default 10).
+    #[schema(minimum = 1)]
+    pub top: Option<usize>,
+    #[serde(flatten)]
+    pub decoding: Decoding,
+}
+
+/// The next token's most likely candidates, with their probability before and after each of
+/// the sampler's filters. `p_top_p` is what a seeded sample is drawn from.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NextTokenResponse {
+    /// Most likely first under the model (`p`); their order does not move with the filters.
+    pub candidates: Vec<NextCandidate>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct NextCandidate {
+    pub token: u32,
+    /// The vocabulary's spelling of the token.
+    pub text: String,
+    /// The model's logit; null for a token the search may never emit (padding, start).
+    pub logit: Option<f32>,
+    /// softmax(logits): the model's distribution.
+    pub p: f32,
+    /// After temperature.
+    pub p_temperature: f32,
+    /// After temperature and top-k, renormalised.
+    pub p_top_k: f32,
+    /// After temperature, top-k and top-p, renormalised.
+    pub p_top_p: f32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]

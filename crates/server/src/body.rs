@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    CaptionRequest, Decoding, GenerateRequest, OnmtInput, TranslateRequest, DECODING_KEYS,
+    CaptionRequest, Decoding, GenerateRequest, NextTokenRequest, OnmtInput, TranslateRequest,
+    DECODING_KEYS,
 };
 use crate::app::App;
 use crate::error::ApiError;
@@ -22,13 +23,16 @@ pub trait Keys {
 }
 
 impl Keys for TranslateRequest {
-    const OWN: Option<&'static [&'static str]> = Some(&["model", "texts"]);
+    const OWN: Option<&'static [&'static str]> = Some(&["model", "texts", "attention"]);
 }
 impl Keys for CaptionRequest {
-    const OWN: Option<&'static [&'static str]> = Some(&["model", "images"]);
+    const OWN: Option<&'static [&'static str]> = Some(&["model", "images", "attention"]);
 }
 impl Keys for GenerateRequest {
     const OWN: Option<&'static [&'static str]> = Some(&["model", "prompt", "num", "max_tokens"]);
+}
+impl Keys for NextTokenRequest {
+    const OWN: Option<&'static [&'static str]> = Some(&["model", "prompt", "top"]);
 }
 impl Keys for Vec<OnmtInput> {
     const OWN: Option<&'static [&'static str]> = None;

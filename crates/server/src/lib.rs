@@ -1,6 +1,7 @@
 //! `seq2seq serve`: trained models behind an HTTP API — `/v1/translate`, `/v1/caption`,
-//! `/v1/generate`, `/v1/models`, `/health`, OpenNMT-py's `/translator/translate`, and
-//! `/openapi.json` generated from the handler types.
+//! `/v1/generate` (streamed as Server-Sent Events on request), `/v1/next-token`, `/v1/models`,
+//! `/health`, OpenNMT-py's `/translator/translate`, `/openapi.json` generated from the handler
+//! types — and a web page at `/` that uses them.
 //!
 //! Invariants: models run on their own worker threads, never on the async runtime's; a result
 //! never depends on what it was batched with (see [`worker`]); every failure is a JSON error
@@ -12,7 +13,9 @@ pub mod api;
 pub mod app;
 pub mod body;
 pub mod error;
+pub mod generation;
 pub mod openapi;
+pub mod page;
 pub mod routes;
 pub mod worker;
 

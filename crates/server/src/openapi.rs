@@ -10,10 +10,11 @@ use crate::routes::ApiDoc;
 use seq2seq_pipeline::config::Task;
 
 /// The request bodies whose decoding options are flattened into them.
-const REQUESTS: [(&str, Task); 3] = [
+const REQUESTS: [(&str, Task); 4] = [
     ("TranslateRequest", Task::Translation),
     ("CaptionRequest", Task::Captioning),
     ("GenerateRequest", Task::Generation),
+    ("NextTokenRequest", Task::Generation),
 ];
 
 pub fn document(app: &App) -> Value {
@@ -45,10 +46,11 @@ pub fn document(app: &App) -> Value {
         match task {
             Task::Translation => props["texts"]["maxItems"] = json!(max_items),
             Task::Captioning => props["images"]["maxItems"] = json!(max_items),
-            Task::Generation => {
+            Task::Generation if name == "GenerateRequest" => {
                 props["num"]["maximum"] = json!(max_items);
                 props["max_tokens"]["maximum"] = json!(max_out);
             }
+            Task::Generation => {}
         }
     }
     // The multipart form takes the JSON request's fields, with files for `images`.

@@ -21,6 +21,8 @@ use crate::app::App;
 use crate::body::{parse, read_body, too_large, whole_numbers_as_integers, JsonBody};
 use crate::error::ApiError;
 use crate::worker::{Output, Stats, Work};
+use seq2seq_pipeline::tasks::captioning::Captioned;
+use seq2seq_pipeline::tasks::translation::Translated;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,7 +35,8 @@ use crate::worker::{Output, Stats, Work};
         models,
         translate,
         caption,
-        generate,
+        crate::generation::generate,
+        crate::generation::next_token,
         onmt_translate,
         onmt_models
     ),
@@ -48,7 +51,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/translate", post(translate))
         .route("/v1/caption", post(caption))
-        .route("/v1/generate", post(generate))
+        .route("/v1/generate", post(crate::generation::generate))
+        .route("/v1/next-token", post(crate::generation::next_token))
+        .route("/", get(crate::page::index))
+        .route("/page.js", get(crate::page::script))
+        .route("/page.css", get(crate::page::style))
         .route("/translator/translate", post(onmt_translate))
         .route("/translator/models", get(onmt_models))
         .route("/openapi.json", get(openapi))
@@ -120,10 +127,21 @@ async fn translate(
 ) -> Result<Json<TranslateResponse>, ApiError> {
     let m = app.model(req.model.as_deref(), Task::Translation)?;
     app.check_count("texts", req.texts.len())?;
-    let opts = app.options(m, &req.decoding)?;
-    let nbest = nbest(app.submit(m, Work::Translate(req.texts), opts).await?)?;
+    let mut opts = app.options(m, &req.decoding)?;
+    opts.attention = req.attention;
+    let translations = match app.submit(m, Work::Translate(req.texts), opts).await? {
+        Output::Translated(t) => t,
+        _ => {
+            return Err(ApiError::internal(
+                "a translator answered with something else",
+            ))
+        }
+    };
     Ok(Json(TranslateResponse {
-        translations: nbest.into_iter().map(hypothesis).collect(),
+        translations: translations
+            .into_iter()
+            .map(|list| translated(list, req.attention))
+            .collect(),
     }))
 }
 
@@ -158,10 +176,11 @@ async fn caption(
     State(app): State<Arc<App>>,
     req: Request,
 ) -> Result<Json<CaptionResponse>, ApiError> {
-    let (model, files, decoding) = caption_inputs(req, &app).await?;
+    let (model, files, decoding, attention) = caption_inputs(req, &app).await?;
     let m = app.model(model.as_deref(), Task::Captioning)?;
     app.check_count("images", files.len())?;
-    let opts = app.options(m, &decoding)?;
+    let mut opts = app.options(m, &decoding)?;
+    opts.attention = attention;
     let limits = m.images;
     // Decoding pictures is heavy: off the async threads.
     let decoded = tokio::task::spawn_blocking(move || {
@@ -183,25 +202,25 @@ async fn caption(
     let mut captions = if good.is_empty() {
         Vec::new()
     } else {
-        nbest(app.submit(m, Work::Caption(good), opts).await?)?
+        match app.submit(m, Work::Caption(good), opts).await? {
+            Output::Captioned(c) => c,
+            _ => {
+                return Err(ApiError::internal(
+                    "a captioner answered with something else",
+                ))
+            }
+        }
     }
     .into_iter();
     let results = decoded
         .into_iter()
         .map(|r| match r {
-            Ok(_) => {
-                let h = hypothesis(captions.next().unwrap_or_default());
-                CaptionResult {
-                    text: Some(h.text),
-                    score: Some(h.score),
-                    n_best: h.n_best,
-                    error: None,
-                }
-            }
+            Ok(_) => captioned(captions.next().unwrap_or_default(), attention),
             Err(e) => CaptionResult {
                 text: None,
                 score: None,
                 n_best: None,
+                attention: None,
                 error: Some(e.body()),
             },
         })
@@ -212,11 +231,12 @@ async fn caption(
 /// An image's name and its bytes (or why they could not be read).
 type File = (String, Result<Vec<u8>, ApiError>);
 
-/// The model, images and options of a caption request, from JSON or a multipart form.
+/// The model, images, options and attention flag of a caption request, from JSON or a
+/// multipart form.
 async fn caption_inputs(
     req: Request,
     app: &Arc<App>,
-) -> Result<(Option<String>, Vec<File>, Decoding), ApiError> {
+) -> Result<(Option<String>, Vec<File>, Decoding, bool), ApiError> {
     let multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -231,12 +251,13 @@ async fn caption_inputs(
             .enumerate()
             .map(|(i, b)| (format!("images[{i}]"), base64_image(b)))
             .collect();
-        return Ok((r.model, files, r.decoding));
+        return Ok((r.model, files, r.decoding, r.attention));
     }
     let mut form = Multipart::from_request(req, app)
         .await
         .map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;
     let (mut model, mut files, mut fields) = (None, Vec::new(), serde_json::Map::new());
+    let mut attention = false;
     let read_error = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(app)
@@ -250,6 +271,17 @@ async fn caption_inputs(
         let bytes = field.bytes().await.map_err(read_error)?;
         if name == "model" {
             model = Some(String::from_utf8_lossy(&bytes).into_owned());
+        } else if name == "attention" && file.is_none() {
+            attention = match &bytes[..] {
+                b"true" | b"1" | b"on" => true,
+                b"false" | b"0" | b"" => false,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "bad_body",
+                        "attention: expected true or false",
+                    ))
+                }
+            };
         } else if DECODING_KEYS.contains(&name.as_str()) && file.is_none() {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             // Numbers and booleans arrive as text: read them as JSON where they parse.
@@ -271,7 +303,7 @@ async fn caption_inputs(
     whole_numbers_as_integers(&mut fields);
     let decoding = serde_path_to_error::deserialize(fields)
         .map_err(|e| ApiError::bad_request("bad_body", format!("{}: {}", e.path(), e.inner())))?;
-    Ok((model, files, decoding))
+    Ok((model, files, decoding, attention))
 }
 
 /// Standard base64 (padding optional), or a `data:` URL holding it.
@@ -287,56 +319,6 @@ fn base64_image(text: &str) -> Result<Vec<u8>, ApiError> {
     engine
         .decode(payload.trim())
         .map_err(|e| ApiError::unprocessable("bad_image", format!("not base64: {e}")))
-}
-
-/// Continues a prompt with a language model (`num` samples, sample `i` seeded `seed + i`).
-#[utoipa::path(post, path = "/v1/generate", request_body = GenerateRequest, responses(
-    (status = 200, body = GenerateResponse),
-    (status = 400, body = ErrorResponse),
-    (status = 404, body = ErrorResponse),
-    (status = 413, body = ErrorResponse),
-    (status = 422, body = ErrorResponse),
-    (status = 504, body = ErrorResponse),
-))]
-async fn generate(
-    State(app): State<Arc<App>>,
-    JsonBody(req): JsonBody<GenerateRequest>,
-) -> Result<Json<GenerateResponse>, ApiError> {
-    let m = app.model(req.model.as_deref(), Task::Generation)?;
-    let num = req.num.unwrap_or(1);
-    if num == 0 {
-        return Err(ApiError::unprocessable(
-            "invalid_options",
-            "num: must be at least 1",
-        ));
-    }
-    app.check_count("num", num)?;
-    let mut opts = app.options(m, &req.decoding)?;
-    if req.max_tokens.is_some() {
-        let mut decoding = req.decoding;
-        decoding.max_length = req.max_tokens;
-        opts = app.options(m, &decoding)?;
-    }
-    let work = Work::Generate {
-        prompt: req.prompt,
-        num,
-    };
-    let samples = match app.submit(m, work, opts).await? {
-        Output::Samples(s) => s,
-        Output::NBest(_) => {
-            return Err(ApiError::internal("a generator answered with n-best lists"))
-        }
-    };
-    Ok(Json(GenerateResponse {
-        samples: samples
-            .into_iter()
-            .map(|s| GeneratedSample {
-                text: s.text,
-                log_prob: s.log_prob,
-                tokens: s.tokens.len(),
-            })
-            .collect(),
-    }))
 }
 
 /// OpenNMT-py's REST translation: `[{"src", "id"}]` → `[[{"src", "tgt", "n_best",
@@ -378,7 +360,18 @@ async fn onmt_translate(
     app.check_count("inputs", inputs.len())?;
     let opts: DecodingOptions = m.decoding.clone();
     let srcs: Vec<String> = inputs.into_iter().map(|i| i.src).collect();
-    let nbest = nbest(app.submit(m, Work::Translate(srcs.clone()), opts).await?)?;
+    let nbest: Vec<Vec<(String, f64)>> =
+        match app.submit(m, Work::Translate(srcs.clone()), opts).await? {
+            Output::Translated(t) => t
+                .into_iter()
+                .map(|l| l.into_iter().map(|t| (t.text, t.score)).collect())
+                .collect(),
+            _ => {
+                return Err(ApiError::internal(
+                    "a translator answered with something else",
+                ))
+            }
+        };
     let ranks = nbest.iter().map(Vec::len).max().unwrap_or(1);
     let mut out: Vec<Vec<OnmtOutput>> = (0..ranks).map(|_| Vec::new()).collect();
     for (src, list) in srcs.iter().zip(&nbest) {
@@ -400,24 +393,64 @@ async fn onmt_models(State(app): State<Arc<App>>) -> Json<Vec<ModelCard>> {
     Json(app.models.iter().map(|m| m.card.clone()).collect())
 }
 
-fn nbest(out: Output) -> Result<Vec<seq2seq_pipeline::decode::NBest>, ApiError> {
-    match out {
-        Output::NBest(n) => Ok(n),
-        Output::Samples(_) => Err(ApiError::internal("a translator answered with samples")),
-    }
-}
+/// One output of an n-best list: text, score and (when asked for) attention.
+type Ranked = (String, f64, Option<Attention>);
 
 /// The best of an n-best list, with the whole list when it holds more than one.
-fn hypothesis(list: seq2seq_pipeline::decode::NBest) -> Hypothesis {
-    let (text, score) = list.first().cloned().unwrap_or_default();
+fn hypothesis(list: Vec<Ranked>) -> Hypothesis {
+    let (text, score, attention) = list.first().cloned().unwrap_or_default();
     let n_best = (list.len() > 1).then(|| {
         list.into_iter()
-            .map(|(text, score)| Scored { text, score })
+            .map(|(text, score, attention)| Scored {
+                text,
+                score,
+                attention,
+            })
             .collect()
     });
     Hypothesis {
         text,
         score,
         n_best,
+        attention,
+    }
+}
+
+fn translated(list: Vec<Translated>, attention: bool) -> Hypothesis {
+    hypothesis(
+        list.into_iter()
+            .map(|t| {
+                let a = attention.then_some(Attention {
+                    tokens: t.tokens,
+                    source_tokens: Some(t.source_tokens),
+                    grid: None,
+                    weights: t.attention,
+                });
+                (t.text, t.score, a)
+            })
+            .collect(),
+    )
+}
+
+fn captioned(list: Vec<Captioned>, attention: bool) -> CaptionResult {
+    let h = hypothesis(
+        list.into_iter()
+            .map(|c| {
+                let a = attention.then_some(Attention {
+                    tokens: c.tokens,
+                    source_tokens: None,
+                    grid: Some([c.grid.0, c.grid.1]),
+                    weights: c.attention,
+                });
+                (c.text, c.score, a)
+            })
+            .collect(),
+    );
+    CaptionResult {
+        text: Some(h.text),
+        score: Some(h.score),
+        n_best: h.n_best,
+        attention: h.attention,
+        error: None,
     }
 }

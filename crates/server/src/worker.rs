@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use seq2seq_data::Vocab;
-use seq2seq_decoder::DecodingOptions;
-use seq2seq_pipeline::decode::NBest;
+use seq2seq_decoder::{Candidate, DecodingOptions};
 use seq2seq_pipeline::tasks::captioning::images::preprocess;
-use seq2seq_pipeline::{Captioner, Generator, Sample, Translator};
+use seq2seq_pipeline::tasks::captioning::Captioned;
+use seq2seq_pipeline::tasks::translation::Translated;
+use seq2seq_pipeline::{Captioner, Generator, Piece, Sample, Translator};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -41,12 +42,26 @@ pub enum Work {
     Generate {
         prompt: String,
         num: usize,
+        /// Called with each token as it is chosen (streaming).
+        stream: Option<PieceSink>,
+    },
+    /// The distribution of the token after `prompt`: its `top` most likely tokens.
+    NextToken {
+        prompt: String,
+        top: usize,
     },
 }
 
+pub type PieceSink = Box<dyn Fn(Piece) + Send + Sync>;
+
 pub enum Output {
-    NBest(Vec<NBest>),
+    /// Per text, its n-best list.
+    Translated(Vec<Vec<Translated>>),
+    /// Per image, its n-best list.
+    Captioned(Vec<Vec<Captioned>>),
     Samples(Vec<Sample>),
+    /// The candidates with the vocabulary's spelling of each.
+    NextToken(Vec<(Candidate, String)>),
 }
 
 pub type Reply = oneshot::Sender<Result<Output, ApiError>>;
@@ -73,6 +88,7 @@ impl Job {
             Work::Translate(t) => t.len(),
             Work::Caption(i) => i.len(),
             Work::Generate { num, .. } => *num,
+            Work::NextToken { .. } => 1,
         }
     }
 
@@ -81,13 +97,18 @@ impl Job {
         let kind = match self.work {
             Work::Translate(_) => "translate",
             Work::Caption(_) => "caption",
-            Work::Generate { .. } => return None,
+            Work::Generate { .. } | Work::NextToken { .. } => return None,
         };
         let mut o = self.opts.clone();
         o.seed = 0;
         o.row_seeds = None;
-        // Every option that can change an output is serialised (the seed is per row).
-        Some(format!("{kind}{}", serde_json::to_string(&o).ok()?))
+        // Every option that can change an output is serialised (the seed is per row), and the
+        // one that changes what is returned.
+        let attention = self.opts.attention;
+        Some(format!(
+            "{kind}{attention}{}",
+            serde_json::to_string(&o).ok()?
+        ))
     }
 }
 
@@ -172,13 +193,15 @@ fn within_limits(model: &Loaded, job: Job, max_prompt: usize) -> Option<Job> {
                 )
             })
         }
-        (Loaded::Generator(g), Work::Generate { prompt, .. }) => check(
-            "prompt".into(),
-            prompt,
-            g.vocab(),
-            max_prompt,
-            "--max-prompt-tokens",
-        ),
+        (Loaded::Generator(g), Work::Generate { prompt, .. } | Work::NextToken { prompt, .. }) => {
+            check(
+                "prompt".into(),
+                prompt,
+                g.vocab(),
+                max_prompt,
+                "--max-prompt-tokens",
+            )
+        }
         _ => Ok(()),
     };
     match verdict {
@@ -230,14 +253,41 @@ fn gather(first: Job, rx: &Receiver<Job>, waiting: &mut VecDeque<Job>, b: Batchi
     batch
 }
 
+/// Runs one generation job (never batched).
+fn generate(g: &Generator, job: Job) {
+    let out = match job.work {
+        Work::Generate {
+            prompt,
+            num,
+            stream: None,
+        } => g.generate(&prompt, num, &job.opts).map(Output::Samples),
+        Work::Generate {
+            prompt,
+            num,
+            stream: Some(sink),
+        } => g
+            .generate_streaming(&prompt, num, &job.opts, sink)
+            .map(Output::Samples),
+        Work::NextToken { prompt, top } => g.next_token(&prompt, &job.opts).map(|s| {
+            let top = s.top(top);
+            let names = g
+                .vocab()
+                .tokens(&top.iter().map(|c| c.token).collect::<Vec<_>>());
+            Output::NextToken(top.into_iter().zip(names).collect())
+        }),
+        Work::Translate(_) | Work::Caption(_) => {
+            return;
+        }
+    };
+    let _ = job.reply.send(out.map_err(ApiError::from));
+}
+
 /// Runs one batch and answers each job with its own rows.
-fn decode(model: &Loaded, batch: Vec<Job>, max_batch: usize) {
-    if let (Loaded::Generator(g), Work::Generate { prompt, num }) = (model, &batch[0].work) {
-        let out = g.generate(prompt, *num, &batch[0].opts);
-        let job = batch.into_iter().next().expect("one job");
-        let _ = job
-            .reply
-            .send(out.map(Output::Samples).map_err(ApiError::from));
+fn decode(model: &Loaded, mut batch: Vec<Job>, max_batch: usize) {
+    if let Loaded::Generator(g) = model {
+        if let Some(job) = batch.pop() {
+            generate(g, job);
+        }
         return;
     }
     let mut seeds = Vec::new();
@@ -253,7 +303,8 @@ fn decode(model: &Loaded, batch: Vec<Job>, max_batch: usize) {
     let result = match model {
         Loaded::Translator(t) => {
             let texts: Vec<String> = batch.iter().flat_map(|j| texts(&j.work)).collect();
-            t.translate_nbest(&texts, &opts).map(|(n, _)| n)
+            t.translate_detailed(&texts, &opts)
+                .map(|(n, _)| Output::Translated(n))
         }
         Loaded::Captioner(c) => {
             let size = c.config().data.image_size;
@@ -262,17 +313,25 @@ fn decode(model: &Loaded, batch: Vec<Job>, max_batch: usize) {
                 .flat_map(|j| pictures(&j.work))
                 .map(|img| preprocess(img, size))
                 .collect();
-            c.caption_images(&images, &opts)
+            c.caption_images_detailed(&images, &opts)
+                .map(Output::Captioned)
         }
         Loaded::Generator(_) => unreachable!("generation jobs are never batched"),
     };
     match result {
-        Ok(mut all) => {
+        Ok(Output::Translated(mut all)) => {
             for (job, span) in batch.into_iter().zip(spans).rev() {
                 let rows = all.split_off(span.start);
-                let _ = job.reply.send(Ok(Output::NBest(rows)));
+                let _ = job.reply.send(Ok(Output::Translated(rows)));
             }
         }
+        Ok(Output::Captioned(mut all)) => {
+            for (job, span) in batch.into_iter().zip(spans).rev() {
+                let rows = all.split_off(span.start);
+                let _ = job.reply.send(Ok(Output::Captioned(rows)));
+            }
+        }
+        Ok(_) => unreachable!("translators and captioners answer with n-best lists"),
         Err(e) => {
             let e = ApiError::from(e);
             for job in batch {
