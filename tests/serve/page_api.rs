@@ -230,6 +230,17 @@ fn attention_in_translations_and_captions() {
         "bad_body",
         "attention",
     );
+    // A form cannot tell a list from a repeated scalar: a repeated option is refused.
+    let (kind, body) = multipart(
+        &[("beam_size", "2"), ("beam_size", "3")],
+        &[("a.png", &png(8, 8, [0, 0, 0]))],
+    );
+    assert_error(
+        &s.post_raw("/v1/caption", &kind, &body),
+        400,
+        "bad_body",
+        "beam_size: given twice",
+    );
 }
 
 #[test]

@@ -234,7 +234,7 @@ async function distribution() {
   const mine = ++distRequest;
   const o = samplingOptions();
   try {
-    const { candidates } = await api("/v1/next-token", { ...o, strategy: "sample", top: 10 });
+    const { candidates } = await api("/v1/next-token", { ...o, top: 10 });
     if (mine !== distRequest) return; // a later slider position already asked
     const body = $("#dist tbody");
     const rows = candidates.map((c) => {

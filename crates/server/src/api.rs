@@ -171,12 +171,23 @@ pub struct GenerateResponse {
 
 /// `POST /v1/generate?stream=true`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GenerateQuery {
     /// Answer with Server-Sent Events: a `token` event per generated token (greedy and
     /// sampling; beam search sends only the end), then `done` with the response `stream=false`
     /// would have sent, or `error`.
     #[serde(default)]
     pub stream: bool,
+}
+
+/// The data of one event of a streamed generation: a `token` event's [`StreamedToken`], the
+/// `done` event's [`GenerateResponse`] or an `error` event's [`ErrorResponse`].
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum StreamEvent {
+    Token(StreamedToken),
+    Done(GenerateResponse),
+    Error(ErrorResponse),
 }
 
 /// The data of a `token` event of a streamed generation.
@@ -201,8 +212,29 @@ pub struct NextTokenRequest {
     /// How many of the most likely tokens to return (default 10).
     #[schema(minimum = 1)]
     pub top: Option<usize>,
-    #[serde(flatten)]
-    pub decoding: Decoding,
+    /// Softmax temperature (0: greedy); the model's `decoding:` value when left out.
+    #[schema(minimum = 0)]
+    pub temperature: Option<f64>,
+    /// Keep the k most likely tokens (0: all).
+    pub top_k: Option<usize>,
+    /// Keep the most likely tokens until their mass reaches p (1: all).
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub top_p: Option<f64>,
+    /// The unknown token gets no probability.
+    pub forbid_unk: Option<bool>,
+}
+
+impl NextTokenRequest {
+    /// The sampling options as decoding options (the rest from the model).
+    pub fn decoding(&self) -> Decoding {
+        Decoding {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            forbid_unk: self.forbid_unk,
+            ..Decoding::default()
+        }
+    }
 }
 
 /// The next token's most likely candidates, with their probability before and after each of

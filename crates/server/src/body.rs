@@ -32,7 +32,16 @@ impl Keys for GenerateRequest {
     const OWN: Option<&'static [&'static str]> = Some(&["model", "prompt", "num", "max_tokens"]);
 }
 impl Keys for NextTokenRequest {
-    const OWN: Option<&'static [&'static str]> = Some(&["model", "prompt", "top"]);
+    const OWN: Option<&'static [&'static str]> = Some(&[
+        "model",
+        "prompt",
+        "top",
+        "temperature",
+        "top_k",
+        "top_p",
+        "forbid_unk",
+    ]);
+    const DECODING: bool = false;
 }
 impl Keys for Vec<OnmtInput> {
     const OWN: Option<&'static [&'static str]> = None;

@@ -15,7 +15,7 @@ use seq2seq_pipeline::Piece;
 use tokio::sync::mpsc;
 
 use crate::api::*;
-use crate::app::{App, Served};
+use crate::app::{App, Served, MAX_TOP_K};
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::worker::{Output, Work};
@@ -28,7 +28,7 @@ use crate::worker::{Output, Work};
     responses(
         (status = 200, description = "the samples; with `stream=true`, the events", content(
             (GenerateResponse = "application/json"),
-            (String = "text/event-stream")
+            (StreamEvent = "text/event-stream")
         )),
         (status = 400, body = ErrorResponse),
         (status = 404, body = ErrorResponse),
@@ -71,10 +71,13 @@ fn generation_options(
         ));
     }
     app.check_count("num", num)?;
-    let mut decoding = req.decoding.clone();
-    if req.max_tokens.is_some() {
-        decoding.max_length = req.max_tokens;
+    let opts = app.options(m, &req.decoding)?;
+    if req.max_tokens.is_none() {
+        return Ok((num, opts));
     }
+    // Both are checked: `max_tokens` wins, but a bad `max_length` is still an error.
+    let mut decoding = req.decoding.clone();
+    decoding.max_length = req.max_tokens;
     Ok((num, app.options(m, &decoding)?))
 }
 
@@ -174,7 +177,13 @@ pub async fn next_token(
             "top: must be at least 1",
         ));
     }
-    let opts = app.options(m, &req.decoding)?;
+    if top > MAX_TOP_K {
+        return Err(ApiError::unprocessable(
+            "over_limit",
+            format!("top: {top} tokens, over the limit of {MAX_TOP_K} (the largest vocabulary)"),
+        ));
+    }
+    let opts = app.options(m, &req.decoding())?;
     let work = Work::NextToken {
         prompt: req.prompt,
         top,

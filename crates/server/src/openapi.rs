@@ -10,11 +10,10 @@ use crate::routes::ApiDoc;
 use seq2seq_pipeline::config::Task;
 
 /// The request bodies whose decoding options are flattened into them.
-const REQUESTS: [(&str, Task); 4] = [
+const REQUESTS: [(&str, Task); 3] = [
     ("TranslateRequest", Task::Translation),
     ("CaptionRequest", Task::Captioning),
     ("GenerateRequest", Task::Generation),
-    ("NextTokenRequest", Task::Generation),
 ];
 
 pub fn document(app: &App) -> Value {
@@ -46,13 +45,17 @@ pub fn document(app: &App) -> Value {
         match task {
             Task::Translation => props["texts"]["maxItems"] = json!(max_items),
             Task::Captioning => props["images"]["maxItems"] = json!(max_items),
-            Task::Generation if name == "GenerateRequest" => {
+            Task::Generation => {
                 props["num"]["maximum"] = json!(max_items);
                 props["max_tokens"]["maximum"] = json!(max_out);
             }
-            Task::Generation => {}
         }
     }
+    let next = &mut schemas["NextTokenRequest"];
+    next["properties"]["top"]["maximum"] = json!(MAX_TOP_K);
+    next["additionalProperties"] = json!(false);
+    next["properties"]["model"] = model_names(app, Task::Generation);
+    next["properties"]["top_k"]["maximum"] = json!(MAX_TOP_K);
     // The multipart form takes the JSON request's fields, with files for `images`.
     let mut form_props = schemas["CaptionRequest"]["properties"].clone();
     if let Some(p) = form_props.as_object_mut() {
@@ -76,7 +79,37 @@ pub fn document(app: &App) -> Value {
     let onmt = &mut doc["paths"]["/translator/translate"]["post"]["requestBody"]["content"]
         ["application/json"]["schema"];
     onmt["maxItems"] = json!(max_items);
+    // Each Server-Sent Event is {event, data}, its data one JSON document.
+    doc["paths"]["/v1/generate"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"] = json!({
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "enum": ["token", "done", "error"]},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": {"$ref": "#/components/schemas/StreamEvent"}},
+        },
+        "required": ["event", "data"],
+    });
+    without_float_formats(&mut doc);
     doc
+}
+
+/// Drops `format: double` / `float` (utoipa's names for f64 and f32): JSON numbers have no
+/// width, and some clients read the formats as range constraints the server does not have.
+fn without_float_formats(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if matches!(
+                o.get("format").and_then(Value::as_str),
+                Some("double" | "float")
+            ) {
+                o.remove("format");
+            }
+            o.values_mut().for_each(without_float_formats);
+        }
+        Value::Array(a) => a.iter_mut().for_each(without_float_formats),
+        _ => {}
+    }
 }
 
 /// One object schema from an `allOf` of objects (utoipa's rendering of `#[serde(flatten)]`),

@@ -258,6 +258,7 @@ async fn caption_inputs(
         .map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;
     let (mut model, mut files, mut fields) = (None, Vec::new(), serde_json::Map::new());
     let mut attention = false;
+    let mut seen = std::collections::HashSet::new();
     let read_error = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(app)
@@ -269,12 +270,20 @@ async fn caption_inputs(
         let name = field.name().unwrap_or("").to_string();
         let file = field.file_name().map(str::to_string);
         let bytes = field.bytes().await.map_err(read_error)?;
+        let option = file.is_none() && (name == "model" || name == "attention");
+        let option = option || (file.is_none() && DECODING_KEYS.contains(&name.as_str()));
+        if option && !seen.insert(name.clone()) {
+            return Err(ApiError::bad_request(
+                "bad_body",
+                format!("{name}: given twice (one value per option)"),
+            ));
+        }
         if name == "model" {
             model = Some(String::from_utf8_lossy(&bytes).into_owned());
         } else if name == "attention" && file.is_none() {
             attention = match &bytes[..] {
-                b"true" | b"1" | b"on" => true,
-                b"false" | b"0" | b"" => false,
+                b"true" => true,
+                b"false" => false,
                 _ => {
                     return Err(ApiError::bad_request(
                         "bad_body",
