@@ -294,3 +294,16 @@ fn captioning_keys_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn a_schedule_without_what_it_needs_is_refused() {
+    let e = err("data:\n  root: x\ntrain:\n  schedule: noam\n");
+    assert!(e.contains("train.warmup_steps"), "{e}");
+    let e =
+        err("data:\n  root: x\ntrain:\n  schedule: cosine\n  warmup_steps: 100\n  max_steps: 50\n");
+    assert!(e.contains("train.decay_steps") && e.contains("100"), "{e}");
+    let e = err("data:\n  root: x\ntrain:\n  schedule: linear\n");
+    assert!(e.contains("train.schedule") && e.contains("cosine"), "{e}");
+    Config::from_yaml("data:\n  root: x\ntrain:\n  schedule: cosine\n  decay_steps: 500\n")
+        .unwrap();
+}

@@ -14,6 +14,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errs = Vec::new();
         self.check_ranges(&mut errs);
+        self.check_schedule(&mut errs);
         self.check_model(&mut errs);
         self.check_task_format(&mut errs);
         if self.task == Task::Captioning {
@@ -24,6 +25,22 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError(errs))
+        }
+    }
+
+    /// What the learning-rate schedule needs of the other keys.
+    fn check_schedule(&self, errs: &mut Vec<String>) {
+        let t = &self.train;
+        match t.schedule {
+            Schedule::Noam if t.warmup_steps == 0 => errs.push(
+                "train.warmup_steps: the noam schedule peaks at the end of the warm-up; give it at least 1 step".into(),
+            ),
+            Schedule::Cosine if t.cosine_end() <= t.warmup_steps => errs.push(format!(
+                "train.decay_steps: the cosine schedule ends at decay_steps (or max_steps when 0), which must exceed train.warmup_steps ({}), got {}",
+                t.warmup_steps,
+                t.cosine_end()
+            )),
+            _ => {}
         }
     }
 
@@ -45,6 +62,7 @@ impl Config {
         positive("train.valid_every", t.valid_every);
         positive("train.log_every", t.log_every);
         positive("train.max_nonfinite_steps", t.max_nonfinite_steps);
+
         positive("data.max_src_len", self.data.max_src_len);
         positive("data.max_tgt_len", self.data.max_tgt_len);
         dropouts(

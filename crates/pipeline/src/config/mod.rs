@@ -331,6 +331,23 @@ pub enum OptimizerKind {
     Adamw,
 }
 
+/// How the learning rate moves with the update count (after `warmup_steps` of linear warm-up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// `learning_rate`, multiplied by `lr_decay_factor` when validation stalls.
+    #[default]
+    Plateau,
+    /// `learning_rate` throughout.
+    Constant,
+    /// Inverse square root (Vaswani et al.'s "Noam"): peaks at `learning_rate` at the end of the
+    /// warm-up, then falls as `sqrt(warmup_steps / step)`.
+    Noam,
+    /// Half a cosine from `learning_rate` to `min_lr` between the end of the warm-up and update
+    /// `decay_steps` (the config's `max_steps` when 0), then `min_lr`.
+    Cosine,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EarlyStopMetric {
@@ -367,6 +384,13 @@ pub struct TrainConfig {
     pub lr_decay_factor: f64,
     pub lr_patience: usize,
     pub min_lr: f64,
+    /// How the learning rate moves with the step.
+    pub schedule: Schedule,
+    /// Linear warm-up from 0 to the schedule's rate over this many updates (0 = none).
+    pub warmup_steps: usize,
+    /// Where the cosine schedule reaches `min_lr` (0 = the config's `max_steps`; `--max-steps`
+    /// stops a run without bending its curve).
+    pub decay_steps: usize,
     /// Validate every this many steps.
     pub valid_every: usize,
     /// Sample translations printed at each validation.
@@ -387,6 +411,17 @@ pub struct TrainConfig {
     pub max_nonfinite_steps: usize,
 }
 
+impl TrainConfig {
+    /// The update at which the cosine schedule reaches `min_lr`.
+    pub fn cosine_end(&self) -> usize {
+        if self.decay_steps > 0 {
+            self.decay_steps
+        } else {
+            self.max_steps
+        }
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -404,6 +439,9 @@ impl Default for TrainConfig {
             lr_decay_factor: 0.5,
             lr_patience: 2,
             min_lr: 1e-5,
+            schedule: Schedule::Plateau,
+            warmup_steps: 0,
+            decay_steps: 0,
             valid_every: 500,
             valid_samples: 3,
             valid_decode_size: 0,

@@ -11,7 +11,7 @@ use crate::model_dir::{self, keep_checkpoint, BEST, LAST};
 use crate::observer::{Observer, StepReport};
 use crate::tasks::Split;
 use crate::train::run::Run;
-use crate::train::schedule::{record_validation, step_seed};
+use crate::train::schedule::{lr_at, record_validation, step_seed};
 use crate::train::step::step;
 use crate::train::validate::{score, validate};
 use crate::{Error, Result};
@@ -140,7 +140,7 @@ impl Run<'_> {
             &mut self.opt,
             &bt,
             t,
-            self.state.lr,
+            lr_at(t, self.state.lr, self.state.step + 1),
             seed,
             injected,
         )?;
@@ -180,7 +180,7 @@ impl Run<'_> {
             epoch: s.epoch + 1,
             loss: window.loss(),
             tokens_per_s: window.tokens_per_s(),
-            lr: s.lr,
+            lr: lr_at(t, s.lr, s.step),
             elapsed_s: s.elapsed_s,
             window_end: s.step.is_multiple_of(t.log_every),
         });
@@ -195,7 +195,7 @@ impl Run<'_> {
             &serde_json::json!({
                 "kind": "train", "step": s.step, "epoch": s.epoch + 1,
                 "train_loss": (window.tokens > 0.0).then(|| window.loss()),
-                "lr": s.lr, "tokens_per_s": window.tokens_per_s(), "elapsed_s": s.elapsed_s,
+                "lr": lr_at(&self.cfg.train, s.lr, s.step), "tokens_per_s": window.tokens_per_s(), "elapsed_s": s.elapsed_s,
             }),
         )
     }
@@ -243,7 +243,7 @@ impl Run<'_> {
             &serde_json::json!({
                 "kind": "valid", "step": s.step, "epoch": s.epoch + 1, "train_loss": window.loss(),
                 "valid_loss": v.loss, "valid_ppl": v.ppl, "valid_exact": v.exact, "valid_bleu": v.bleu,
-                "lr": s.lr, "tokens_per_s": window.tokens_per_s(), "elapsed_s": s.elapsed_s,
+                "lr": lr_at(&self.cfg.train, s.lr, s.step), "tokens_per_s": window.tokens_per_s(), "elapsed_s": s.elapsed_s,
             }),
         )?;
         self.save_last()?;

@@ -153,6 +153,8 @@ impl<'a> Run<'a> {
 /// The flags that override the config for this invocation only.
 fn apply_overrides(cfg: &mut Config, opts: &TrainOptions) -> Result<()> {
     if let Some(m) = opts.max_steps {
+        // The schedule keeps the config's length: the flag only stops the run.
+        cfg.train.decay_steps = cfg.train.cosine_end();
         cfg.train.max_steps = m;
     }
     if let Some(s) = opts.max_time_s {
