@@ -25,17 +25,23 @@ fn stopped_and_resumed_run_equals_one_run() {
     assert!(a == b, "the weights differ after resume");
 }
 
-/// The same under a warm-up and a cosine schedule: the learning rate is a function of the step,
-/// so the resumed half continues the curve; `metrics.jsonl` shows every step's rate.
+/// The same under a warm-up and a cosine schedule, token batches and two batches per update:
+/// the learning rate is a function of the step, so the resumed half continues the curve
+/// (`metrics.jsonl` shows every step's rate), and the data order is replayed group by group.
 #[test]
 fn a_scheduled_run_resumes_on_its_curve() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.yaml");
-    let config = CONFIG.replace(
-        "  log_every: 5\n",
-        "  log_every: 1\n  schedule: cosine\n  warmup_steps: 10\n  max_steps: 60\n",
-    );
-    assert!(config.contains("cosine"));
+    let config = CONFIG
+        .replace(
+            "  log_every: 5\n",
+            "  log_every: 1\n  schedule: cosine\n  warmup_steps: 10\n  max_steps: 60\n  accumulate: 2\n",
+        )
+        .replace(
+            "  batch_size: 16\n",
+            "  batch_size: 150\n  batch_type: tokens\n",
+        );
+    assert!(config.contains("cosine") && config.contains("tokens"));
     std::fs::write(&cfg, config).unwrap();
     let (whole, halves) = (dir.path().join("whole"), dir.path().join("halves"));
     for (out, steps, resume) in [

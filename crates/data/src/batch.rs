@@ -132,6 +132,80 @@ pub fn bucket_batches(
     batches
 }
 
+/// How a batch is measured: `Sentences(n)` rows, or `Tokens(n)` padded target tokens (rows ×
+/// the longest target with its end token, as fairseq's `--max-tokens` and OpenNMT-py's
+/// `batch_type: tokens` count them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchSize {
+    Sentences(usize),
+    Tokens(usize),
+}
+
+/// Length-bucketed batches of either measure (see [`bucket_batches`] and [`token_batches`]).
+pub fn batches(
+    examples: &[Example],
+    size: BatchSize,
+    seed: u64,
+    epoch: u64,
+    shuffle: bool,
+) -> Vec<Vec<usize>> {
+    match size {
+        BatchSize::Sentences(n) => bucket_batches(examples, n, seed, epoch, shuffle),
+        BatchSize::Tokens(n) => token_batches(examples, n, seed, epoch, shuffle),
+    }
+}
+
+/// [`bucket_batches`] by tokens: each batch holds as many examples as keep rows × its longest
+/// target (end token included) within `max_tokens`; an example longer than that is a batch of
+/// its own. The pools that are sorted by length hold about 50 batches' worth of tokens.
+pub fn token_batches(
+    examples: &[Example],
+    max_tokens: usize,
+    seed: u64,
+    epoch: u64,
+    shuffle: bool,
+) -> Vec<Vec<usize>> {
+    let mut idx: Vec<usize> = (0..examples.len()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch));
+    if shuffle {
+        idx.shuffle(&mut rng);
+    }
+    let max_tokens = max_tokens.max(1);
+    let len = |i: usize| examples[i].tgt.len() + 1;
+    let key = |&i: &usize| (examples[i].src.len(), examples[i].tgt.len());
+    let pool_tokens = if shuffle { max_tokens * 50 } else { usize::MAX };
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < idx.len() {
+        let (mut end, mut sum) = (start, 0usize);
+        while end < idx.len() && (end == start || sum < pool_tokens) {
+            sum = sum.saturating_add(len(idx[end]));
+            end += 1;
+        }
+        let pool = &mut idx[start..end];
+        pool.sort_by_key(key);
+        let mut cur: Vec<usize> = Vec::new();
+        let mut longest = 0;
+        for &i in pool.iter() {
+            let l = longest.max(len(i));
+            if !cur.is_empty() && (cur.len() + 1) * l > max_tokens {
+                batches.push(std::mem::take(&mut cur));
+                longest = 0;
+            }
+            longest = longest.max(len(i));
+            cur.push(i);
+        }
+        if !cur.is_empty() {
+            batches.push(cur);
+        }
+        start = end;
+    }
+    if shuffle {
+        batches.shuffle(&mut rng);
+    }
+    batches
+}
+
 /// Batches of examples that share their source (the captions of one image), so that each
 /// source is encoded once per batch. Groups of identical sources are shuffled with a generator
 /// seeded by `(seed, epoch)` and packed whole into batches of at most `batch_size` rows (a
@@ -169,6 +243,51 @@ pub fn grouped_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_batches_stay_within_the_budget_and_cover_every_example_once() {
+        let ex: Vec<Example> = (0..300u32)
+            .map(|i| {
+                Example::new(
+                    vec![1; 1 + (i % 13) as usize],
+                    vec![5; 1 + (i * 7 % 23) as usize],
+                )
+            })
+            .collect();
+        for (budget, shuffle) in [(64, true), (64, false), (200, true), (10, true)] {
+            let b = token_batches(&ex, budget, 3, 1, shuffle);
+            let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..300).collect::<Vec<_>>());
+            for batch in &b {
+                let longest = batch.iter().map(|&i| ex[i].tgt.len() + 1).max().unwrap();
+                // Over budget only when one example alone is.
+                assert!(
+                    batch.len() * longest <= budget || batch.len() == 1,
+                    "{} rows × {longest} > {budget}",
+                    batch.len()
+                );
+            }
+            // Reproducible per (seed, epoch); another epoch, another order.
+            assert_eq!(b, token_batches(&ex, budget, 3, 1, shuffle));
+            if shuffle {
+                assert_ne!(b, token_batches(&ex, budget, 3, 2, shuffle));
+            }
+        }
+        // Batches fill up: short targets make wide batches.
+        let short: Vec<Example> = (0..100)
+            .map(|_| Example::new(vec![1], vec![5, 5, 5]))
+            .collect();
+        let sizes: Vec<usize> = token_batches(&short, 64, 0, 0, false)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![16, 16, 16, 16, 16, 16, 4]);
+        assert_eq!(
+            batches(&ex, BatchSize::Sentences(32), 3, 1, true),
+            bucket_batches(&ex, 32, 3, 1, true)
+        );
+    }
 
     #[test]
     fn padding_and_shifted_targets() {

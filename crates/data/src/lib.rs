@@ -10,7 +10,9 @@ pub mod error;
 pub mod synthetic;
 pub mod vocab;
 
-pub use batch::{bucket_batches, grouped_batches, Batch, Example};
+pub use batch::{
+    batches, bucket_batches, grouped_batches, token_batches, Batch, BatchSize, Example,
+};
 pub use corpus::{read_csv, read_parallel, read_tsv, seeded_split, Pair};
 pub use error::DataError;
 pub use vocab::{Level, Vocab, VocabSpec};

@@ -307,3 +307,16 @@ fn a_schedule_without_what_it_needs_is_refused() {
     Config::from_yaml("data:\n  root: x\ntrain:\n  schedule: cosine\n  decay_steps: 500\n")
         .unwrap();
 }
+
+#[test]
+fn token_batches_and_accumulation_are_checked() {
+    let e = err("task: captioning\ndata:\n  format: shapes\ntrain:\n  batch_type: tokens\n");
+    assert!(e.contains("train.batch_type"), "{e}");
+    let e = err("data:\n  root: x\ntrain:\n  accumulate: 0\n");
+    assert!(e.contains("train.accumulate"), "{e}");
+    let e = err("data:\n  root: x\ntrain:\n  batch_type: words\n");
+    assert!(
+        e.contains("train.batch_type") && e.contains("tokens"),
+        "{e}"
+    );
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use seq2seq_data::{bucket_batches, Batch, Example, Vocab};
+use seq2seq_data::{Batch, Example, Vocab};
 use seq2seq_decoder::{DecodingOptions, Strategy};
 use seq2seq_nn::SeededVarMap;
 
@@ -202,7 +202,7 @@ fn train_speed(
         t.weight_decay,
         t.optimizer == OptimizerKind::Adamw,
     )?;
-    let batches = bucket_batches(train, t.batch_size, cfg.seed, 0, true);
+    let batches = seq2seq_data::batches(train, t.batch(), cfg.seed, 0, true);
     let (mut src_tokens, mut src_len_sum) = (0usize, 0usize);
     // (target tokens, seconds) of each timed step; seconds per phase (forward, backward, update).
     let mut per_step = Vec::new();
@@ -220,7 +220,7 @@ fn train_speed(
         let s = step(
             &model,
             &mut opt,
-            &bt,
+            std::slice::from_ref(&bt),
             t,
             t.learning_rate,
             step_seed(cfg.seed, i),

@@ -28,9 +28,14 @@ impl Config {
         }
     }
 
-    /// What the learning-rate schedule needs of the other keys.
+    /// What the learning-rate schedule and the batching need of the other keys.
     fn check_schedule(&self, errs: &mut Vec<String>) {
         let t = &self.train;
+        if t.batch_type == BatchType::Tokens && self.task == Task::Captioning {
+            errs.push(
+                "train.batch_type: tokens batches text by length; captioning batches the captions of an image together (use sentences)".into(),
+            );
+        }
         match t.schedule {
             Schedule::Noam if t.warmup_steps == 0 => errs.push(
                 "train.warmup_steps: the noam schedule peaks at the end of the warm-up; give it at least 1 step".into(),
@@ -59,6 +64,7 @@ impl Config {
         positive("model.decoder.num_layers", d.num_layers);
         positive("model.decoder.attention_dim", d.attention_dim);
         positive("train.batch_size", t.batch_size);
+        positive("train.accumulate", t.accumulate);
         positive("train.valid_every", t.valid_every);
         positive("train.log_every", t.log_every);
         positive("train.max_nonfinite_steps", t.max_nonfinite_steps);

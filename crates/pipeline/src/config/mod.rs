@@ -331,6 +331,17 @@ pub enum OptimizerKind {
     Adamw,
 }
 
+/// What `train.batch_size` counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchType {
+    /// Sentences (examples) per batch.
+    #[default]
+    Sentences,
+    /// Padded target tokens per batch (rows × the longest target), as fairseq's `--max-tokens`.
+    Tokens,
+}
+
 /// How the learning rate moves with the update count (after `warmup_steps` of linear warm-up).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -369,8 +380,12 @@ pub struct TrainConfig {
     pub betas: [f64; 2],
     pub eps: f64,
     pub weight_decay: f64,
-    /// Sentences per batch.
+    /// Sentences per batch, or target tokens with `batch_type: tokens`.
     pub batch_size: usize,
+    pub batch_type: BatchType,
+    /// Batches per update: their gradients are summed (weighted by target tokens) before one
+    /// optimizer step, as one batch of their union would give.
+    pub accumulate: usize,
     /// Stop after this many updates (0 = no limit).
     pub max_steps: usize,
     /// Stop after this many epochs (0 = no limit).
@@ -412,6 +427,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// `batch_size` in its unit.
+    pub fn batch(&self) -> seq2seq_data::BatchSize {
+        match self.batch_type {
+            BatchType::Sentences => seq2seq_data::BatchSize::Sentences(self.batch_size),
+            BatchType::Tokens => seq2seq_data::BatchSize::Tokens(self.batch_size),
+        }
+    }
+
     /// The update at which the cosine schedule reaches `min_lr`.
     pub fn cosine_end(&self) -> usize {
         if self.decay_steps > 0 {
@@ -431,6 +454,8 @@ impl Default for TrainConfig {
             eps: 1e-8,
             weight_decay: 0.0,
             batch_size: 64,
+            batch_type: BatchType::Sentences,
+            accumulate: 1,
             max_steps: 0,
             max_epochs: 10,
             max_time_s: 0.0,

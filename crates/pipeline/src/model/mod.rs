@@ -250,12 +250,12 @@ impl Source {
 pub fn held_out_loss(
     models: &[&Seq2Seq],
     examples: &[seq2seq_data::Example],
-    batch_size: usize,
+    batch_size: seq2seq_data::BatchSize,
     vocab: &seq2seq_data::Vocab,
     mut tensors: impl FnMut(&Batch) -> Result<BatchTensors>,
 ) -> Result<f64> {
     let (mut nll, mut tokens) = (0.0, 0.0);
-    for idx in seq2seq_data::bucket_batches(examples, batch_size, 0, 0, false) {
+    for idx in seq2seq_data::batches(examples, batch_size, 0, 0, false) {
         let b = Batch::new(examples, &idx, vocab.pad, vocab.bos, vocab.eos);
         let t = tensors(&b)?;
         if let [m] = models {

@@ -4,7 +4,7 @@
 //! configured task. Everything else (the loop, checkpoints, the model) is shared.
 
 use candle_core::{Device, Tensor};
-use seq2seq_data::{bucket_batches, Batch, Example, Vocab};
+use seq2seq_data::{batches, Batch, BatchSize, Example, Vocab};
 use seq2seq_decoder::Hypothesis;
 
 use crate::config::{self, Config, DecodingConfig};
@@ -107,11 +107,11 @@ pub(crate) trait Task {
     fn epoch_batches(
         &self,
         train: &[Example],
-        batch_size: usize,
+        size: BatchSize,
         seed: u64,
         epoch: u64,
     ) -> Vec<Vec<usize>> {
-        bucket_batches(train, batch_size, seed, epoch, true)
+        batches(train, size, seed, epoch, true)
     }
 
     /// A batch's tensors; `train` turns on augmentation, drawn from `seed`.

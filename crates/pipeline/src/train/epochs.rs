@@ -63,7 +63,7 @@ impl Run<'_> {
     }
 
     fn epochs_inner(&mut self, obs: &mut dyn Observer) -> Result<Stop> {
-        let (batch_size, seed) = (self.cfg.train.batch_size, self.cfg.seed);
+        let (batch_size, seed) = (self.cfg.train.batch(), self.cfg.seed);
         let (log_every, valid_every) = (self.cfg.train.log_every, self.cfg.train.valid_every);
         let mut window = Window::new();
         while !self.state.finished {
@@ -80,7 +80,10 @@ impl Run<'_> {
                 if let Some(reason) = self.budget_spent() {
                     return Ok(Stop::Finished(reason));
                 }
-                self.train_step(&batches[self.state.batch_in_epoch], &mut window, obs)?;
+                // One update per `train.accumulate` batches (fewer at the end of an epoch).
+                let from = self.state.batch_in_epoch;
+                let to = (from + self.cfg.train.accumulate.max(1)).min(batches.len());
+                self.train_step(&batches[from..to], &mut window, obs)?;
                 let validates = self.state.step.is_multiple_of(valid_every);
                 if validates {
                     if let Some(reason) = self.validate_and_save(&window, obs)? {
@@ -117,28 +120,28 @@ impl Run<'_> {
         Ok(Stop::Finished("done".into()))
     }
 
-    /// One step on the batch `idx`, booked into the state and the window, and reported.
+    /// One update on the batches `group` (their example indices), booked into the state and the
+    /// window, and reported.
     fn train_step(
         &mut self,
-        idx: &[usize],
+        group: &[Vec<usize>],
         window: &mut Window,
         obs: &mut dyn Observer,
     ) -> Result<()> {
         let (p, t) = (&self.p, &self.cfg.train);
-        let b = Batch::new(
-            &p.train,
-            idx,
-            p.tgt_vocab.pad,
-            p.tgt_vocab.bos,
-            p.tgt_vocab.eos,
-        );
         let seed = step_seed(self.cfg.seed, self.state.step);
-        let bt = self.task.batch(&b, &p.train, true, seed, &self.dev)?;
+        let mut bts = Vec::with_capacity(group.len());
+        for (j, idx) in group.iter().enumerate() {
+            let (pad, bos, eos) = (p.tgt_vocab.pad, p.tgt_vocab.bos, p.tgt_vocab.eos);
+            let b = Batch::new(&p.train, idx, pad, bos, eos);
+            let batch_seed = seed.wrapping_add(j as u64);
+            bts.push(self.task.batch(&b, &p.train, true, batch_seed, &self.dev)?);
+        }
         let injected = self.opts.inject_nonfinite.contains(&(self.state.step + 1));
         let r = step(
             &self.model,
             &mut self.opt,
-            &bt,
+            &bts,
             t,
             lr_at(t, self.state.lr, self.state.step + 1),
             seed,
@@ -171,7 +174,7 @@ impl Run<'_> {
             }
         }
         s.step += 1;
-        s.batch_in_epoch += 1;
+        s.batch_in_epoch += group.len();
         s.target_tokens += r.tokens as u64;
         window.all_tokens += r.tokens as usize;
         s.elapsed_s = self.elapsed_before + self.started.elapsed().as_secs_f64();

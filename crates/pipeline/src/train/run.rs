@@ -213,8 +213,9 @@ impl Run<'_> {
         }
         let per_epoch = self
             .task
-            .epoch_batches(&self.p.train, t.batch_size, self.cfg.seed, 0)
-            .len();
+            .epoch_batches(&self.p.train, t.batch(), self.cfg.seed, 0)
+            .len()
+            .div_ceil(t.accumulate.max(1));
         t.max_epochs.max(1) * per_epoch
     }
 

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use seq2seq_nn::loss::TokenLoss;
 use seq2seq_nn::Ctx;
 
@@ -26,25 +27,59 @@ pub struct StepResult {
     pub seconds: [f64; 3],
 }
 
-/// Runs one step on `bt` with learning rate `lr`; dropout masks come from `seed`.
+/// Runs one update on the batches `bts` (one, or `train.accumulate` of them) with learning rate
+/// `lr`; batch `j`'s dropout masks come from `seed + j`.
+///
+/// Several batches are one update over their union: each batch's gradient of its mean loss is
+/// weighted by its share of the target tokens, so N batches of B sentences give the gradient of
+/// one batch of N·B (up to float rounding), while only one batch's activations are alive at a
+/// time. One batch takes the direct path, unchanged.
 pub(crate) fn step(
     model: &Seq2Seq,
     opt: &mut Adam,
-    bt: &BatchTensors,
+    bts: &[BatchTensors],
     t: &TrainConfig,
     lr: f64,
     seed: u64,
     skip: bool,
 ) -> Result<StepResult> {
-    let start = Instant::now();
-    let l = model.loss(bt, t.label_smoothing, &mut Ctx::train(seed))?;
-    let forward = start.elapsed().as_secs_f64();
-    let grads = l.loss.backward()?;
-    // The forward graph (every activation of the batch) goes before the update runs.
-    let TokenLoss {
-        nll_sum, tokens, ..
-    } = l;
-    let backward = start.elapsed().as_secs_f64();
+    let (mut nll_sum, mut tokens, mut forward, mut backward) = (0.0, 0.0, 0.0, 0.0);
+    let mut sum: Option<GradStore> = None;
+    for (j, bt) in bts.iter().enumerate() {
+        let t0 = Instant::now();
+        let l = model.loss(
+            bt,
+            t.label_smoothing,
+            &mut Ctx::train(seed.wrapping_add(j as u64)),
+        )?;
+        forward += t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let grads = l.loss.backward()?;
+        // The forward graph (every activation of the batch) goes before the next batch runs.
+        let TokenLoss {
+            nll_sum: n,
+            tokens: k,
+            ..
+        } = l;
+        (nll_sum, tokens) = (nll_sum + n, tokens + k);
+        sum = Some(match sum {
+            None if bts.len() == 1 => grads,
+            acc => weighted_sum(opt, acc, &grads, k)?,
+        });
+        backward += t1.elapsed().as_secs_f64();
+    }
+    let Some(mut grads) = sum else {
+        return Err(candle_core::Error::Msg("a training step got no batch".into()).into());
+    };
+    let t2 = Instant::now();
+    if bts.len() > 1 {
+        // Σ tokens_j · ∇mean_j / Σ tokens_j: the gradient of the mean over all target tokens.
+        for p in opt.vars() {
+            if let Some(g) = grads.remove(p.as_tensor()) {
+                grads.insert(p.as_tensor(), (g / tokens.max(1.0))?);
+            }
+        }
+    }
     let grad_norm = opt.clip(&grads, t.clip_grad_norm)?;
     let applied = nll_sum.is_finite() && grad_norm.is_finite() && !skip;
     if applied {
@@ -52,12 +87,132 @@ pub(crate) fn step(
         opt.update(&grads)?;
     }
     drop(grads);
-    let total = start.elapsed().as_secs_f64();
+    let update = t2.elapsed().as_secs_f64();
     Ok(StepResult {
         nll_sum,
         tokens,
         grad_norm,
         applied,
-        seconds: [forward, backward - forward, total - backward],
+        seconds: [forward, backward, update],
     })
+}
+
+/// `acc` (or nothing) plus `weight` times the optimizer's variables' gradients in `grads`; only
+/// the variables' gradients are kept, so the batch's other gradients can be freed.
+fn weighted_sum(
+    opt: &Adam,
+    acc: Option<GradStore>,
+    grads: &GradStore,
+    weight: f64,
+) -> Result<GradStore> {
+    let mut acc = acc.unwrap_or_default();
+    for p in opt.vars() {
+        let Some(g) = grads.get(p.as_tensor()) else {
+            continue;
+        };
+        let g = (g * weight)?.detach();
+        let total = match acc.remove(p.as_tensor()) {
+            Some(a) => (a + g)?.detach(),
+            None => g,
+        };
+        acc.insert(p.as_tensor(), total);
+    }
+    Ok(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use seq2seq_data::{Batch, Example};
+    use seq2seq_nn::SeededVarMap;
+
+    use super::*;
+    use crate::config::{Config, Task};
+    use crate::model::build_model;
+
+    /// A model (dropout off) and its optimizer, the same for every call.
+    fn model(cfg: &Config) -> (Seq2Seq, Adam) {
+        let vm = SeededVarMap::new(cfg.seed);
+        let dev = Device::Cpu;
+        let m = build_model(
+            &cfg.model,
+            Task::Translation,
+            12,
+            14,
+            vm.var_builder(&dev),
+            None,
+        )
+        .unwrap();
+        let vars = vm.var_map().data().lock().unwrap().clone();
+        let t = &cfg.train;
+        let opt = Adam::new(&vars, t.learning_rate, t.betas, t.eps, 0.0, false).unwrap();
+        (m, opt)
+    }
+
+    fn weights(opt: &Adam) -> Vec<f32> {
+        opt.vars()
+            .flat_map(|v| {
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accumulated_batches_are_one_batch_of_their_union() {
+        let mut cfg = Config::from_yaml("seed: 4\ndata:\n  format: dates\n").unwrap();
+        cfg.model.encoder.embedding_dim = 8;
+        cfg.model.encoder.hidden_size = 8;
+        cfg.model.decoder.embedding_dim = 8;
+        cfg.model.decoder.hidden_size = 16;
+        cfg.model.decoder.attention_dim = 8;
+        cfg.train.clip_grad_norm = 0.0;
+        // Sources and targets of different lengths: the batches hold different token counts,
+        // so an unweighted mean of their gradients would not be the union's.
+        let examples: Vec<Example> = (0..24u32)
+            .map(|i| {
+                let src = (0..3 + i % 7).map(|j| 4 + (i + j) % 8).collect();
+                let tgt = (0..1 + i % 5).map(|j| 4 + (i * j) % 10).collect();
+                Example::new(src, tgt)
+            })
+            .collect();
+        let dev = Device::Cpu;
+        let tensors =
+            |idx: &[usize]| BatchTensors::new(&Batch::new(&examples, idx, 0, 2, 3), &dev).unwrap();
+        let all: Vec<usize> = (0..24).collect();
+        let (m1, mut o1) = model(&cfg);
+        let one = step(&m1, &mut o1, &[tensors(&all)], &cfg.train, 1e-3, 1, false).unwrap();
+        let (m2, mut o2) = model(&cfg);
+        let parts = [
+            tensors(&all[..5]),
+            tensors(&all[5..16]),
+            tensors(&all[16..]),
+        ];
+        let acc = step(&m2, &mut o2, &parts, &cfg.train, 1e-3, 1, false).unwrap();
+        assert_eq!(one.tokens, acc.tokens);
+        assert!(
+            (one.nll_sum - acc.nll_sum).abs() < 1e-4 * one.nll_sum,
+            "{one:?} {acc:?}"
+        );
+        let rel = (one.grad_norm - acc.grad_norm).abs() / one.grad_norm;
+        assert!(
+            rel < 1e-5,
+            "gradient norms {} and {}",
+            one.grad_norm,
+            acc.grad_norm
+        );
+        let (w1, w2) = (weights(&o1), weights(&o2));
+        let worst = w1
+            .iter()
+            .zip(&w2)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-5,
+            "weights differ by up to {worst} after one update"
+        );
+    }
 }

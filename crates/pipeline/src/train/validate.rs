@@ -72,13 +72,9 @@ pub(crate) fn validate(
         Split::Valid => (&p.valid, &p.valid_items),
         Split::Test => (&p.test, &p.test_items),
     };
-    let loss = held_out_loss(
-        &[model],
-        examples,
-        cfg.train.batch_size,
-        &p.tgt_vocab,
-        |b| task.batch(b, examples, false, 0, dev),
-    )?;
+    let loss = held_out_loss(&[model], examples, cfg.train.batch(), &p.tgt_vocab, |b| {
+        task.batch(b, examples, false, 0, dev)
+    })?;
     let n = if decode_limit == 0 {
         items.len()
     } else {

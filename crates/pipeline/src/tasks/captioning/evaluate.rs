@@ -139,6 +139,7 @@ fn reference_loss(
             }
         }
     }
+    let batch = seq2seq_data::BatchSize::Sentences(batch);
     held_out_loss(&m.members(), &examples, batch, &m.tgt_vocab, |b| {
         let images: Vec<usize> = b
             .indices

@@ -3,7 +3,7 @@
 //! against all their captions with BLEU-4 as pycocoevalcap computes it.
 
 use candle_core::Device;
-use seq2seq_data::{grouped_batches, Batch, Example, Vocab};
+use seq2seq_data::{grouped_batches, Batch, BatchSize, Example, Vocab};
 
 use crate::config::{Config, DecodingConfig};
 use crate::decode::decode_sources;
@@ -169,11 +169,13 @@ impl Task for Captioning {
     fn epoch_batches(
         &self,
         train: &[Example],
-        batch_size: usize,
+        size: BatchSize,
         seed: u64,
         epoch: u64,
     ) -> Vec<Vec<usize>> {
-        grouped_batches(train, batch_size, seed, epoch)
+        // The config refuses token batches for captioning: a size is a number of captions.
+        let (BatchSize::Sentences(n) | BatchSize::Tokens(n)) = size;
+        grouped_batches(train, n, seed, epoch)
     }
 
     fn batch(

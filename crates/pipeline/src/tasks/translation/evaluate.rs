@@ -79,7 +79,7 @@ pub fn evaluate(
     let loss = held_out_loss(
         &t.members(),
         &examples,
-        cfg.train.batch_size,
+        cfg.train.batch(),
         &t.tgt_vocab,
         |b| BatchTensors::new(b, &t.device),
     )?;
