@@ -320,3 +320,18 @@ fn token_batches_and_accumulation_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn valid_decoding_is_checked_like_decoding() {
+    let e = err(
+        "data:\n  root: x\ntrain:\n  valid_decoding: {strategy: beam, beam_size: 2, n_best: 3}\n",
+    );
+    assert!(e.contains("train.valid_decoding.n_best"), "{e}");
+    let e = err("data:\n  root: x\ntrain:\n  valid_decoding:\n    beam_sise: 4\n");
+    assert!(e.contains("line 5") && e.contains("beam_sise"), "{e}");
+    let c = Config::from_yaml(
+        "data:\n  root: x\ntrain:\n  valid_decoding: {strategy: beam, beam_size: 5}\n",
+    )
+    .unwrap();
+    assert_eq!(c.train.valid_decoding.unwrap().beam_size, 5);
+}

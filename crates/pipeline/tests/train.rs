@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use seq2seq_pipeline::{model_dir, train, Config, TrainOptions, Translator};
+use seq2seq_decoder::Strategy;
+use seq2seq_pipeline::config::{DecodingConfig, EarlyStopMetric};
+use seq2seq_pipeline::{evaluate, model_dir, train, Config, Split, TrainOptions, Translator};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("s2s-train-{name}-{}", std::process::id()));
@@ -537,5 +539,48 @@ decoding: {max_length: 12}
         assert_eq!(na, nb);
         assert_eq!(va, vb, "{na} differs after resume");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `train.valid_decoding` is what validation decodes with: its recorded BLEU is `evaluate`'s on
+/// the valid split with the same (beam) options, for the checkpoint it validated.
+#[test]
+fn validation_decodes_with_valid_decoding() {
+    let dir = tmp("valid-decoding");
+    let beam = DecodingConfig {
+        strategy: Strategy::Beam,
+        beam_size: 4,
+        max_length: 12,
+        ..DecodingConfig::default()
+    };
+    let cfg = tiny_with(
+        "data: {format: dates, train_size: 300, valid_size: 30, test_size: 10, src_vocab: {level: char}, tgt_vocab: {level: char}}",
+        |c| {
+            c.train.max_steps = 60;
+            c.train.max_epochs = 0;
+            c.train.valid_every = 60;
+            c.train.early_stopping_metric = EarlyStopMetric::Bleu;
+            c.train.valid_decoding = Some(beam.clone());
+        },
+    );
+    train(cfg, &opts(&dir.join("run"), &dir), &mut ()).unwrap();
+    let log = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let valid: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["kind"] == "valid")
+        .unwrap();
+    let t = Translator::load(&dir.join("run")).unwrap();
+    let r = evaluate(&t, Split::Valid, &dir, &beam).unwrap();
+    let recorded = valid["valid_bleu"].as_f64().unwrap();
+    let bleu = if t.config.data.lowercase {
+        r.bleu_lc.score
+    } else {
+        r.bleu.score
+    };
+    assert!(
+        (bleu - recorded).abs() < 1e-9,
+        "validation recorded BLEU {recorded}, beam evaluation {bleu}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

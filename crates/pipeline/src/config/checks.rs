@@ -86,6 +86,9 @@ impl Config {
         if let Err(e) = self.decoding.validate() {
             errs.extend(e.0.iter().map(|l| format!("decoding.{l}")));
         }
+        if let Some(Err(e)) = self.train.valid_decoding.as_ref().map(|d| d.validate()) {
+            errs.extend(e.0.iter().map(|l| format!("train.valid_decoding.{l}")));
+        }
         let mut check = |ok: bool, msg: String| {
             if !ok {
                 errs.push(msg);

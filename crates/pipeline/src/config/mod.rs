@@ -412,6 +412,9 @@ pub struct TrainConfig {
     pub valid_samples: usize,
     /// Validation items decoded for exact match and BLEU (0 = all); loss always uses all.
     pub valid_decode_size: usize,
+    /// How validation decodes (any decoding options, e.g. beam search, so that early stopping on
+    /// BLEU follows the figure reported); greedy with the `decoding` section's limits when absent.
+    pub valid_decoding: Option<DecodingConfig>,
     /// Metric for the best checkpoint, early stopping and learning-rate decay.
     pub early_stopping_metric: EarlyStopMetric,
     /// Stop after this many validations without improvement (0 = never).
@@ -470,6 +473,7 @@ impl Default for TrainConfig {
             valid_every: 500,
             valid_samples: 3,
             valid_decode_size: 0,
+            valid_decoding: None,
             early_stopping_metric: EarlyStopMetric::Loss,
             patience: 5,
             keep_checkpoints: 0,

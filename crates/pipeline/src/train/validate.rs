@@ -81,11 +81,16 @@ pub(crate) fn validate(
         decode_limit.min(items.len())
     };
     let items = &items[..n];
-    // Validation decodes greedily whatever the configured strategy: fast and comparable.
-    let opts = DecodingOptions {
-        strategy: Strategy::Greedy,
-        ..cfg.decoding.clone()
-    };
+    // Unless told otherwise, validation decodes greedily whatever the configured strategy:
+    // fast and comparable.
+    let opts = cfg
+        .train
+        .valid_decoding
+        .clone()
+        .unwrap_or_else(|| DecodingOptions {
+            strategy: Strategy::Greedy,
+            ..cfg.decoding.clone()
+        });
     let hyps = task.outputs(model, p, examples, items, &opts, dev)?;
     let scores = task.score(cfg, &hyps, items);
     Ok(Validation {
