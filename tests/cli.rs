@@ -348,6 +348,61 @@ fn train_then_translate_args_and_stdin() {
     let out = run(&["translate", "--model", m, "--top-p", "1.5", "x"]);
     assert_clean_error(&out, "top_p: must be in (0, 1], got 1.5");
 
+    // score-model: forced decoding of given pairs, one line each in input order.
+    let (src, tgt) = (dir.path().join("pairs.src"), dir.path().join("pairs.tgt"));
+    std::fs::write(&src, "3 march 1987\n4 april 1988\n5 may 1989\n").unwrap();
+    std::fs::write(&tgt, "1987-03-03\n1988-04-04\n1999-12-31\n").unwrap();
+    let (src, tgt) = (src.to_str().unwrap(), tgt.to_str().unwrap());
+    let out = run(&["score-model", "--model", m, "--src", src, "--tgt", tgt]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter().all(|r| r.len() == 3 && r[1] == "11"),
+        "{rows:?}"
+    );
+    let lp = |r: &Vec<String>| r[0].parse::<f64>().unwrap();
+    assert!(
+        lp(&rows[2]) < lp(&rows[0]),
+        "a wrong date scores lower: {rows:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 pairs, 33 target tokens"));
+    let out = run(&[
+        "score-model",
+        "--model",
+        m,
+        "--src",
+        src,
+        "--tgt",
+        tgt,
+        "--json",
+    ]);
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["line"].as_u64(), first["tokens"].as_u64()),
+        (Some(1), Some(11))
+    );
+    let short = dir.path().join("short.tgt");
+    std::fs::write(&short, "1987-03-03\n").unwrap();
+    let out = run(&[
+        "score-model",
+        "--model",
+        m,
+        "--src",
+        src,
+        "--tgt",
+        short.to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, "has 3 lines but");
+
     // eval: decodes the model's own test split, writes the hypotheses, reports sacreBLEU-style
     // figures; JSON for machines.
     let out = run(&["eval", "--model", m, "--json"]);

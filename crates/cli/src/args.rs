@@ -156,6 +156,9 @@ pub(crate) enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Score hypotheses against references, like the sacrebleu command line.
     Score(cmd::score::ScoreArgs),
+    /// Each (source, target) pair's log-probability and perplexity under a translation model
+    /// (forced decoding), for reranking and data filtering.
+    ScoreModel(cmd::score_model::ScoreModelArgs),
     /// Measure training and decoding speed, memory and cold start for a translation config, or
     /// image and caption throughput of a trained captioning model.
     Bench(cmd::bench::BenchArgs),

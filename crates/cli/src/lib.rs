@@ -22,6 +22,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Score(a) => cmd::score::run(a),
+        Command::ScoreModel(a) => cmd::score_model::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Average(a) => cmd::average::run(a),
         Command::Plot(a) => cmd::plot::run(a),

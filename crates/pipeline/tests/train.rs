@@ -584,3 +584,45 @@ fn validation_decodes_with_valid_decoding() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Forced decoding (`score-model`) agrees with the held-out loss `eval` reports on the same
+/// pairs, keeps the input order through its length-sorted batches, and prefers a pair's own
+/// target to another's.
+#[test]
+fn forced_decoding_scores_pairs_in_order() {
+    let dir = tmp("forced");
+    write_corpus(&dir);
+    let cfg = tiny_with(PARALLEL, |c| {
+        c.train.batch_size = 6;
+        c.train.max_steps = 120;
+        c.train.max_epochs = 0;
+        c.train.valid_every = 120;
+    });
+    train(cfg, &opts(&dir.join("run"), &dir), &mut ()).unwrap();
+    let t = Translator::load(&dir.join("run")).unwrap();
+    let srcs: Vec<String> = PAIRS.iter().map(|p| p.0.to_string()).collect();
+    let tgts: Vec<String> = PAIRS.iter().map(|p| p.1.to_string()).collect();
+    let (scores, warnings) = t.score_pairs(&srcs, &tgts, 4).unwrap();
+    assert!(warnings.is_empty());
+    let (lp, n) = scores
+        .iter()
+        .fold((0.0, 0), |(lp, n), s| (lp + s.log_prob, n + s.tokens));
+    let report = evaluate(&t, Split::Test, &dir, &t.config.decoding).unwrap();
+    assert!(
+        (-lp / n as f64 - report.loss).abs() < 1e-5,
+        "forced decoding {} nats/token, eval's loss {}",
+        -lp / n as f64,
+        report.loss
+    );
+    for (i, s) in scores.iter().enumerate() {
+        let (alone, _) = t.score_pairs(&srcs[i..=i], &tgts[i..=i], 1).unwrap();
+        assert!((alone[0].log_prob - s.log_prob).abs() < 1e-4, "pair {i}");
+        assert_eq!(s.tokens, t.tgt_vocab.encode(&tgts[i]).unwrap().len() + 1);
+        assert!((s.ppl - (-s.log_prob / s.tokens as f64).exp()).abs() < 1e-9);
+        // Another pair's target is less likely for this source.
+        let other = [tgts[(i + 1) % tgts.len()].clone()];
+        let (wrong, _) = t.score_pairs(&srcs[i..=i], &other, 1).unwrap();
+        assert!(wrong[0].log_prob < s.log_prob, "pair {i}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -14,6 +14,7 @@ pub(crate) mod generate;
 pub(crate) mod info;
 pub(crate) mod plot;
 pub(crate) mod score;
+pub(crate) mod score_model;
 pub(crate) mod serve;
 pub(crate) mod train;
 pub(crate) mod translate;

@@ -2,10 +2,12 @@
 //! greedy outputs with sacreBLEU's BLEU and exact match.
 
 mod evaluate;
+mod forced;
 pub mod heatmaps;
 mod translator;
 
 pub use evaluate::{evaluate, EvalReport};
+pub use forced::PairScore;
 pub use translator::{Translated, Translator};
 
 use crate::config::Config;
