@@ -626,3 +626,119 @@ fn forced_decoding_scores_pairs_in_order() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--init-from`: a new run starts from another model's weights, vocabularies and (from a resume
+/// checkpoint) Adam moments; a config whose vocabularies or model would differ is refused,
+/// naming what differs.
+#[test]
+fn a_run_starts_from_another_models_weights() {
+    let dir = tmp("init-from");
+    write_corpus(&dir);
+    let base = |steps: usize| {
+        tiny_with(PARALLEL, |c| {
+            c.train.batch_size = 6;
+            c.train.max_steps = steps;
+            c.train.max_epochs = 0;
+            c.train.valid_every = steps;
+        })
+    };
+    let a = dir.join("a");
+    let first = train(base(80), &opts(&a, &dir), &mut ()).unwrap();
+    let a_loss = first.best_score.unwrap();
+    // One step at a negligible rate: the new run's first validation is the old model's.
+    let mut cfg = base(1);
+    cfg.train.learning_rate = 1e-12;
+    let b = dir.join("b");
+    let o = TrainOptions {
+        init_from: Some(a.clone()),
+        ..opts(&b, &dir)
+    };
+    let second = train(cfg.clone(), &o, &mut ()).unwrap();
+    let b_loss = second.best_score.unwrap();
+    assert!((a_loss - b_loss).abs() < 1e-4, "{a_loss} then {b_loss}");
+    for f in [model_dir::SRC_TOKENIZER, model_dir::TGT_TOKENIZER] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap()
+        );
+    }
+    // A fresh model of the same config is far from it.
+    let fresh = train(cfg.clone(), &opts(&dir.join("fresh"), &dir), &mut ()).unwrap();
+    assert!(fresh.best_score.unwrap() > a_loss + 0.5);
+
+    // From the resume checkpoint, its moments come too (unless reset).
+    let with_moments = TrainOptions {
+        init_from: Some(a.join(model_dir::LAST)),
+        ..opts(&dir.join("c"), &dir)
+    };
+    let mut lines = Vec::new();
+    struct Lines<'a>(&'a mut Vec<String>);
+    impl seq2seq_pipeline::Observer for Lines<'_> {
+        fn line(&mut self, l: &str) {
+            self.0.push(l.to_string());
+        }
+    }
+    train(cfg.clone(), &with_moments, &mut Lines(&mut lines)).unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("weights and Adam moments")),
+        "{lines:?}"
+    );
+    let reset = TrainOptions {
+        init_from: Some(a.join(model_dir::LAST)),
+        reset_optimizer: true,
+        ..opts(&dir.join("d"), &dir)
+    };
+    lines.clear();
+    train(cfg.clone(), &reset, &mut Lines(&mut lines)).unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("fresh Adam moments")),
+        "{lines:?}"
+    );
+
+    // Refusals name what differs.
+    let mut other_vocab = cfg.clone();
+    other_vocab.data.tgt_vocab.level = seq2seq_data::Level::Char;
+    let e = train(
+        other_vocab,
+        &TrainOptions {
+            init_from: Some(a.clone()),
+            ..opts(&dir.join("e"), &dir)
+        },
+        &mut (),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--init-from") && e.contains("data.tgt_vocab.level"),
+        "{e}"
+    );
+    let mut other_model = cfg.clone();
+    other_model.model.decoder.hidden_size = 48;
+    let e = train(
+        other_model,
+        &TrainOptions {
+            init_from: Some(a.clone()),
+            ..opts(&dir.join("f"), &dir)
+        },
+        &mut (),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("decoder.") && e.contains("in the config's model"),
+        "{e}"
+    );
+    let e = train(
+        cfg,
+        &TrainOptions {
+            init_from: Some(a.clone()),
+            resume: true,
+            ..opts(&b, &dir)
+        },
+        &mut (),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--resume"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -32,6 +32,13 @@ pub(crate) struct TrainArgs {
     /// Random seed (overrides `seed`; ignored with --resume).
     #[arg(long)]
     seed: Option<u64>,
+    /// Start from this model directory's best weights (or this checkpoint file) and its
+    /// vocabularies: fine-tuning in a new run directory (OpenNMT-py's -train_from).
+    #[arg(long, value_name = "MODEL_OR_CHECKPOINT")]
+    init_from: Option<PathBuf>,
+    /// With --init-from: fresh Adam moments even when the checkpoint has some (-reset_optim).
+    #[arg(long, requires = "init_from")]
+    reset_optimizer: bool,
 }
 
 pub(crate) fn run(a: TrainArgs) -> Result<()> {
@@ -47,6 +54,8 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         max_steps: a.max_steps,
         max_time_s: a.max_time_s,
         seed: a.seed,
+        init_from: a.init_from,
+        reset_optimizer: a.reset_optimizer,
         stop: Some(signals::stop_on_interrupt()?),
         inject_nonfinite: Vec::new(),
     };

@@ -70,6 +70,8 @@ pub(crate) struct Scores {
 pub(crate) struct RunFiles<'a> {
     pub data_dir: &'a std::path::Path,
     pub out: &'a std::path::Path,
+    /// Read the vocabularies back from `out` (a resumed run, or one started from a checkpoint
+    /// whose vocabularies were copied there) instead of training them.
     pub resume: bool,
 }
 

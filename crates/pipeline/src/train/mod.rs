@@ -13,6 +13,7 @@ use crate::Result;
 
 mod epochs;
 mod finish;
+mod init;
 pub(crate) mod optim;
 mod run;
 pub(crate) mod schedule;
@@ -32,6 +33,11 @@ pub struct TrainOptions {
     pub max_time_s: Option<f64>,
     /// Overrides `seed`.
     pub seed: Option<u64>,
+    /// Start a new run from this model directory's best weights, or this checkpoint file, and
+    /// its vocabularies (fine-tuning).
+    pub init_from: Option<PathBuf>,
+    /// With `init_from`: fresh Adam moments even where the checkpoint has some.
+    pub reset_optimizer: bool,
     /// Set to a signal number (the CLI's SIGINT/SIGTERM handler does) to stop after the current
     /// step with the resume checkpoint written.
     pub stop: Option<Arc<AtomicI32>>,

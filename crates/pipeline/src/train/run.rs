@@ -15,6 +15,7 @@ use crate::model_dir::{self, TrainerState, CONFIG};
 use crate::observer::Observer;
 use crate::tasks::captioning::cache::load_backbone;
 use crate::tasks::{for_task, Prepared, RunFiles, Task};
+use crate::train::init::{apply, init_from};
 use crate::train::optim::Adam;
 use crate::train::weights::{finite, restore, seed_backbone, weights};
 use crate::train::TrainOptions;
@@ -52,6 +53,12 @@ type Start = (
 fn start(mut cfg: Config, opts: &TrainOptions, dev: &Device) -> Result<Start> {
     let out = &opts.out;
     if opts.resume {
+        if opts.init_from.is_some() {
+            return Err(Error::Flag {
+                flag: "--init-from",
+                msg: "starts a new run; --resume continues one: give one of them".into(),
+            });
+        }
         let cfg = Config::from_file(&out.join(CONFIG))?;
         let (weights, moments, state) = model_dir::load_resume(out, dev)?;
         return Ok((cfg, state, Some((weights, moments))));
@@ -83,11 +90,16 @@ impl<'a> Run<'a> {
         model_dir::remove_stale_temps(&out);
         let dev = Device::Cpu;
         let (mut cfg, state, resume) = start(cfg, opts, &dev)?;
+        let init = match &opts.init_from {
+            Some(src) => Some(init_from(src, &cfg, &out, opts.reset_optimizer, &dev)?),
+            None => None,
+        };
         let mut task = for_task(cfg.task);
         let files = RunFiles {
             data_dir: &opts.data_dir,
             out: &out,
-            resume: opts.resume,
+            // A resumed run and one started from a checkpoint read their vocabularies back.
+            resume: opts.resume || init.is_some(),
         };
         let p = task.prepare(&cfg, files, obs)?;
         if !opts.resume {
@@ -114,6 +126,18 @@ impl<'a> Run<'a> {
         };
         let all_vars = vm.var_map().data().lock().unwrap().clone();
         let mut opt = optimizer(&cfg, &all_vars, state.lr)?;
+        if let Some(init) = &init {
+            apply(init, &all_vars, &mut opt)?;
+            obs.line(&format!(
+                "starting from {} ({})",
+                init.file.display(),
+                if init.moments.is_some() {
+                    "weights and Adam moments"
+                } else {
+                    "weights; fresh Adam moments"
+                }
+            ));
+        }
         if let Some((w, moments)) = &resume {
             restore(&out, &all_vars, &mut opt, w, moments)?;
             opt.step = (state.step - state.skipped_steps) as u64;
