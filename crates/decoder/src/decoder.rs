@@ -190,13 +190,34 @@ fn attention_layers(
 }
 
 pub fn decoder(cfg: DecoderConfig, vb: VarBuilder) -> Result<Decoder> {
+    decoder_sharing(cfg, vb, None)
+}
+
+/// [`decoder`] whose embedding (and, with `tied_embeddings`, output projection) is `embedding`
+/// (vocabulary × embedding_dim) instead of its own `embed.weight`: an encoder's, for a
+/// translation model with one vocabulary for both sides (Press & Wolf's three-way tying).
+pub fn decoder_sharing(
+    cfg: DecoderConfig,
+    vb: VarBuilder,
+    embedding: Option<Tensor>,
+) -> Result<Decoder> {
     let attn_on = cfg.attention.is_some() && cfg.memory_dim > 0;
     let bahdanau = attn_on && cfg.style == DecoderStyle::Bahdanau;
     check(&cfg, bahdanau)?;
     let e_init = Init::Uniform { lo: -0.1, up: 0.1 };
-    let weight =
-        vb.pp("embed")
-            .get_with_hints((cfg.vocab_size, cfg.embedding_dim), "weight", e_init)?;
+    let weight = match embedding {
+        Some(w) if w.dims() == [cfg.vocab_size, cfg.embedding_dim] => w,
+        Some(w) => candle_core::bail!(
+            "the shared embedding is {:?}, the decoder needs [{}, {}]",
+            w.dims(),
+            cfg.vocab_size,
+            cfg.embedding_dim
+        ),
+        None => {
+            vb.pp("embed")
+                .get_with_hints((cfg.vocab_size, cfg.embedding_dim), "weight", e_init)?
+        }
+    };
     let embed = Embedding::new(weight.clone(), cfg.embedding_dim);
     let feed = if bahdanau {
         cfg.memory_dim

@@ -19,7 +19,8 @@ pub mod search;
 
 pub use contract::EncoderOutput;
 pub use decoder::{
-    decoder, Bridge, Decoder, DecoderConfig, DecoderState, DecoderStyle, PreparedMemory,
+    decoder, decoder_sharing, Bridge, Decoder, DecoderConfig, DecoderState, DecoderStyle,
+    PreparedMemory,
 };
 pub use distribution::{Candidate, Stages};
 pub use ensemble::Ensemble;

@@ -742,3 +742,80 @@ fn a_run_starts_from_another_models_weights() {
     assert!(e.contains("--resume"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `data.joint_vocab` + `model.tied_source_target`: one vocabulary for both sides, one embedding
+/// matrix (saved once) that the decoder trains too.
+#[test]
+fn a_joint_vocabulary_shares_one_embedding() {
+    let dir = tmp("joint");
+    write_corpus(&dir);
+    let cfg = tiny_with(PARALLEL, |c| {
+        c.data.joint_vocab = true;
+        c.model.tied_source_target = true;
+        c.model.decoder.embedding_dim = 16;
+        c.train.batch_size = 6;
+        c.train.max_steps = 40;
+        c.train.max_epochs = 0;
+        c.train.valid_every = 40;
+    });
+    let run = dir.join("run");
+    train(cfg.clone(), &opts(&run, &dir), &mut ()).unwrap();
+    assert_eq!(
+        std::fs::read(run.join(model_dir::SRC_TOKENIZER)).unwrap(),
+        std::fs::read(run.join(model_dir::TGT_TOKENIZER)).unwrap()
+    );
+    let dev = candle_core::Device::Cpu;
+    let saved = model_dir::load_tensors(&run, model_dir::BEST, &dev).unwrap();
+    assert!(saved.contains_key("encoder.embed.weight"));
+    assert!(!saved.contains_key("decoder.embed.weight"), "saved once");
+    let t = Translator::load(&run).unwrap();
+    let (out, _) = t
+        .translate(&["a man rides a horse .".to_string()], &t.config.decoding)
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    // A target-only word's row is trained through the decoder alone.
+    let id = t.tgt_vocab.encode("pferd").unwrap()[0] as usize;
+    assert_eq!(t.src_vocab.encode("pferd").unwrap()[0] as usize, id);
+    let vm = seq2seq_nn::SeededVarMap::new(cfg.seed);
+    let fresh = seq2seq_pipeline::model::build_model(
+        &cfg.model,
+        cfg.task,
+        t.src_vocab.len(),
+        t.tgt_vocab.len(),
+        vm.var_builder(&dev),
+        None,
+    )
+    .unwrap();
+    drop(fresh);
+    let init = vm.var_map().data().lock().unwrap()["encoder.embed.weight"]
+        .as_tensor()
+        .get(id)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let trained = saved["encoder.embed.weight"]
+        .get(id)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_ne!(
+        init, trained,
+        "the shared row of a target-only word did not move"
+    );
+    assert!(!vm
+        .var_map()
+        .data()
+        .lock()
+        .unwrap()
+        .contains_key("decoder.embed.weight"));
+    // Refused where it cannot hold.
+    let mut bad = cfg.clone();
+    bad.model.decoder.embedding_dim = 8;
+    bad.data.src_vocab.min_freq = 3;
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("model.tied_source_target") && e.contains("data.src_vocab"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -15,6 +15,7 @@ impl Config {
         let mut errs = Vec::new();
         self.check_ranges(&mut errs);
         self.check_schedule(&mut errs);
+        self.check_sharing(&mut errs);
         self.check_model(&mut errs);
         self.check_task_format(&mut errs);
         if self.task == Task::Captioning {
@@ -25,6 +26,34 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError(errs))
+        }
+    }
+
+    /// What a joint vocabulary and shared embeddings need of the other keys.
+    fn check_sharing(&self, errs: &mut Vec<String>) {
+        let d = &self.data;
+        if d.joint_vocab && self.task != Task::Translation {
+            errs.push(
+                "data.joint_vocab: only translation has two sides to share a vocabulary".into(),
+            );
+        }
+        if d.joint_vocab && d.src_vocab != d.tgt_vocab {
+            errs.push(format!(
+                "data.src_vocab: with data.joint_vocab one vocabulary is trained with data.tgt_vocab's settings; give data.src_vocab the same ({:?}) or leave them equal",
+                d.tgt_vocab
+            ));
+        }
+        let m = &self.model;
+        if m.tied_source_target {
+            if !d.joint_vocab {
+                errs.push("model.tied_source_target: needs data.joint_vocab: true (one vocabulary, so that a token has one embedding)".into());
+            }
+            if m.encoder.embedding_dim != m.decoder.embedding_dim {
+                errs.push(format!(
+                    "model.tied_source_target: model.encoder.embedding_dim ({}) must equal model.decoder.embedding_dim ({})",
+                    m.encoder.embedding_dim, m.decoder.embedding_dim
+                ));
+            }
         }
     }
 

@@ -89,6 +89,7 @@ impl Config {
                 encoder: (self.task == Task::Translation).then_some(&m.encoder),
                 image_encoder: (self.task == Task::Captioning).then_some(&m.image_encoder),
                 decoder: &m.decoder,
+                tied_source_target: m.tied_source_target,
             },
             train: &self.train,
             decoding: &self.decoding,
@@ -116,6 +117,7 @@ struct ResolvedModel<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     image_encoder: Option<&'a ImageEncoderSection>,
     decoder: &'a DecoderSection,
+    tied_source_target: bool,
 }
 
 /// `p` if it is absolute, else `p` under `base` (every relative path of a config is resolved

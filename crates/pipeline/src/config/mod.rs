@@ -90,6 +90,9 @@ pub struct DataConfig {
     pub split_seed: u64,
     /// Tokens per training window (`text`).
     pub window: usize,
+    /// One vocabulary trained on both sides (translation between related languages): it
+    /// takes `tgt_vocab`'s settings, which `src_vocab` must then equal.
+    pub joint_vocab: bool,
     pub lowercase: bool,
     /// Training pairs longer than this (in tokens) are dropped.
     pub max_src_len: usize,
@@ -132,6 +135,7 @@ impl Default for DataConfig {
             train_size: 20000,
             split_seed: 1,
             window: 100,
+            joint_vocab: false,
             lowercase: false,
             max_src_len: 50,
             max_tgt_len: 50,
@@ -221,6 +225,10 @@ pub enum BridgeType {
 pub struct ModelConfig {
     /// The text encoder (translation).
     pub encoder: EncoderSection,
+    /// One embedding matrix for the source and target tokens (translation with
+    /// `data.joint_vocab` and equal embedding sizes); with `decoder.tied_embeddings`, the output
+    /// projection too.
+    pub tied_source_target: bool,
     /// The image encoder (captioning).
     pub image_encoder: ImageEncoderSection,
     pub decoder: DecoderSection,

@@ -3,7 +3,9 @@
 use candle_core::{Device, Tensor};
 use candle_nn::{Module, VarBuilder};
 use seq2seq_data::Batch;
-use seq2seq_decoder::{decoder, Bridge, Decoder, DecoderConfig, DecoderStyle, EncoderOutput};
+use seq2seq_decoder::{
+    decoder_sharing, Bridge, Decoder, DecoderConfig, DecoderStyle, EncoderOutput,
+};
 use seq2seq_image_encoder::{BackboneKind, ImageEncoder};
 use seq2seq_nn::{loss::TokenLoss, projection_cross_entropy, AttentionKind, CellKind, Ctx};
 use seq2seq_text_encoder::{text_encoder, TextEncoder, TextEncoderConfig};
@@ -104,9 +106,18 @@ pub fn build_model(
             (Encoder::None, dec_cfg)
         }
     };
+    // Shared source and target embeddings: the encoder's matrix, which alone is saved.
+    let shared = match (&encoder, cfg.tied_source_target) {
+        (Encoder::Text(_), true) => Some(
+            vb.pp("encoder")
+                .pp("embed")
+                .get((src_vocab, cfg.encoder.embedding_dim), "weight")?,
+        ),
+        _ => None,
+    };
     Ok(Seq2Seq {
         encoder,
-        decoder: decoder(dec_cfg, vb.pp("decoder"))?,
+        decoder: decoder_sharing(dec_cfg, vb.pp("decoder"), shared)?,
     })
 }
 

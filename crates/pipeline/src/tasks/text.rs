@@ -274,6 +274,19 @@ fn prepare_text(
         }));
     }
     let tgts: Vec<&str> = splits.train.iter().map(|p| p.tgt.as_str()).collect();
+    if has_source && d.joint_vocab {
+        // One vocabulary for both sides, written under both names (loaders stay unaware).
+        let both: Vec<&str> = splits
+            .train
+            .iter()
+            .flat_map(|p| [p.src.as_str(), p.tgt.as_str()])
+            .collect();
+        let v = vocab(files, TGT_TOKENIZER, &d.tgt_vocab, d.lowercase, &both)?;
+        if !files.resume {
+            model_dir::write_atomic(&files.out.join(SRC_TOKENIZER), v.to_json()?.as_bytes())?;
+        }
+        return prepared(cfg, &splits, v.clone(), v, has_source, obs);
+    }
     let tgt_vocab = vocab(files, TGT_TOKENIZER, &d.tgt_vocab, d.lowercase, &tgts)?;
     let src_vocab = if has_source {
         let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
@@ -281,6 +294,20 @@ fn prepare_text(
     } else {
         tgt_vocab.clone()
     };
+    prepared(cfg, &splits, src_vocab, tgt_vocab, has_source, obs)
+}
+
+/// The splits encoded with the run's vocabularies: training pairs within the length limits,
+/// held-out ones whole.
+fn prepared(
+    cfg: &Config,
+    splits: &Splits,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    has_source: bool,
+    obs: &mut dyn Observer,
+) -> Result<Prepared> {
+    let d = &cfg.data;
     let enc = PairEncoding {
         src: &src_vocab,
         tgt: &tgt_vocab,
