@@ -97,6 +97,17 @@ impl Batch {
     }
 }
 
+/// The epoch's example order (shuffled when asked) and the generator that goes on to shuffle its
+/// batches, both seeded by `(seed, epoch)`.
+fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> (Vec<usize>, ChaCha8Rng) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch));
+    if shuffle {
+        idx.shuffle(&mut rng);
+    }
+    (idx, rng)
+}
+
 /// Groups example indices into batches of at most `batch_size` with little padding.
 ///
 /// The examples are shuffled with a generator seeded by `(seed, epoch)`, cut into pools of
@@ -109,11 +120,7 @@ pub fn bucket_batches(
     epoch: u64,
     shuffle: bool,
 ) -> Vec<Vec<usize>> {
-    let mut idx: Vec<usize> = (0..examples.len()).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch));
-    if shuffle {
-        idx.shuffle(&mut rng);
-    }
+    let (mut idx, mut rng) = epoch_order(examples.len(), seed, epoch, shuffle);
     let batch_size = batch_size.max(1);
     let key = |&i: &usize| (examples[i].src.len(), examples[i].tgt.len());
     let mut batches = Vec::new();
@@ -165,11 +172,7 @@ pub fn token_batches(
     epoch: u64,
     shuffle: bool,
 ) -> Vec<Vec<usize>> {
-    let mut idx: Vec<usize> = (0..examples.len()).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch));
-    if shuffle {
-        idx.shuffle(&mut rng);
-    }
+    let (mut idx, mut rng) = epoch_order(examples.len(), seed, epoch, shuffle);
     let max_tokens = max_tokens.max(1);
     let len = |i: usize| examples[i].tgt.len() + 1;
     let key = |&i: &usize| (examples[i].src.len(), examples[i].tgt.len());

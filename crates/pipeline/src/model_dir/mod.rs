@@ -251,6 +251,21 @@ pub type Resume = (
     TrainerState,
 );
 
+/// A checkpoint's tensors split into weights and Adam moments (without their prefix).
+pub fn split_moments(
+    all: HashMap<String, Tensor>,
+) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
+    let mut moments = HashMap::new();
+    let mut weights = HashMap::new();
+    for (k, v) in all {
+        match k.strip_prefix(OPTIMIZER_PREFIX) {
+            Some(m) => moments.insert(m.to_string(), v),
+            None => weights.insert(k, v),
+        };
+    }
+    (weights, moments)
+}
+
 pub fn load_resume(dir: &Path, dev: &Device) -> Result<Resume> {
     let mut all = load_tensors(dir, LAST, dev)?;
     let corrupt = |msg: String| Error::ModelDir {
@@ -262,14 +277,7 @@ pub fn load_resume(dir: &Path, dev: &Device) -> Result<Resume> {
         .ok_or_else(|| corrupt(format!("{LAST} lacks the trainer state")))?;
     let state: TrainerState = serde_json::from_slice(&state.to_vec1::<u8>()?)
         .map_err(|e| corrupt(format!("{LAST}: the trainer state is corrupt: {e}")))?;
-    let mut moments = HashMap::new();
-    let mut weights = HashMap::new();
-    for (k, v) in all {
-        match k.strip_prefix(OPTIMIZER_PREFIX) {
-            Some(m) => moments.insert(m.to_string(), v),
-            None => weights.insert(k, v),
-        };
-    }
+    let (weights, moments) = split_moments(all);
     Ok((weights, moments, state))
 }
 

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::config::{Config, VocabConfig};
 use crate::model_dir::{
-    self, TrainerState, BEST, CONFIG, OPTIMIZER_PREFIX, SRC_TOKENIZER, STATE_TENSOR, TGT_TOKENIZER,
+    self, TrainerState, BEST, CONFIG, SRC_TOKENIZER, STATE_TENSOR, TGT_TOKENIZER,
 };
 use crate::train::optim::Adam;
 use crate::{Error, Result};
@@ -69,14 +69,7 @@ pub(crate) fn init_from(
     }
     let mut all = model_dir::load_tensors(&dir, &name, dev)?;
     let state = all.remove(STATE_TENSOR);
-    let mut moments = HashMap::new();
-    let mut weights = HashMap::new();
-    for (k, v) in all {
-        match k.strip_prefix(OPTIMIZER_PREFIX) {
-            Some(m) => moments.insert(m.to_string(), v),
-            None => weights.insert(k, v),
-        };
-    }
+    let (weights, moments) = model_dir::split_moments(all);
     let moments = match (reset_optimizer || moments.is_empty(), state) {
         (false, Some(s)) => {
             let s: TrainerState = serde_json::from_slice(&s.to_vec1::<u8>()?).map_err(|e| {

@@ -30,19 +30,9 @@ impl Translator {
         tgts: &[String],
         batch_size: usize,
     ) -> Result<(Vec<PairScore>, Vec<String>)> {
-        let max = self.config.data.max_src_len;
-        let mut warnings = Vec::new();
+        let (ids, warnings) = self.encode_sources(srcs)?;
         let mut examples = Vec::with_capacity(srcs.len());
-        for (i, (s, t)) in srcs.iter().zip(tgts).enumerate() {
-            let mut src = self.src_vocab.encode(s)?;
-            if src.len() > max {
-                warnings.push(format!(
-                    "line {}: {} source tokens, truncated to the model's maximum of {max} (data.max_src_len)",
-                    i + 1,
-                    src.len()
-                ));
-                src.truncate(max);
-            }
+        for (src, t) in ids.into_iter().zip(tgts) {
             examples.push(Example::new(src, self.tgt_vocab.encode(t)?));
         }
         let mut out = vec![None; examples.len()];

@@ -109,13 +109,9 @@ impl Translator {
         Ok((outs, warnings))
     }
 
-    /// Encodes the lines (truncating the long ones, with a warning each) and searches.
-    #[allow(clippy::type_complexity)]
-    fn search(
-        &self,
-        lines: &[String],
-        opts: &DecodingConfig,
-    ) -> Result<(Vec<Vec<u32>>, Vec<Vec<Hypothesis>>, Vec<String>)> {
+    /// The lines' source token ids, each truncated to `data.max_src_len` with a warning naming
+    /// its (1-based) line.
+    pub(crate) fn encode_sources(&self, lines: &[String]) -> Result<(Vec<Vec<u32>>, Vec<String>)> {
         let max = self.config.data.max_src_len;
         let mut warnings = Vec::new();
         let mut srcs = Vec::with_capacity(lines.len());
@@ -131,6 +127,17 @@ impl Translator {
             }
             srcs.push(ids);
         }
+        Ok((srcs, warnings))
+    }
+
+    /// Encodes the lines (truncating the long ones, with a warning each) and searches.
+    #[allow(clippy::type_complexity)]
+    fn search(
+        &self,
+        lines: &[String],
+        opts: &DecodingConfig,
+    ) -> Result<(Vec<Vec<u32>>, Vec<Vec<Hypothesis>>, Vec<String>)> {
+        let (srcs, warnings) = self.encode_sources(lines)?;
         let hyps = decode_ids(
             &self.members(),
             &srcs,
