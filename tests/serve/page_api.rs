@@ -268,3 +268,53 @@ fn the_page_and_its_assets() {
         );
     }
 }
+
+/// A client that leaves a stream, or a request past `--timeout-s`, stops its generation: the
+/// model is free for the next request at once, not after the abandoned one has run its course.
+#[test]
+fn an_abandoned_stream_stops_generating() {
+    use std::io::{Read, Write};
+    let m = models();
+    let s = Server::start(
+        &[("lm", &m.lm)],
+        &["--max-output-tokens", "200000", "--timeout-s", "5"],
+    );
+    // Minutes of work if it ran to the end: 64 samples of 200 000 tokens, the end token forbidden.
+    let body = json!({"prompt": "item", "num": 64, "max_tokens": 200000, "min_length": 200000,
+                      "strategy": "sample"})
+    .to_string();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /v1/generate?stream=true HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: token") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended before a token");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    let (st, r) = s.post("/v1/generate", &json!({"prompt": "item", "max_tokens": 3}));
+    assert_eq!(
+        st, 200,
+        "the abandoned generation still held the model: {r}"
+    );
+    // The same for a request that ran out of time: 504, and the model free again.
+    let long: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error(
+        &s.post("/v1/generate", &long),
+        504,
+        "timeout",
+        "--timeout-s",
+    );
+    let (st, r) = s.post("/v1/generate", &json!({"prompt": "item", "max_tokens": 3}));
+    assert_eq!(
+        st, 200,
+        "the timed-out generation still held the model: {r}"
+    );
+}

@@ -56,18 +56,20 @@ pub struct DecodingOptions {
     pub row_seeds: Option<Vec<u64>>,
     /// Called with (input index, token) as greedy or sampling search chooses each token, eos
     /// excepted (a request option, for streaming; beam search knows its outputs only at the
-    /// end and never calls it).
+    /// end and never calls it). Returning false ends the search after this step: whoever
+    /// listened has gone.
     #[serde(skip)]
     pub on_token: Option<TokenHook>,
 }
 
 /// A per-step callback of the token-by-token strategies. The search only calls it: what it does
-/// with a token (print it, send it over HTTP) is the caller's business.
+/// with a token (print it, send it over HTTP) is the caller's business; its answer says whether
+/// to go on.
 #[derive(Clone)]
-pub struct TokenHook(pub Arc<dyn Fn(usize, u32) + Send + Sync>);
+pub struct TokenHook(pub Arc<dyn Fn(usize, u32) -> bool + Send + Sync>);
 
 impl TokenHook {
-    pub fn new(f: impl Fn(usize, u32) + Send + Sync + 'static) -> Self {
+    pub fn new(f: impl Fn(usize, u32) -> bool + Send + Sync + 'static) -> Self {
         Self(Arc::new(f))
     }
 }

@@ -292,6 +292,7 @@ fn token_by_token<S: Stepper>(
             .squeeze(1)?
             .to_vec1()?;
         let mut keep = Vec::with_capacity(active.len());
+        let mut listened = true;
         for (r, &tok) in next.iter().enumerate() {
             let h = &mut out[active[r]];
             h.log_prob += logp[r] as f64;
@@ -300,11 +301,11 @@ fn token_by_token<S: Stepper>(
             }
             h.tokens.push(tok);
             if let Some(hook) = &opts.on_token {
-                (hook.0)(active[r], tok);
+                listened &= (hook.0)(active[r], tok);
             }
             keep.push(r as u32);
         }
-        if keep.is_empty() || step + 1 == opts.max_length {
+        if keep.is_empty() || step + 1 == opts.max_length || !listened {
             break;
         }
         if keep.len() == active.len() {

@@ -2,6 +2,7 @@
 //! every handler shares (resolving the decoding options, submitting a job and awaiting it).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -226,8 +227,17 @@ impl App {
         opts: DecodingOptions,
     ) -> Result<Output, ApiError> {
         let (reply, answer) = oneshot::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        // Dropped when this future ends (answered, timed out, or its client gone): whatever is
+        // still running for it may stop.
+        let _guard = Abandon(abandoned.clone());
         m.jobs
-            .send(Job { work, opts, reply })
+            .send(Job {
+                work,
+                opts,
+                reply,
+                abandoned,
+            })
             .map_err(|_| stopped())?;
         let limit = Duration::from_secs_f64(self.limits.timeout_s);
         match tokio::time::timeout(limit, answer).await {
@@ -256,6 +266,15 @@ impl App {
         for w in workers.into_inner().unwrap_or_default() {
             let _ = w.join();
         }
+    }
+}
+
+/// Marks a job abandoned when dropped.
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -119,14 +119,22 @@ fn stream(
     let work = Work::Generate {
         prompt,
         num,
-        stream: Some(Box::new(move |p| {
-            let _ = pieces.send(Streamed::Piece(p));
-        })),
+        // A client that went away stops the generation at the next token.
+        stream: Some(Box::new(move |p| pieces.send(Streamed::Piece(p)).is_ok())),
     };
     tokio::spawn(async move {
-        let result = match app.model(Some(&model), Task::Generation) {
-            Ok(m) => app.submit(m, work, opts).await.and_then(samples),
-            Err(e) => Err(e),
+        let m = match app.model(Some(&model), Task::Generation) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tx.send(Streamed::Done(Err(e)));
+                return;
+            }
+        };
+        // Dropping the submission when the client has gone takes a queued job off the worker
+        // (its reply is closed); a running one stops through the sink above.
+        let result = tokio::select! {
+            r = app.submit(m, work, opts) => r.and_then(samples),
+            _ = tx.closed() => return,
         };
         let _ = tx.send(Streamed::Done(result));
     });

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use seq2seq_data::Vocab;
-use seq2seq_decoder::{Candidate, DecodingOptions};
+use seq2seq_decoder::{Candidate, DecodingOptions, TokenHook};
 use seq2seq_pipeline::tasks::captioning::images::preprocess;
 use seq2seq_pipeline::tasks::captioning::Captioned;
 use seq2seq_pipeline::tasks::translation::Translated;
@@ -52,7 +52,8 @@ pub enum Work {
     },
 }
 
-pub type PieceSink = Box<dyn Fn(Piece) + Send + Sync>;
+/// Takes each streamed piece; false when nobody listens any more (generation then stops).
+pub type PieceSink = Box<dyn Fn(Piece) -> bool + Send + Sync>;
 
 pub enum Output {
     /// Per text, its n-best list.
@@ -70,6 +71,9 @@ pub struct Job {
     pub work: Work,
     pub opts: DecodingOptions,
     pub reply: Reply,
+    /// Set when nobody awaits the reply any more (the client left, or `--timeout-s` passed):
+    /// a generation still running stops at its next token.
+    pub abandoned: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -254,20 +258,28 @@ fn gather(first: Job, rx: &Receiver<Job>, waiting: &mut VecDeque<Job>, b: Batchi
 }
 
 /// Runs one generation job (never batched).
-fn generate(g: &Generator, job: Job) {
+fn generate(g: &Generator, mut job: Job) {
+    let abandoned = job.abandoned.clone();
     let out = match job.work {
         Work::Generate {
             prompt,
             num,
             stream: None,
-        } => g.generate(&prompt, num, &job.opts).map(Output::Samples),
+        } => {
+            job.opts.on_token = Some(TokenHook::new(move |_, _| {
+                !abandoned.load(Ordering::Relaxed)
+            }));
+            g.generate(&prompt, num, &job.opts).map(Output::Samples)
+        }
         Work::Generate {
             prompt,
             num,
             stream: Some(sink),
-        } => g
-            .generate_streaming(&prompt, num, &job.opts, sink)
-            .map(Output::Samples),
+        } => {
+            let go_on = move |p| !abandoned.load(Ordering::Relaxed) && sink(p);
+            g.generate_streaming(&prompt, num, &job.opts, go_on)
+                .map(Output::Samples)
+        }
         Work::NextToken { prompt, top } => g.next_token(&prompt, &job.opts).map(|s| {
             let top = s.top(top);
             let names = g

@@ -52,13 +52,14 @@ impl Generator {
     }
 
     /// [`Self::generate`], calling `on_piece` as each token is chosen (greedy and sampling; beam
-    /// search only returns): the samples are the same as without it.
+    /// search only returns): the samples are the same as without it, unless `on_piece` answers
+    /// false (its listener has gone), which ends generation after that step.
     pub fn generate_streaming(
         &self,
         prompt: &str,
         num: usize,
         opts: &DecodingConfig,
-        on_piece: impl Fn(Piece) + Send + Sync + 'static,
+        on_piece: impl Fn(Piece) -> bool + Send + Sync + 'static,
     ) -> Result<Vec<Sample>> {
         let m = &self.0;
         let prompt_ids = m.tgt_vocab.encode(prompt)?;
@@ -69,19 +70,20 @@ impl Generator {
         opts.on_token = Some(TokenHook::new(move |index, token| {
             let mut rows = so_far.lock().unwrap_or_else(|e| e.into_inner());
             let Some((ids, shown)) = rows.get_mut(index) else {
-                return;
+                return true;
             };
             ids.push(token);
-            if let Ok(text) = vocab.decode(ids) {
-                let delta = text.strip_prefix(shown.as_str()).map(str::to_string);
-                *shown = text.clone();
-                on_piece(Piece {
-                    index,
-                    token,
-                    text,
-                    delta,
-                });
-            }
+            let Ok(text) = vocab.decode(ids) else {
+                return true;
+            };
+            let delta = text.strip_prefix(shown.as_str()).map(str::to_string);
+            *shown = text.clone();
+            on_piece(Piece {
+                index,
+                token,
+                text,
+                delta,
+            })
         }));
         continue_from(&m.model, &m.tgt_vocab, &prompt_ids, num, &opts, &m.device)
     }
