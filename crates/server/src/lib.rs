@@ -12,6 +12,7 @@
 pub mod api;
 pub mod app;
 pub mod body;
+pub mod caption;
 pub mod error;
 pub mod generation;
 pub mod openapi;
