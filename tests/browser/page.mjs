@@ -49,9 +49,9 @@ async function translate(page) {
   await page.selectOption("#translate-form select[name=strategy]", "beam");
   await page.fill("#translate-form input[name=beam_size]", "4");
   await page.fill("#translate-form input[name=n_best]", "3");
-  // Keyboard: the form submits from its button.
-  await page.focus("#translate-form button[type=submit]");
-  await page.keyboard.press("Enter");
+  // Keyboard: Ctrl+Enter in the text box translates.
+  await page.focus("#src");
+  await page.keyboard.press("Control+Enter");
   await page.waitForSelector("#nbest li");
   const model = await page.inputValue("#translate-form select.model");
   const want = await api("/v1/translate", {

@@ -335,6 +335,13 @@ document.addEventListener("DOMContentLoaded", async () => {
   setUpTabs();
   setUpCaption();
   $("#translate-form").addEventListener("submit", translate);
+  // In the text box Enter is a new line; Ctrl+Enter (⌘+Enter) translates.
+  $("#src").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      $("#translate-form").requestSubmit();
+    }
+  });
   $("#generate-form").addEventListener("submit", generate);
   for (const id of ["temperature", "top_k", "top_p", "prompt"]) {
     $("#" + id).addEventListener("input", distributionSoon);
