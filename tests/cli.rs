@@ -348,6 +348,11 @@ fn train_then_translate_args_and_stdin() {
     let out = run(&["translate", "--model", m, "--top-p", "1.5", "x"]);
     assert_clean_error(&out, "top_p: must be in (0, 1], got 1.5");
 
+    // --device cpu is the default's choice on this CPU-only build: the same output.
+    let on = |d: &str| run(&["translate", "--model", m, "--device", d, "3 march 1987"]).stdout;
+    assert_eq!(on("cpu"), on("auto"));
+    assert!(!on("cpu").is_empty());
+
     // score-model: forced decoding of given pairs, one line each in input order.
     let (src, tgt) = (dir.path().join("pairs.src"), dir.path().join("pairs.tgt"));
     std::fs::write(&src, "3 march 1987\n4 april 1988\n5 may 1989\n").unwrap();
@@ -556,6 +561,25 @@ fn user_errors_are_clean_messages() {
 
     let out = run(&["train", "no-such.yaml"]);
     assert_clean_error(&out, "no-such.yaml");
+
+    // Devices: a GPU this CPU-only build cannot have is a clear error, a bad name lists them.
+    let dates = dir.path().join("dates.yaml");
+    std::fs::write(&dates, "data:\n  format: dates\n").unwrap();
+    if !seq2seq::pipeline::device::has_cuda() {
+        let out = run(&["train", dates.to_str().unwrap(), "--device", "cuda"]);
+        assert_clean_error(&out, "cuda:0: this seq2seq was built without CUDA");
+        let gpu = dir.path().join("gpu.yaml");
+        std::fs::write(&gpu, "device: cuda:1\ndata:\n  format: dates\n").unwrap();
+        let out = run(&["train", gpu.to_str().unwrap()]);
+        assert_clean_error(&out, "cuda:1: this seq2seq was built without CUDA");
+        assert!(!Path::new("runs/gpu").exists(), "nothing is written");
+    }
+    let out = run(&["train", dates.to_str().unwrap(), "--device", "tpu"]);
+    assert_clean_error(&out, "expected cpu, cuda, cuda:N or auto");
+    let bad = dir.path().join("tpu.yaml");
+    std::fs::write(&bad, "data:\n  format: dates\ndevice: tpu\n").unwrap();
+    let out = run(&["train", bad.to_str().unwrap()]);
+    assert_clean_error(&out, "line 3");
 
     let out = run(&["translate", "--model", dir.path().to_str().unwrap(), "x"]);
     assert_clean_error(&out, "config.yaml is missing");

@@ -9,7 +9,7 @@ use crate::cmd;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use seq2seq_decoder::{DecodingOptions, Strategy};
-use seq2seq_pipeline::Translator;
+use seq2seq_pipeline::{DeviceChoice, Translator};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum StrategyArg {
@@ -18,9 +18,13 @@ pub(crate) enum StrategyArg {
     Beam,
 }
 
-/// The ensemble option of the subcommands that decode with a trained model.
+/// How the subcommands that decode with a trained model load it: ensemble members and device.
 #[derive(Args)]
 pub(crate) struct EnsembleArgs {
+    /// Where the model runs: cpu, cuda, cuda:N or auto (a GPU when this binary has CUDA and
+    /// one is visible, else the CPU).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub(crate) device: DeviceChoice,
     /// Ensemble members decoded together with --model (the mean of their next-token
     /// distributions): checkpoint files of the same run (`checkpoint-step*.safetensors`, kept by
     /// train.keep_checkpoints) or model directories with the same vocabularies. The list takes
@@ -32,7 +36,7 @@ pub(crate) struct EnsembleArgs {
 impl EnsembleArgs {
     /// The translation model in `model` with the ensemble members added.
     pub(crate) fn load(&self, model: &std::path::Path) -> Result<Translator> {
-        let mut t = Translator::load(model)?;
+        let mut t = Translator::load_on(model, &self.device.resolve()?)?;
         t.add_members(&self.ensemble)?;
         if !self.ensemble.is_empty() {
             eprintln!("ensemble of {} models", t.members().len());
@@ -45,7 +49,7 @@ impl EnsembleArgs {
         &self,
         model: &std::path::Path,
     ) -> Result<seq2seq_pipeline::Captioner> {
-        let mut c = seq2seq_pipeline::Captioner::load(model)?;
+        let mut c = seq2seq_pipeline::Captioner::load_on(model, &self.device.resolve()?)?;
         c.add_members(&self.ensemble)?;
         if !self.ensemble.is_empty() {
             eprintln!("ensemble of {} models", c.members());

@@ -216,7 +216,7 @@ fn frozen_image_mismatch(a: &Config, b: &Config) -> Option<&'static str> {
 /// Loads a model directory written by `train`, or one weights file in it
 /// (`checkpoint-step<S>.safetensors`, `last.safetensors`): the directory supplies the
 /// config and vocabularies, the file the weights in place of `model.safetensors`.
-pub(crate) fn load_dir(path: &Path, task: Task) -> Result<LoadedModel> {
+pub(crate) fn load_dir(path: &Path, task: Task, device: &Device) -> Result<LoadedModel> {
     let (dir, weights) = checkpoint_file(path);
     if !path.is_dir() && !path.is_file() {
         return Err(Error::ModelDir {
@@ -259,7 +259,7 @@ pub(crate) fn load_dir(path: &Path, task: Task) -> Result<LoadedModel> {
     } else {
         Vocab::load(&dir.join(SRC_TOKENIZER))?
     };
-    let device = Device::Cpu;
+    let device = device.clone();
     // A resume checkpoint also holds optimizer moments: only the model's tensors are kept.
     let tensors = model_weights(dir, &weights)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
@@ -304,7 +304,7 @@ impl LoadedModel {
                 return Err(member("no such file or directory".into()));
             }
             let model = if p.is_dir() {
-                let other = load_dir(p, self.config.task)?;
+                let other = load_dir(p, self.config.task, &self.device)?;
                 if let Some(why) = frozen_image_mismatch(&self.config, &other.config) {
                     return Err(member(format!(
                         "its {why} differs from the first model's: captioning ensemble members \

@@ -50,6 +50,8 @@ pub enum Error {
         "{0} already holds a training run: pass --resume to continue it, or choose another --out"
     )]
     RunExists(PathBuf),
+    #[error("device {0}")]
+    Device(String),
     #[error("{flag}: {msg}")]
     Flag { flag: &'static str, msg: String },
     #[error("bench measures translation configs (with a trained captioning model: pass --model), not {0:?}")]

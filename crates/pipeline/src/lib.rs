@@ -7,6 +7,7 @@ pub mod bench;
 pub mod config;
 pub mod curves;
 pub mod decode;
+pub mod device;
 pub mod error;
 pub mod info;
 pub mod model;
@@ -17,6 +18,7 @@ pub mod train;
 
 pub use config::{resolve_data_dir, Config};
 pub use decode::LoadedModel;
+pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use observer::{Observer, StepReport};
 pub use tasks::captioning::{evaluate_captions, expand_inputs, CaptionReport, Captioner};

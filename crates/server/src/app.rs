@@ -49,6 +49,10 @@ impl App {
             max_wait: Duration::from_millis(limits.max_wait_ms),
             max_prompt_tokens: limits.max_prompt_tokens,
         };
+        let device = limits
+            .device
+            .resolve()
+            .map_err(|e| ServeError::Device(Box::new(e)))?;
         let mut served = Vec::with_capacity(models.len());
         let mut workers = Vec::with_capacity(models.len());
         for (id, (name, dir)) in models.iter().enumerate() {
@@ -58,9 +62,15 @@ impl App {
             let load = |e| ServeError::Load(dir.clone(), Box::new(e));
             let (card, cfg) = card(name, id, dir).map_err(load)?;
             let loaded = match cfg.task {
-                Task::Translation => Loaded::Translator(Translator::load(dir).map_err(load)?),
-                Task::Captioning => Loaded::Captioner(Captioner::load(dir).map_err(load)?),
-                Task::Generation => Loaded::Generator(Generator::load(dir).map_err(load)?),
+                Task::Translation => {
+                    Loaded::Translator(Translator::load_on(dir, &device).map_err(load)?)
+                }
+                Task::Captioning => {
+                    Loaded::Captioner(Captioner::load_on(dir, &device).map_err(load)?)
+                }
+                Task::Generation => {
+                    Loaded::Generator(Generator::load_on(dir, &device).map_err(load)?)
+                }
             };
             let stats = Arc::new(Stats::default());
             let (jobs, handle) = worker::spawn(name, loaded, batching, stats.clone())?;

@@ -48,6 +48,8 @@ pub struct Limits {
     pub max_beam: usize,
     /// Seconds a request may take, queueing included.
     pub timeout_s: f64,
+    /// Where the models run.
+    pub device: seq2seq_pipeline::DeviceChoice,
 }
 
 impl Default for Limits {
@@ -61,6 +63,7 @@ impl Default for Limits {
             max_output_tokens: 1024,
             max_beam: 64,
             timeout_s: 60.0,
+            device: seq2seq_pipeline::DeviceChoice::Auto,
         }
     }
 }
@@ -73,6 +76,8 @@ pub enum ServeError {
     DuplicateName(String),
     #[error("no --model given")]
     NoModels,
+    #[error("--device: {0}")]
+    Device(Box<seq2seq_pipeline::Error>),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,

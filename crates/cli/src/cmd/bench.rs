@@ -24,6 +24,9 @@ pub(crate) struct BenchArgs {
     /// Test sentences (captioning: test images) decoded (0 = all).
     #[arg(long, default_value_t = 0)]
     decode_sentences: usize,
+    /// Where it runs: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: seq2seq_pipeline::DeviceChoice,
     #[arg(long)]
     json: bool,
 }
@@ -36,7 +39,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
         let model = model.ok_or_else(|| {
             anyhow::anyhow!("a captioning bench needs a trained model: pass --model DIR")
         })?;
-        let r = bench::bench_captioning(&model, &data_dir, a.decode_sentences)?;
+        let r = bench::bench_captioning(&model, &data_dir, a.decode_sentences, a.device)?;
         print_captioning(&r, a.json);
         return Ok(());
     }
@@ -48,6 +51,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
         train_steps: a.train_steps,
         warmup_steps: 5,
         decode_sentences: a.decode_sentences,
+        device: a.device,
     };
     let r = bench::bench(&o)?;
     let process_ms = process_model.as_deref().map(process_cold_start_ms);

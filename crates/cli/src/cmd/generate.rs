@@ -17,6 +17,9 @@ pub(crate) struct GenerateArgs {
     /// config and vocabularies.
     #[arg(long)]
     model: PathBuf,
+    /// Where the model runs: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: seq2seq_pipeline::DeviceChoice,
     /// The text to continue; without it, each stdin line is a prompt. Empty = from scratch.
     #[arg(long)]
     prompt: Option<String>,
@@ -35,7 +38,7 @@ pub(crate) struct GenerateArgs {
 }
 
 pub(crate) fn run(a: GenerateArgs) -> Result<()> {
-    let g = Generator::load(&a.model)?;
+    let g = Generator::load_on(&a.model, &a.device.resolve()?)?;
     let mut opts = a.decoding.apply(&g.config().decoding)?;
     if let Some(m) = a.max_tokens {
         opts.max_length = m;

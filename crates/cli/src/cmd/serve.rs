@@ -43,6 +43,9 @@ pub(crate) struct ServeArgs {
     /// Beam size and n-best list length a request may ask for.
     #[arg(long, default_value_t = Limits::default().max_beam)]
     max_beam: usize,
+    /// Where the models run: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: seq2seq_pipeline::DeviceChoice,
 }
 
 pub(crate) fn run(a: ServeArgs) -> Result<()> {
@@ -66,6 +69,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<()> {
         max_output_tokens: a.max_output_tokens,
         max_beam: a.max_beam,
         timeout_s: a.timeout_s,
+        device: a.device,
     };
     let addr = format!("{}:{}", a.host, a.port);
     serve(&models, &addr, limits, announce, signal())?;

@@ -39,6 +39,9 @@ pub(crate) struct TrainArgs {
     /// With --init-from: fresh Adam moments even when the checkpoint has some (-reset_optim).
     #[arg(long, requires = "init_from")]
     reset_optimizer: bool,
+    /// Where training runs: cpu, cuda, cuda:N or auto (overrides the config's `device`).
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<seq2seq_pipeline::DeviceChoice>,
 }
 
 pub(crate) fn run(a: TrainArgs) -> Result<()> {
@@ -56,6 +59,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         init_from: a.init_from,
         reset_optimizer: a.reset_optimizer,
+        device: a.device,
         stop: Some(signals::stop_on_interrupt()?),
         inject_nonfinite: Vec::new(),
     };

@@ -28,8 +28,13 @@ pub struct CaptionBenchReport {
 }
 
 /// Measures a trained captioning model on the first `n` test images of its corpus (0 = all).
-pub fn bench_captioning(model: &Path, data_dir: &Path, n: usize) -> Result<CaptionBenchReport> {
-    let c = Captioner::load(model)?;
+pub fn bench_captioning(
+    model: &Path,
+    data_dir: &Path,
+    n: usize,
+    device: crate::device::DeviceChoice,
+) -> Result<CaptionBenchReport> {
+    let c = Captioner::load_on(model, &device.resolve()?)?;
     let cfg = c.config().clone();
     let corpus = load_captions(&cfg.data, data_dir)?;
     let rows = if corpus.test.is_empty() {

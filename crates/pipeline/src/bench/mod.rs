@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub warmup_steps: usize,
     /// Test sentences decoded (0 = the whole test split).
     pub decode_sentences: usize,
+    /// Where training and decoding run.
+    pub device: crate::device::DeviceChoice,
 }
 
 #[derive(Debug, Default)]
@@ -144,7 +146,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     if cfg.task != Task::Translation {
         return Err(Error::BenchTask(cfg.task));
     }
-    let dev = Device::Cpu;
+    let dev = o.device.resolve()?;
     let d = &cfg.data;
     let splits = load_splits(d, &o.data_dir)?;
     let srcs: Vec<&str> = splits.train.iter().map(|p| p.src.as_str()).collect();
@@ -169,7 +171,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     r.matmul_gflops = matmul_gflops(&dev, cfg.model.decoder.hidden_size, tv.len())?;
     if let Some(dir) = &o.model {
         let test: Vec<String> = splits.test.iter().map(|p| p.src.clone()).collect();
-        decode_speed(dir, &test, o.decode_sentences, &mut r)?;
+        decode_speed(dir, &test, o.decode_sentences, &dev, &mut r)?;
     }
     Ok(r)
 }
@@ -252,9 +254,15 @@ fn train_speed(
 }
 
 /// Cold start (load + one sentence), then greedy and beam-5 sentences/s on `test` sources.
-fn decode_speed(dir: &Path, test: &[String], limit: usize, r: &mut BenchReport) -> Result<()> {
+fn decode_speed(
+    dir: &Path,
+    test: &[String],
+    limit: usize,
+    dev: &Device,
+    r: &mut BenchReport,
+) -> Result<()> {
     let started = Instant::now();
-    let tr = Translator::load(dir)?;
+    let tr = Translator::load_on(dir, dev)?;
     let first = test.first().cloned().unwrap_or_else(|| "a".into());
     tr.translate(&[first], &tr.config.decoding)?;
     r.cold_start_ms = Some(started.elapsed().as_secs_f64() * 1000.0);

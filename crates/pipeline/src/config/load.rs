@@ -84,6 +84,7 @@ impl Config {
             name: &self.name,
             task: self.task,
             seed: self.seed,
+            device: self.device,
             data: &self.data,
             model: ResolvedModel {
                 encoder: (self.task == Task::Translation).then_some(&m.encoder),
@@ -104,6 +105,7 @@ struct Resolved<'a> {
     name: &'a str,
     task: Task,
     seed: u64,
+    device: crate::device::DeviceChoice,
     data: &'a DataConfig,
     model: ResolvedModel<'a>,
     train: &'a TrainConfig,

@@ -15,6 +15,8 @@ pub struct Config {
     pub task: Task,
     /// Seeds initialisation, dropout and data order.
     pub seed: u64,
+    /// Where training runs (`cpu`, `cuda`, `cuda:N`, `auto`); `--device` overrides it.
+    pub device: crate::device::DeviceChoice,
     pub data: DataConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,

@@ -38,6 +38,8 @@ pub struct TrainOptions {
     pub init_from: Option<PathBuf>,
     /// With `init_from`: fresh Adam moments even where the checkpoint has some.
     pub reset_optimizer: bool,
+    /// Overrides the config's `device`.
+    pub device: Option<crate::device::DeviceChoice>,
     /// Set to a signal number (the CLI's SIGINT/SIGTERM handler does) to stop after the current
     /// step with the resume checkpoint written.
     pub stop: Option<Arc<AtomicI32>>,

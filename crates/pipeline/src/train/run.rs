@@ -82,13 +82,14 @@ impl<'a> Run<'a> {
         opts: &'a TrainOptions,
         obs: &mut dyn Observer,
     ) -> Result<Self> {
+        // A device that cannot be had is refused before anything is written.
+        let dev = opts.device.unwrap_or(cfg.device).resolve()?;
         let out = opts.out.clone();
         std::fs::create_dir_all(&out).map_err(|source| Error::Write {
             path: out.clone(),
             source,
         })?;
         model_dir::remove_stale_temps(&out);
-        let dev = Device::Cpu;
         let (mut cfg, state, resume) = start(cfg, opts, &dev)?;
         let init = match &opts.init_from {
             Some(src) => Some(init_from(src, &cfg, &out, opts.reset_optimizer, &dev)?),

@@ -65,8 +65,13 @@ pub fn expand_inputs(args: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 
 impl Captioner {
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_on(dir, &candle_core::Device::Cpu)
+    }
+
+    /// [`Self::load`] onto `device`.
+    pub fn load_on(dir: &Path, device: &candle_core::Device) -> Result<Self> {
         Ok(Self {
-            t: load_dir(dir, Task::Captioning)?,
+            t: load_dir(dir, Task::Captioning, device)?,
             hflip_average: false,
         })
     }

@@ -159,7 +159,8 @@ impl Task for Captioning {
             enc,
             &cfg.data,
             cache,
-            &Device::Cpu,
+            // The model's own device: the frozen layers run there.
+            model.decoder.output_projection().0.device(),
             obs,
         )?;
         self.bank = Some(bank);

@@ -29,7 +29,12 @@ pub struct Sample {
 
 impl Generator {
     pub fn load(dir: &Path) -> Result<Self> {
-        Ok(Self(load_dir(dir, Task::Generation)?))
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    /// [`Self::load`] onto `device`.
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
+        Ok(Self(load_dir(dir, Task::Generation, device)?))
     }
 
     pub fn config(&self) -> &crate::Config {

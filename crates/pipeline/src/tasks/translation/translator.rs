@@ -41,7 +41,12 @@ impl DerefMut for Translator {
 impl Translator {
     /// Loads a translation model directory written by `train`, or one checkpoint file in it.
     pub fn load(dir: &Path) -> Result<Self> {
-        Ok(Self(load_dir(dir, Task::Translation)?))
+        Self::load_on(dir, &candle_core::Device::Cpu)
+    }
+
+    /// [`Self::load`] onto `device`.
+    pub fn load_on(dir: &Path, device: &candle_core::Device) -> Result<Self> {
+        Ok(Self(load_dir(dir, Task::Translation, device)?))
     }
 
     /// Translates lines into their n-best lists (one entry unless beam search asks for more);
