@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor, Var};
 
 use crate::config::{Config, VocabConfig};
-use crate::model_dir::{
-    self, TrainerState, BEST, CONFIG, SRC_TOKENIZER, STATE_TENSOR, TGT_TOKENIZER,
-};
+use crate::model_dir::{self, TrainerState, CONFIG, SRC_TOKENIZER, STATE_TENSOR, TGT_TOKENIZER};
 use crate::train::optim::Adam;
 use crate::{Error, Result};
 
@@ -38,16 +36,7 @@ pub(crate) fn init_from(
     reset_optimizer: bool,
     dev: &Device,
 ) -> Result<Init> {
-    let (dir, name) = if source.is_dir() {
-        (source.to_path_buf(), BEST.to_string())
-    } else {
-        let dir = source.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let name = source.file_name().map(|n| n.to_string_lossy().into_owned());
-        (
-            dir,
-            name.ok_or_else(|| flag(format!("{}: not a file", source.display())))?,
-        )
-    };
+    let (dir, name) = model_dir::checkpoint_file(source);
     let theirs = Config::from_file(&dir.join(CONFIG))?;
     let differences = vocab_differences(&theirs, cfg);
     if !differences.is_empty() {
