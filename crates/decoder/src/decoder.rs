@@ -13,6 +13,7 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Embedding, Init, Linear, Module, VarBuilder};
 use seq2seq_nn::attentive::{attentive_sequence, attentive_supported};
+use seq2seq_nn::feeding::{feeding_sequence, feeding_supported, AttentionalLayer};
 use seq2seq_nn::{
     attention, rnn, Attention, AttentionKeys, AttentionKind, CellKind, CellState, Ctx, Rnn,
     RnnConfig,
@@ -487,8 +488,9 @@ impl Decoder {
     /// Teacher-forced pass over a whole target prefix `tgt_in` (B, T): logits (B, T, V).
     ///
     /// Without input feeding the recurrent stack runs over the whole sequence and attention is
-    /// batched over all T queries at once; with it the steps are sequential. Either way the output
-    /// projection is one matmul over all steps.
+    /// batched over all T queries at once; with it the steps are sequential (one fused op on the
+    /// CPU for one layer with additive attention). Either way the output projection is one matmul
+    /// over all steps.
     pub fn forward_teacher(
         &self,
         tgt_in: &Tensor,
@@ -525,6 +527,44 @@ impl Decoder {
         Ok(Some((out, last)))
     }
 
+    /// The Luong-style teacher-forced pass with input feeding as one fused op (one layer,
+    /// additive attention, GRU or LSTM, f32 on the CPU): the attentional vectors for every step
+    /// and the final state, or `None` where the op does not apply and the step loop runs instead.
+    fn fused_feeding(
+        &self,
+        e: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+    ) -> Result<Option<(Tensor, DecoderState)>> {
+        let (Some(a), Some(k), Some(layer), Some(att0)) = (
+            &self.attention,
+            &mem.keys,
+            &self.att_vector_layer,
+            &state.prev_att,
+        ) else {
+            return Ok(None);
+        };
+        let cell = &self.rnn.cells()[0];
+        if self.bahdanau
+            || self.cfg.num_layers != 1
+            || e.dim(1)? == 0
+            || !feeding_supported(cell, a, e)
+        {
+            return Ok(None);
+        }
+        let layer = AttentionalLayer {
+            weight: layer.weight(),
+            bias: layer.bias(),
+        };
+        let (att, last) = feeding_sequence(cell, a, layer, e, k, &state.layers[0], att0)?;
+        let prev_att = Some(att.narrow(1, att.dim(1)? - 1, 1)?.squeeze(1)?);
+        let last = DecoderState {
+            layers: vec![last],
+            prev_att,
+        };
+        Ok(Some((att, last)))
+    }
+
     /// The attentional vectors (B, T, D) of a teacher-forced pass and the final state.
     fn teacher_att(
         &self,
@@ -546,6 +586,8 @@ impl Decoder {
                 },
             )
         } else if let Some(fused) = self.fused_bahdanau(&e, state, mem)? {
+            fused
+        } else if let Some(fused) = self.fused_feeding(&e, state, mem)? {
             fused
         } else {
             let t = e.dim(1)?;

@@ -85,6 +85,17 @@ fn teacher_forcing_equals_stepping() -> Result<()> {
         let dec = decoder(config(cell, feed, att), vm.var_builder(&dev))?;
         check_teacher_forcing(&dec, &enc, &dev, &format!("{cell:?}"))?;
     }
+    // One layer with additive attention and input feeding: the fused input-feeding op
+    // (JoeyNMT's RNN decoder), for both gated cells.
+    for cell in [CellKind::Gru, CellKind::Lstm] {
+        let vm = SeededVarMap::new(3);
+        let cfg = DecoderConfig {
+            num_layers: 1,
+            ..config(cell, true, Some(AttentionKind::Bahdanau))
+        };
+        let dec = decoder(cfg, vm.var_builder(&dev))?;
+        check_teacher_forcing(&dec, &enc, &dev, &format!("{cell:?} input feeding"))?;
+    }
     // The Bahdanau style (attention before the step, deep output) too.
     let vm = SeededVarMap::new(4);
     let cfg = DecoderConfig {

@@ -27,10 +27,10 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::attend::{attend_row, attend_row_bwd, MemoryRow};
 use crate::attention::{Attention, AttentionKeys};
 use crate::cell::{CellKind, CellState};
-use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, View};
-use crate::fastmath::{dot_tanh, exp, tanh};
+use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
 use crate::gates::{gru_row, gru_row_bwd, lstm_row, lstm_row_bwd};
 use crate::rnn::Cell;
 
@@ -97,83 +97,13 @@ impl Dims {
         (whq, wic, bhh, v)
     }
 
-    /// `(memory, keys, bias)` of one `mk` row.
-    fn split_mk<'a>(&self, row: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32]) {
-        let (mem, rest) = row[self.m0..].split_at(self.s * self.c);
-        let (keys, bias) = rest.split_at(self.s * self.a);
-        (mem, keys, &bias[..self.s])
-    }
-}
-
-/// Additive attention for one batch row: writes the weights `al` (S) and the context `ctx` (C)
-/// for the projected query `q`.
-fn attend_row(d: &Dims, q: &[f32], v: &[f32], mk: &[f32], ctx: &mut [f32], al: &mut [f32]) {
-    let (mem, keys, bias) = d.split_mk(mk);
-    let mut mx = f32::NEG_INFINITY;
-    for si in 0..d.s {
-        let kr = &keys[si * d.a..(si + 1) * d.a];
-        al[si] = dot_tanh(q, kr, v) + bias[si];
-        mx = mx.max(al[si]);
-    }
-    let mut z = 0.0;
-    for x in al.iter_mut() {
-        *x = exp(*x - mx);
-        z += *x;
-    }
-    ctx.fill(0.0);
-    for (si, x) in al.iter_mut().enumerate() {
-        *x /= z;
-        if *x != 0.0 {
-            for (o, m) in ctx.iter_mut().zip(&mem[si * d.c..(si + 1) * d.c]) {
-                *o += *x * m;
-            }
-        }
-    }
-}
-
-/// Backward of [`attend_row`]: from the context's gradient `dctx`, accumulates the memory's and
-/// keys' gradients into `dmk` and `dv`, and writes the query's gradient `dq`.
-#[allow(clippy::too_many_arguments)]
-fn attend_row_bwd(
-    d: &Dims,
-    q: &[f32],
-    al: &[f32],
-    v: &[f32],
-    mk: &[f32],
-    dctx: &[f32],
-    dmk: &mut [f32],
-    dq: &mut [f32],
-    dv: &mut [f32],
-) {
-    let (mem, keys, _) = d.split_mk(mk);
-    let (dmem, dkeys) = dmk[d.m0..].split_at_mut(d.s * d.c);
-    let mut da = vec![0f32; d.s];
-    for si in 0..d.s {
-        let mr = &mem[si * d.c..(si + 1) * d.c];
-        da[si] = mr.iter().zip(dctx).map(|(m, g)| m * g).sum();
-        if al[si] != 0.0 {
-            for (o, g) in dmem[si * d.c..(si + 1) * d.c].iter_mut().zip(dctx) {
-                *o += al[si] * g;
-            }
-        }
-    }
-    // Softmax backward: dscore = α (da - Σ α da).
-    let mean: f32 = al.iter().zip(&da).map(|(a, g)| a * g).sum();
-    dq.fill(0.0);
-    for si in 0..d.s {
-        let ds = al[si] * (da[si] - mean);
-        if ds == 0.0 {
-            continue;
-        }
-        let kr = &keys[si * d.a..(si + 1) * d.a];
-        let dk = &mut dkeys[si * d.a..(si + 1) * d.a];
-        let lanes = dq.iter_mut().zip(dk.iter_mut()).zip(dv.iter_mut());
-        for (((dqj, dkj), dvj), ((&qj, &kj), &vj)) in lanes.zip(q.iter().zip(kr).zip(v)) {
-            let u = tanh(qj + kj);
-            let du = ds * vj * (1.0 - u * u);
-            *dqj += du;
-            *dkj += du;
-            *dvj += ds * u;
+    /// The layout of an `mk` row for the attention kernels.
+    fn memory_row(&self) -> MemoryRow {
+        MemoryRow {
+            m0: self.m0,
+            s: self.s,
+            c: self.c,
+            a: self.a,
         }
     }
 }
@@ -211,6 +141,9 @@ impl CustomOp3 for AttentiveRecurrence {
         let mk = cpu_slice(s3, l3, "mk")?;
         let (whq, wic, bhh, v) = d.split_w(w);
         let (hs, wd, gq) = (d.hs, d.wd, d.g + d.a);
+        // [W_hh; W_q]ᵀ and W_icᵀ row-major: the per-step products take `matmul`'s fast path
+        // for few rows.
+        let (whq_t, wic_t) = (transpose(whq, gq, hs), transpose(wic, d.g, d.c));
         let mut out = vec![0f32; t * b * wd];
         let mut ghq = vec![0f32; b * gq];
         let mut gc = vec![0f32; b * g];
@@ -234,9 +167,9 @@ impl CustomOp3 for AttentiveRecurrence {
             };
             // [h W_hhᵀ | q] = h [W_hh; W_q]ᵀ
             let whq_t = View {
-                data: whq,
-                rs: 1,
-                cs: hs,
+                data: &whq_t,
+                rs: gq,
+                cs: 1,
             };
             matmul((b, gq, hs), &mut ghq, gq, false, hp, whq_t);
             cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
@@ -244,7 +177,14 @@ impl CustomOp3 for AttentiveRecurrence {
                 let (ctx, rest) = row[d.kh..].split_at_mut(d.c);
                 let (qs, al) = rest.split_at_mut(d.a);
                 qs.copy_from_slice(q);
-                attend_row(&d, q, v, &mk[bi * d.sw..(bi + 1) * d.sw], ctx, al);
+                attend_row(
+                    &d.memory_row(),
+                    q,
+                    v,
+                    &mk[bi * d.sw..(bi + 1) * d.sw],
+                    ctx,
+                    al,
+                );
             });
             let ctx = View {
                 data: &cur[d.kh..],
@@ -252,9 +192,9 @@ impl CustomOp3 for AttentiveRecurrence {
                 cs: 1,
             };
             let wic_t = View {
-                data: wic,
-                rs: 1,
-                cs: d.c,
+                data: &wic_t,
+                rs: g,
+                cs: 1,
             };
             matmul((b, g, d.c), &mut gc, g, false, ctx, wic_t);
             let (ghq, gc) = (&ghq, &gc);
@@ -295,14 +235,40 @@ impl CustomOp3 for AttentiveRecurrence {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = self.dims();
         let (t, b, g) = gx.dims3()?;
-        let (hs, wd, gq) = (d.hs, d.wd, d.g + d.a);
         let w = to_vec(w)?;
-        let (whq, wic, _, v) = d.split_w(&w);
         let mk = to_vec(mk)?;
-        let res = to_vec(res)?;
-        let gres = to_vec(grad_res)?;
+        // The saved output and its gradient are read in place (each is T·B rows of the full
+        // width): copying them out cost two large allocations per training step.
+        let grad_res = grad_res.contiguous()?;
+        let (dgi, dw, dmk) = with_data(res, "res", |res| {
+            with_data(&grad_res, "grad", |gres| {
+                Ok(self.backward((t, b, g), &w, &mk, res, gres))
+            })
+        })?;
+        let dev = gx.device();
+        Ok((
+            Some(Tensor::from_vec(dgi, (t, b, g), dev)?),
+            Some(Tensor::from_vec(dw, self.dims().w_len(), dev)?),
+            Some(Tensor::from_vec(dmk, (b, self.dims().sw), dev)?),
+        ))
+    }
+}
+
+impl AttentiveRecurrence {
+    /// Back-propagation through time over the saved output `res` and its gradient `gres`: the
+    /// gradients of `gx`, `w` and `mk`, flat.
+    fn backward(
+        &self,
+        (t, b, g): (usize, usize, usize),
+        w: &[f32],
+        mk: &[f32],
+        res: &[f32],
+        gres: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let d = self.dims();
+        let (hs, wd, gq) = (d.hs, d.wd, d.g + d.a);
+        let (whq, wic, _, v) = d.split_w(w);
         // The state before each step, (T, B, H) for h and c.
         let mut h_prev = vec![0f32; t * b * hs];
         let mut c_prev = vec![0f32; if d.lstm { t * b * hs } else { 0 }];
@@ -399,7 +365,7 @@ impl CustomOp3 for AttentiveRecurrence {
                 .for_each(|(bi, ((dghq_row, dmk_row), dv))| {
                     let o = (ti * b + bi) * wd + d.kh + d.c;
                     attend_row_bwd(
-                        &d,
+                        &d.memory_row(),
                         &res[o..o + d.a],
                         &res[o + d.a..o + d.a + d.s],
                         v,
@@ -473,12 +439,7 @@ impl CustomOp3 for AttentiveRecurrence {
                 dmk[o + hs..o + 2 * hs].copy_from_slice(&dc[bi * hs..(bi + 1) * hs]);
             }
         }
-        let dev = gx.device();
-        Ok((
-            Some(Tensor::from_vec(dgi, (t, b, g), dev)?),
-            Some(Tensor::from_vec(dw, d.w_len(), dev)?),
-            Some(Tensor::from_vec(dmk, (b, d.sw), dev)?),
-        ))
+        (dgi, dw, dmk)
     }
 }
 

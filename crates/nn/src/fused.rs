@@ -25,7 +25,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use crate::cell::{CellKind, CellState};
-use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, View};
+use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, View};
 use crate::gates::{gru_row, gru_row_bwd, lstm_row, lstm_row_bwd};
 
 /// The op: which recurrence, its hidden size and its direction.
@@ -103,11 +103,13 @@ impl CustomOp3 for FusedRecurrence {
         let lstm = self.kind == CellKind::Lstm;
         let kw = self.k() * hs;
         let bias: Vec<f32> = (0..gh).map(|n| w[n * (hs + 1) + hs]).collect();
-        // Wᵀ as a (H, G·H) view of the (G·H, H + 1) matrix.
+        // Wᵀ (H, G·H) row-major, the bias column left out: the per-step products take
+        // `matmul`'s fast path for few rows.
+        let w_t = transpose(w, gh, hs + 1);
         let w_t = View {
-            data: w,
-            rs: 1,
-            cs: hs + 1,
+            data: &w_t[..hs * gh],
+            rs: gh,
+            cs: 1,
         };
         let mut out = vec![0f32; t * b * kw];
         let mut h = vec![0f32; b * hs];

@@ -9,12 +9,14 @@
 
 pub mod adam;
 pub mod additive;
+mod attend;
 pub mod attention;
 pub mod attentive;
 pub mod cell;
 mod cpu;
 pub mod ctx;
 pub mod fastmath;
+pub mod feeding;
 pub mod fused;
 mod gates;
 pub mod init;

@@ -1,0 +1,115 @@
+//! Additive attention for one batch row of a fused decoder recurrence, forward and backward: the
+//! kernels of [`crate::attentive`] (Bahdanau style) and [`crate::feeding`] (Luong style with input
+//! feeding) loop over steps and rows around these.
+//!
+//! Both ops pack a batch row's memory the same way, after a prefix of per-row state:
+//! `[prefix (P) | memory (S·C) | keys (S·A) | mask bias (S)]`, the bias 0 at real source
+//! positions and -1e9 at padding.
+
+use crate::fastmath::{dot_tanh, exp, tanh};
+
+/// Where a packed row's parts lie.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MemoryRow {
+    /// Width of the prefix before the memory.
+    pub m0: usize,
+    /// Source positions S, memory size C, attention size A.
+    pub s: usize,
+    pub c: usize,
+    pub a: usize,
+}
+
+impl MemoryRow {
+    /// Width of a whole packed row.
+    pub fn width(&self) -> usize {
+        self.m0 + self.s * (self.c + self.a + 1)
+    }
+
+    /// `(memory, keys, bias)` of one packed row.
+    pub fn split<'a>(&self, row: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32]) {
+        let (mem, rest) = row[self.m0..].split_at(self.s * self.c);
+        let (keys, bias) = rest.split_at(self.s * self.a);
+        (mem, keys, &bias[..self.s])
+    }
+}
+
+/// Additive attention for one batch row: writes the weights `al` (S) and the context `ctx` (C)
+/// for the projected query `q` (A) against the packed row `mk`.
+pub(crate) fn attend_row(
+    d: &MemoryRow,
+    q: &[f32],
+    v: &[f32],
+    mk: &[f32],
+    ctx: &mut [f32],
+    al: &mut [f32],
+) {
+    let (mem, keys, bias) = d.split(mk);
+    let mut mx = f32::NEG_INFINITY;
+    for si in 0..d.s {
+        let kr = &keys[si * d.a..(si + 1) * d.a];
+        al[si] = dot_tanh(q, kr, v) + bias[si];
+        mx = mx.max(al[si]);
+    }
+    let mut z = 0.0;
+    for x in al.iter_mut() {
+        *x = exp(*x - mx);
+        z += *x;
+    }
+    ctx.fill(0.0);
+    for (si, x) in al.iter_mut().enumerate() {
+        *x /= z;
+        if *x != 0.0 {
+            for (o, m) in ctx.iter_mut().zip(&mem[si * d.c..(si + 1) * d.c]) {
+                *o += *x * m;
+            }
+        }
+    }
+}
+
+/// Backward of [`attend_row`]: from the context's gradient `dctx`, accumulates the memory's and
+/// keys' gradients into the packed gradient row `dmk` and into `dv`, and writes the query's
+/// gradient `dq`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_row_bwd(
+    d: &MemoryRow,
+    q: &[f32],
+    al: &[f32],
+    v: &[f32],
+    mk: &[f32],
+    dctx: &[f32],
+    dmk: &mut [f32],
+    dq: &mut [f32],
+    dv: &mut [f32],
+) {
+    let (mem, keys, _) = d.split(mk);
+    let (dmem, dkeys) = dmk[d.m0..].split_at_mut(d.s * d.c);
+    let mut da = vec![0f32; d.s];
+    for si in 0..d.s {
+        let mr = &mem[si * d.c..(si + 1) * d.c];
+        da[si] = mr.iter().zip(dctx).map(|(m, g)| m * g).sum();
+        if al[si] != 0.0 {
+            for (o, g) in dmem[si * d.c..(si + 1) * d.c].iter_mut().zip(dctx) {
+                *o += al[si] * g;
+            }
+        }
+    }
+    // Softmax backward: dscore = α (da - Σ α da).
+    let mean: f32 = al.iter().zip(&da).map(|(a, g)| a * g).sum();
+    dq.fill(0.0);
+    for si in 0..d.s {
+        let ds = al[si] * (da[si] - mean);
+        if ds == 0.0 {
+            continue;
+        }
+        let kr = &keys[si * d.a..(si + 1) * d.a];
+        let dk = &mut dkeys[si * d.a..(si + 1) * d.a];
+        let lanes = dq.iter_mut().zip(dk.iter_mut()).zip(dv.iter_mut());
+        for (((dqj, dkj), dvj), ((&qj, &kj), &vj)) in lanes.zip(q.iter().zip(kr).zip(v)) {
+            let u = tanh(qj + kj);
+            let du = ds * vj * (1.0 - u * u);
+            *dqj += du;
+            *dkj += du;
+            *dvj += ds * u;
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The Luong decoder's recurrence with input feeding over a whole teacher-forced target as one
+//! candle custom op, back-propagation through time inside. Per step, in the order of the math:
+//! ```text
+//! h_t = cell([e_t ; ã_{t-1}], h_{t-1})
+//! c_t = Σ_s α_s m_s,   α = softmax_s(vᵀ tanh(W_q h_t + k_s) + mask_s)
+//! ã_t = tanh(W_c [h_t ; c_t] + b_c)            (fed to the next step's input)
+//! ```
+//!
+//! Why: input feeding makes every step depend on the previous step's attentional vector, so the
+//! whole-sequence paths (the recurrence over all steps, then attention over all queries at once)
+//! cannot run, and op by op a step is about twenty small tensor ops whose gradients autograd keeps
+//! alive until it reaches them. JoeyNMT's and OpenNMT-py's RNN defaults use this decoder. Here a
+//! step is four matmuls (`h W_hhᵀ`, `ã W_iaᵀ`, `h [W_q; W_ch]ᵀ`, `c W_ccᵀ`) and two fused loops
+//! (gates, attention); the backward pass is four matmuls per step, and the weight gradients are
+//! five matmuls over all steps at once.
+//!
+//! The op takes three tensors (candle's custom ops take at most three):
+//! - `gx` `(T, B, G·H)`: the embeddings' part of the input projection, `e W_ieᵀ + b_ih`, where
+//!   `W_ih = [W_ie | W_ia]` splits the cell's input weights at the embedding size;
+//! - `w` (flat): `W_hh` `(G·H, H)`, `W_ia` `(G·H, H)`, `b_hh` `(G·H)`, `[W_q; W_ch]` `(A + H, H)`,
+//!   `W_cc` `(H, C)`, `b_c` `(H)`, `v` `(A)`, where `W_c = [W_ch | W_cc]` splits the attentional
+//!   layer's weight at the hidden size;
+//! - `mk` `(B, ·)`: per batch row `[h0 | c0 | ã0 | memory | keys | mask bias]` (`c0` for the LSTM
+//!   only), packed as [`crate::attend`] reads it.
+//!
+//! It returns `(T, B, W)`: per step the cell's row as [`crate::fused`] lays it out, then the
+//! context `(C)`, the projected query `(A)`, the attention weights `(S)` and `ã_t` `(H)`. Only `h`,
+//! `c` and `ã` may be used downstream: gradients arriving at the other parts are ignored.
+//! [`feeding_sequence`] wraps the op; a test checks values and gradients against the op-by-op step.
+
+mod backward;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::attend::{attend_row, MemoryRow};
+use crate::attention::{Attention, AttentionKeys};
+use crate::cell::{CellKind, CellState};
+use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
+use crate::fastmath::tanh;
+use crate::gates::{gru_row, lstm_row};
+use crate::rnn::Cell;
+use backward::{previous_states, step_bwd, weight_grads, Grads};
+
+#[derive(Clone, Copy, Debug)]
+struct FeedingRecurrence {
+    kind: CellKind,
+    /// H, C, A, S.
+    hidden: usize,
+    memory: usize,
+    att: usize,
+    src: usize,
+}
+
+/// Sizes and offsets shared by both passes.
+#[derive(Clone, Copy)]
+struct Dims {
+    hs: usize,
+    /// G·H, the gate pre-activations per row.
+    g: usize,
+    /// A + H: the width of `h [W_q; W_ch]ᵀ`.
+    aq: usize,
+    /// Width of the cell's part of an output row (K·H); the context starts there.
+    kh: usize,
+    /// Where the query, the weights and ã start in an output row, and its width.
+    o_q: usize,
+    o_al: usize,
+    o_att: usize,
+    wd: usize,
+    mem: MemoryRow,
+    lstm: bool,
+}
+
+impl FeedingRecurrence {
+    fn dims(&self) -> Dims {
+        let lstm = self.kind == CellKind::Lstm;
+        let (hs, c, a, s) = (self.hidden, self.memory, self.att, self.src);
+        let kh = if lstm { 6 * hs } else { 5 * hs };
+        let (o_q, o_al, o_att) = (kh + c, kh + c + a, kh + c + a + s);
+        Dims {
+            hs,
+            g: self.kind.gates() * hs,
+            aq: a + hs,
+            kh,
+            o_q,
+            o_al,
+            o_att,
+            wd: o_att + hs,
+            mem: MemoryRow {
+                m0: if lstm { 3 * hs } else { 2 * hs },
+                s,
+                c,
+                a,
+            },
+            lstm,
+        }
+    }
+}
+
+/// The flat weights, split.
+struct Weights<'a> {
+    whh: &'a [f32],
+    wia: &'a [f32],
+    bhh: &'a [f32],
+    wqc: &'a [f32],
+    wcc: &'a [f32],
+    bc: &'a [f32],
+    v: &'a [f32],
+}
+
+impl Dims {
+    fn w_len(&self) -> usize {
+        let (hs, c, a) = (self.hs, self.mem.c, self.mem.a);
+        2 * self.g * hs + self.g + self.aq * hs + hs * c + hs + a
+    }
+
+    fn split_w<'a>(&self, w: &'a [f32]) -> Weights<'a> {
+        let hs = self.hs;
+        let (whh, rest) = w.split_at(self.g * hs);
+        let (wia, rest) = rest.split_at(self.g * hs);
+        let (bhh, rest) = rest.split_at(self.g);
+        let (wqc, rest) = rest.split_at(self.aq * hs);
+        let (wcc, rest) = rest.split_at(hs * self.mem.c);
+        let (bc, v) = rest.split_at(hs);
+        Weights {
+            whh,
+            wia,
+            bhh,
+            wqc,
+            wcc,
+            bc,
+            v,
+        }
+    }
+
+    /// Where ã0 sits in an `mk` row.
+    fn a0(&self) -> usize {
+        self.mem.m0 - self.hs
+    }
+}
+
+/// `W` `(rows, cols)` row-major as the right operand `Wᵀ` of a matmul.
+fn transposed(w: &[f32], cols: usize) -> View<'_> {
+    View {
+        data: w,
+        rs: 1,
+        cs: cols,
+    }
+}
+
+/// The forward pass's per-step weights transposed once per call, `Wᵀ` row-major, so that the
+/// per-step products `x Wᵀ` take [`matmul`]'s fast path for few rows.
+struct StepWeights {
+    whh: Vec<f32>,
+    wia: Vec<f32>,
+    wqc: Vec<f32>,
+    wcc: Vec<f32>,
+}
+
+impl StepWeights {
+    fn new(d: &Dims, w: &Weights) -> Self {
+        Self {
+            whh: transpose(w.whh, d.g, d.hs),
+            wia: transpose(w.wia, d.g, d.hs),
+            wqc: transpose(w.wqc, d.aq, d.hs),
+            wcc: transpose(w.wcc, d.hs, d.mem.c),
+        }
+    }
+}
+
+/// `W` `(rows, cols)` row-major as the right operand of a matmul.
+fn plain(w: &[f32], cols: usize) -> View<'_> {
+    View {
+        data: w,
+        rs: cols,
+        cs: 1,
+    }
+}
+
+impl FeedingRecurrence {
+    fn check(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> Result<(usize, usize)> {
+        let d = self.dims();
+        let (t, b, g) = l1.shape().dims3()?;
+        if self.kind == CellKind::Rnn
+            || g != d.g
+            || l2.shape().elem_count() != d.w_len()
+            || l3.shape().dims2()? != (b, d.mem.width())
+        {
+            candle_core::bail!(
+                "input-feeding recurrence: {self:?} with gx {:?}, w {:?}, mk {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        Ok((t, b))
+    }
+}
+
+impl CustomOp3 for FeedingRecurrence {
+    fn name(&self) -> &'static str {
+        "input-feeding-recurrence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (t, b) = self.check(l1, l2, l3)?;
+        let d = self.dims();
+        let gx = cpu_slice(s1, l1, "gx")?;
+        let w = d.split_w(cpu_slice(s2, l2, "w")?);
+        let mk = cpu_slice(s3, l3, "mk")?;
+        let wt = StepWeights::new(&d, &w);
+        let (hs, g, wd, sw) = (d.hs, d.g, d.wd, d.mem.width());
+        let mut out = vec![0f32; t * b * wd];
+        let (mut gh, mut ga) = (vec![0f32; b * g], vec![0f32; b * g]);
+        let (mut qc, mut pre) = (vec![0f32; b * d.aq], vec![0f32; b * hs]);
+        for ti in 0..t {
+            let (done, cur) = out.split_at_mut(ti * b * wd);
+            let done: &[f32] = done;
+            let cur = &mut cur[..b * wd];
+            // The previous h and ã: from `mk` at the first step, else from the step before.
+            let (hp, ap) = if ti == 0 {
+                let at = |o: usize| View {
+                    data: &mk[o..],
+                    rs: sw,
+                    cs: 1,
+                };
+                (at(0), at(d.a0()))
+            } else {
+                let at = |o: usize| View {
+                    data: &done[(ti - 1) * b * wd + o..],
+                    rs: wd,
+                    cs: 1,
+                };
+                (at(0), at(d.o_att))
+            };
+            matmul((b, g, hs), &mut gh, g, false, hp, plain(&wt.whh, g));
+            matmul((b, g, hs), &mut ga, g, false, ap, plain(&wt.wia, g));
+            let (ghr, gar) = (&gh, &ga);
+            cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
+                let o = (ti * b + bi) * g;
+                let gi: Vec<f32> = gx[o..o + g]
+                    .iter()
+                    .zip(&gar[bi * g..(bi + 1) * g])
+                    .map(|(x, y)| x + y)
+                    .collect();
+                let gh: Vec<f32> = ghr[bi * g..(bi + 1) * g]
+                    .iter()
+                    .zip(w.bhh)
+                    .map(|(x, y)| x + y)
+                    .collect();
+                let prev = if ti == 0 {
+                    &mk[bi * sw..bi * sw + 2 * hs]
+                } else {
+                    let p = ((ti - 1) * b + bi) * wd;
+                    &done[p..p + 2 * hs]
+                };
+                let row = &mut row[..d.kh];
+                if d.lstm {
+                    lstm_row(hs, &gi, &gh, &prev[..hs], &prev[hs..2 * hs], 1.0, row);
+                } else {
+                    gru_row(hs, &gi, &gh, &prev[..hs], 1.0, row);
+                }
+            });
+            // [q | W_ch h] = h_t [W_q; W_ch]ᵀ, then attention with q.
+            let ht = plain(cur, wd);
+            matmul(
+                (b, d.aq, hs),
+                &mut qc,
+                d.aq,
+                false,
+                ht,
+                plain(&wt.wqc, d.aq),
+            );
+            let qcr = &qc;
+            cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
+                let q = &qcr[bi * d.aq..bi * d.aq + d.mem.a];
+                let (ctx, rest) = row[d.kh..].split_at_mut(d.mem.c);
+                let (qs, al) = rest.split_at_mut(d.mem.a);
+                qs.copy_from_slice(q);
+                let mkr = &mk[bi * sw..(bi + 1) * sw];
+                attend_row(&d.mem, q, w.v, mkr, ctx, &mut al[..d.mem.s]);
+            });
+            // ã_t = tanh(W_ch h + W_cc c + b_c)
+            for (bi, p) in pre.chunks_mut(hs).enumerate() {
+                let wch_h = &qc[bi * d.aq + d.mem.a..(bi + 1) * d.aq];
+                for ((o, x), y) in p.iter_mut().zip(wch_h).zip(w.bc) {
+                    *o = x + y;
+                }
+            }
+            let ctx = plain(&cur[d.kh..], wd);
+            matmul(
+                (b, hs, d.mem.c),
+                &mut pre,
+                hs,
+                true,
+                ctx,
+                plain(&wt.wcc, hs),
+            );
+            for (row, p) in cur.chunks_mut(wd).zip(pre.chunks(hs)) {
+                for (o, x) in row[d.o_att..].iter_mut().zip(p) {
+                    *o = tanh(*x);
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((t, b, wd))))
+    }
+
+    fn bwd(
+        &self,
+        gx: &Tensor,
+        w: &Tensor,
+        mk: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = self.dims();
+        let (t, b, g) = gx.dims3()?;
+        let w = to_vec(w)?;
+        let mk = to_vec(mk)?;
+        // The saved output and its gradient are read in place (each is T·B rows of the full
+        // width): copying them out cost two large allocations per training step.
+        let grad_res = grad_res.contiguous()?;
+        let (grads, dw) = with_data(res, "res", |res| {
+            with_data(&grad_res, "grad", |gres| {
+                let prev = previous_states(&d, t, b, &mk, res);
+                let mut grads = Grads::new(&d, t, b);
+                for ti in (0..t).rev() {
+                    let w = d.split_w(&w);
+                    step_bwd(&d, ti, b, &w, &mk, res, gres, &prev, &mut grads);
+                }
+                let dw = weight_grads(&d, t * b, &prev, res, &grads);
+                Ok((grads, dw))
+            })
+        })?;
+        let Grads {
+            dgi,
+            mut dmk,
+            dh,
+            dc,
+            da,
+            ..
+        } = grads;
+        let sw = d.mem.width();
+        let hs = d.hs;
+        for bi in 0..b {
+            let o = bi * sw;
+            dmk[o..o + hs].copy_from_slice(&dh[bi * hs..(bi + 1) * hs]);
+            if d.lstm {
+                dmk[o + hs..o + 2 * hs].copy_from_slice(&dc[bi * hs..(bi + 1) * hs]);
+            }
+            let a0 = o + d.a0();
+            dmk[a0..a0 + hs].copy_from_slice(&da[bi * hs..(bi + 1) * hs]);
+        }
+        let dev = gx.device();
+        Ok((
+            Some(Tensor::from_vec(dgi, (t, b, g), dev)?),
+            Some(Tensor::from_vec(dw, d.w_len(), dev)?),
+            Some(Tensor::from_vec(dmk, (b, sw), dev)?),
+        ))
+    }
+}
+
+/// Whether [`feeding_sequence`] runs for this cell, attention and input.
+pub fn feeding_supported(cell: &Cell, attention: &Attention, e: &Tensor) -> bool {
+    cell.kind() != CellKind::Rnn && attention.additive_weights().is_some() && on_cpu_f32(e)
+}
+
+/// The attentional layer `ã = tanh(W_c [h; c] + b_c)`: weight `(H, H + C)` and bias `(H)`.
+pub struct AttentionalLayer<'a> {
+    pub weight: &'a Tensor,
+    pub bias: Option<&'a Tensor>,
+}
+
+/// The Luong-style recurrence with input feeding over a teacher-forced sequence: embeddings `e`
+/// `(B, T, E)`, the prepared memory `keys`, the initial state and attentional vector `att0`
+/// `(B, H)`; the cell's input is `[e_t; ã_{t-1}]`. Returns the attentional vectors `(B, T, H)`
+/// and the final state.
+pub fn feeding_sequence(
+    cell: &Cell,
+    attention: &Attention,
+    layer: AttentionalLayer,
+    e: &Tensor,
+    keys: &AttentionKeys,
+    init: &CellState,
+    att0: &Tensor,
+) -> Result<(Tensor, CellState)> {
+    let Some((w_q, v)) = attention.additive_weights() else {
+        candle_core::bail!("the input-feeding recurrence needs additive (Bahdanau) attention");
+    };
+    let (b, t, emb) = e.dims3()?;
+    let memory = keys.memory();
+    let (_, s, c) = memory.dims3()?;
+    let (a, hs) = w_q.dims2()?;
+    let kind = cell.kind();
+    let w_ih = cell.w_ih();
+    // gx = e W_ieᵀ + b_ih for every step, time-major.
+    let gx = e
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((t * b, emb))?
+        .matmul(&w_ih.narrow(1, 0, emb)?.t()?)?
+        .broadcast_add(cell.b_ih())?
+        .reshape((t, b, ()))?;
+    let flat = |x: Tensor| x.contiguous()?.flatten_all();
+    let b_c = match layer.bias {
+        Some(bias) => bias.clone(),
+        None => Tensor::zeros(hs, e.dtype(), e.device())?,
+    };
+    let w = Tensor::cat(
+        &[
+            flat(cell.w_hh.clone())?,
+            flat(w_ih.narrow(1, emb, hs)?)?,
+            flat(cell.b_hh.clone())?,
+            flat(w_q.clone())?,
+            flat(layer.weight.narrow(1, 0, hs)?)?,
+            flat(layer.weight.narrow(1, hs, c)?)?,
+            flat(b_c)?,
+            flat(v.clone())?,
+        ],
+        0,
+    )?;
+    let mut parts = vec![init.h.clone()];
+    if kind == CellKind::Lstm {
+        parts.push(match &init.c {
+            Some(c) => c.clone(),
+            None => init.h.zeros_like()?,
+        });
+    }
+    parts.push(att0.clone());
+    parts.push(memory.reshape((b, s * c))?);
+    parts.push(keys.keys().reshape((b, s * a))?);
+    parts.push(keys.mask_bias().reshape((b, s))?);
+    let mk = Tensor::cat(&parts, 1)?;
+    let op = FeedingRecurrence {
+        kind,
+        hidden: hs,
+        memory: c,
+        att: a,
+        src: s,
+    };
+    let res = gx
+        .contiguous()?
+        .apply_op3(&w.contiguous()?, &mk.contiguous()?, op)?;
+    let o_att = op.dims().o_att;
+    let last = CellState {
+        h: res.narrow(2, 0, hs)?.get(t - 1)?,
+        c: match kind {
+            CellKind::Lstm => Some(res.narrow(2, hs, hs)?.get(t - 1)?),
+            _ => None,
+        },
+    };
+    let att = res.narrow(2, o_att, hs)?.transpose(0, 1)?;
+    Ok((att, last))
+}
+
+#[cfg(test)]
+mod tests;
