@@ -22,6 +22,7 @@ fn shipped_configs_parse_and_validate() {
         "agnews-char",
         "alice-word",
         "multi30k-en-de-bahdanau",
+        "multi30k-en-de-joeynmt",
         "quickstart-caption",
         "flickr8k",
         "flickr8k-lite0",
