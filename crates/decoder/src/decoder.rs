@@ -105,10 +105,15 @@ impl DecoderState {
     }
 }
 
-/// The memory with its attention keys precomputed once per batch.
+/// The memory with its attention keys precomputed once per batch, and for a search on the CPU
+/// the output layer's weight transposed.
 #[derive(Clone, Debug)]
 pub struct PreparedMemory {
     keys: Option<AttentionKeys>,
+    /// `W_oᵀ` `(D, V)` contiguous: with it a step's logits are `(W_oᵀ)ᵀ xᵀ` transposed, which gemm
+    /// computes reading the weight in place instead of packing the few rows of `x` again for
+    /// every block of the vocabulary (docs/results.md, "The input-feeding decoder").
+    readout_t: Option<Tensor>,
 }
 
 impl PreparedMemory {
@@ -119,6 +124,7 @@ impl PreparedMemory {
                 .as_ref()
                 .map(|k| k.index_select(rows))
                 .transpose()?,
+            readout_t: self.readout_t.clone(),
         })
     }
 }
@@ -290,7 +296,21 @@ impl Decoder {
             }
             _ => None,
         };
-        Ok(PreparedMemory { keys })
+        Ok(PreparedMemory {
+            keys,
+            readout_t: None,
+        })
+    }
+
+    /// [`Decoder::prepare`] for a search (step by step, evaluation mode): on the CPU in f32 the
+    /// output layer's weight is also transposed once for the whole search.
+    pub fn prepare_search(&self, enc: &EncoderOutput) -> Result<PreparedMemory> {
+        let mut mem = self.prepare(enc)?;
+        let w = self.output_layer.weight();
+        if w.dtype() == DType::F32 && w.device().is_cpu() {
+            mem.readout_t = Some(w.t()?.contiguous()?);
+        }
+        Ok(mem)
     }
 
     /// The initial state from the bridge; `batch` is used when the encoder gives no state.
@@ -357,7 +377,10 @@ impl Decoder {
         let e = ctx.word_dropout(&self.embed.forward(prev)?, self.cfg.word_dropout)?;
         let e = ctx.dropout(&e, self.cfg.emb_dropout)?;
         let (att, state, alphas) = self.step_embedded(&e, state, mem, ctx)?;
-        let logits = self.logits(&att, ctx)?;
+        let logits = match &mem.readout_t {
+            Some(w_t) => self.logits_transposed(&att, w_t, ctx)?,
+            None => self.logits(&att, ctx)?,
+        };
         Ok((logits, state, alphas))
     }
 
@@ -459,6 +482,16 @@ impl Decoder {
         let mut out = dims;
         *out.last_mut().unwrap() = self.cfg.vocab_size;
         y.reshape(out)
+    }
+
+    /// [`Decoder::logits`] of one step's vectors `(B, D)` from the transposed weight `(D, V)`.
+    fn logits_transposed(&self, att: &Tensor, w_t: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let x = self.readout(att, ctx)?;
+        let y = w_t.t()?.matmul(&x.t()?)?.t()?;
+        match self.output_layer.bias() {
+            Some(b) => y.broadcast_add(b),
+            None => y.contiguous(),
+        }
     }
 
     /// The output layer's input: the attentional vectors after the hidden dropout.

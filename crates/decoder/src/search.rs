@@ -49,7 +49,7 @@ impl DecoderStepper<'_> {
     pub fn start(&self, enc: &EncoderOutput, batch: usize, dev: &Device) -> Result<SearchState> {
         Ok(SearchState {
             state: self.0.start(enc, batch, dev)?,
-            mem: self.0.prepare(enc)?,
+            mem: self.0.prepare_search(enc)?,
             attention: None,
         })
     }

@@ -129,18 +129,25 @@ fn check_teacher_forcing(
         }
         let diff = (projected - &full)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "{what} readout: {diff}");
-        let mut s = state;
-        for t in 0..4 {
-            let (logits, next, _) = dec.step(
-                &tgt.narrow(1, t, 1)?.squeeze(1)?,
-                &s,
-                &mem,
-                &mut Ctx::eval(),
-            )?;
-            let want = full.narrow(1, t, 1)?.squeeze(1)?;
-            let diff = (logits - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff < 1e-5, "{what} step {t}: {diff}");
-            s = next;
+        // Stepping with the memory as `step` gets it and as a search prepares it (the output
+        // layer's weight transposed).
+        for (mem, how) in [
+            (mem, "prepare"),
+            (dec.prepare_search(enc)?, "prepare_search"),
+        ] {
+            let mut s = state.clone();
+            for t in 0..4 {
+                let (logits, next, _) = dec.step(
+                    &tgt.narrow(1, t, 1)?.squeeze(1)?,
+                    &s,
+                    &mem,
+                    &mut Ctx::eval(),
+                )?;
+                let want = full.narrow(1, t, 1)?.squeeze(1)?;
+                let diff = (logits - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-5, "{what} step {t} after {how}: {diff}");
+                s = next;
+            }
         }
     }
     Ok(())

@@ -145,7 +145,7 @@ fn prime(
     let dec = &model.decoder;
     let enc = EncoderOutput::empty();
     let mut state = dec.start(&enc, 1, dev)?;
-    let mem = dec.prepare(&enc)?;
+    let mem = dec.prepare_search(&enc)?;
     let last = match prompt_ids.split_last() {
         Some((&last, before)) => {
             let mut inputs = vec![vocab.bos];
