@@ -14,6 +14,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Embedding, Init, Linear, Module, VarBuilder};
 use seq2seq_nn::attentive::{attentive_sequence, attentive_supported};
 use seq2seq_nn::feeding::{feeding_sequence, feeding_supported, AttentionalLayer};
+use seq2seq_nn::project::project_transposed;
 use seq2seq_nn::{
     attention, rnn, Attention, AttentionKeys, AttentionKind, CellKind, CellState, Ctx, Rnn,
     RnnConfig,
@@ -487,11 +488,7 @@ impl Decoder {
     /// [`Decoder::logits`] of one step's vectors `(B, D)` from the transposed weight `(D, V)`.
     fn logits_transposed(&self, att: &Tensor, w_t: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let x = self.readout(att, ctx)?;
-        let y = w_t.t()?.matmul(&x.t()?)?.t()?;
-        match self.output_layer.bias() {
-            Some(b) => y.broadcast_add(b),
-            None => y.contiguous(),
-        }
+        project_transposed(&x, w_t, self.output_layer.bias())
     }
 
     /// The output layer's input: the attentional vectors after the hidden dropout.

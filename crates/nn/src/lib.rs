@@ -21,6 +21,7 @@ pub mod fused;
 mod gates;
 pub mod init;
 pub mod loss;
+pub mod project;
 pub mod projection_loss;
 pub mod rnn;
 pub mod siphash;
