@@ -10,6 +10,8 @@
 //! p_t   = softmax(W_o dropout(ã_t))    (W_o tied to the embedding optionally)
 //! ```
 
+use std::sync::Arc;
+
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Embedding, Init, Linear, Module, VarBuilder};
 use seq2seq_nn::attentive::{attentive_sequence, attentive_supported};
@@ -111,10 +113,23 @@ impl DecoderState {
 #[derive(Clone, Debug)]
 pub struct PreparedMemory {
     keys: Option<AttentionKeys>,
-    /// `W_oᵀ` `(D, V)` contiguous: with it a step's logits are `(W_oᵀ)ᵀ xᵀ` transposed, which gemm
-    /// computes reading the weight in place instead of packing the few rows of `x` again for
-    /// every block of the vocabulary (docs/results.md, "The input-feeding decoder").
-    readout_t: Option<Tensor>,
+    /// A search's step weights transposed (CPU, f32): see [`SearchWeights`].
+    search: Option<Arc<SearchWeights>>,
+}
+
+/// The weights of a decoding step transposed, `Wᵀ` contiguous, made once per search: with them
+/// a step's products `x Wᵀ` (few rows: the batch or the beams) go through
+/// `nn::project::project_transposed`, which gemm computes reading the weight in place instead of
+/// packing the few rows of `x` again for every block of columns (docs/results.md, "The
+/// input-feeding decoder").
+#[derive(Debug)]
+struct SearchWeights {
+    /// The output layer's `W_oᵀ` `(D, V)`.
+    readout: Tensor,
+    /// `(W_ihᵀ, W_hhᵀ)` per recurrent layer.
+    cells: Vec<(Tensor, Tensor)>,
+    /// The attentional layer's `W_cᵀ` (Luong style with attention).
+    att_vector: Option<Tensor>,
 }
 
 impl PreparedMemory {
@@ -125,7 +140,7 @@ impl PreparedMemory {
                 .as_ref()
                 .map(|k| k.index_select(rows))
                 .transpose()?,
-            readout_t: self.readout_t.clone(),
+            search: self.search.clone(),
         })
     }
 }
@@ -297,10 +312,7 @@ impl Decoder {
             }
             _ => None,
         };
-        Ok(PreparedMemory {
-            keys,
-            readout_t: None,
-        })
+        Ok(PreparedMemory { keys, search: None })
     }
 
     /// [`Decoder::prepare`] for a search (step by step, evaluation mode): on the CPU in f32 the
@@ -309,7 +321,17 @@ impl Decoder {
         let mut mem = self.prepare(enc)?;
         let w = self.output_layer.weight();
         if w.dtype() == DType::F32 && w.device().is_cpu() {
-            mem.readout_t = Some(w.t()?.contiguous()?);
+            let transposed = |l: &Linear| l.weight().t()?.contiguous();
+            mem.search = Some(Arc::new(SearchWeights {
+                readout: transposed(&self.output_layer)?,
+                cells: self
+                    .rnn
+                    .cells()
+                    .iter()
+                    .map(|c| c.transposed_weights())
+                    .collect::<Result<_>>()?,
+                att_vector: self.att_vector_layer.as_ref().map(transposed).transpose()?,
+            }));
         }
         Ok(mem)
     }
@@ -378,8 +400,8 @@ impl Decoder {
         let e = ctx.word_dropout(&self.embed.forward(prev)?, self.cfg.word_dropout)?;
         let e = ctx.dropout(&e, self.cfg.emb_dropout)?;
         let (att, state, alphas) = self.step_embedded(&e, state, mem, ctx)?;
-        let logits = match &mem.readout_t {
-            Some(w_t) => self.logits_transposed(&att, w_t, ctx)?,
+        let logits = match &mem.search {
+            Some(w) => self.logits_transposed(&att, &w.readout, ctx)?,
             None => self.logits(&att, ctx)?,
         };
         Ok((logits, state, alphas))
@@ -400,7 +422,7 @@ impl Decoder {
             Some(a) => Tensor::cat(&[e, a], 1)?,
             None => e.clone(),
         };
-        let (x, layers) = self.run_stack(x, state, ctx)?;
+        let (x, layers) = self.run_stack(x, state, mem, ctx)?;
         let (att, alphas) = self.attend(&x.unsqueeze(1)?, mem)?;
         let att = att.squeeze(1)?;
         let alphas = alphas.map(|a| a.squeeze(1)).transpose()?;
@@ -414,11 +436,19 @@ impl Decoder {
         &self,
         mut x: Tensor,
         state: &DecoderState,
+        mem: &PreparedMemory,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Vec<CellState>)> {
         let mut layers = Vec::with_capacity(state.layers.len());
         for (l, cell) in self.rnn.cells().iter().enumerate() {
-            let s = cell.step(&cell.input_proj(&x)?, &state.layers[l])?;
+            let s = match &mem.search {
+                Some(w) => {
+                    let (w_ih_t, w_hh_t) = &w.cells[l];
+                    let gi = cell.input_proj_transposed(&x, w_ih_t)?;
+                    cell.step_transposed(&gi, &state.layers[l], w_hh_t)?
+                }
+                None => cell.step(&cell.input_proj(&x)?, &state.layers[l])?,
+            };
             x = if l + 1 < self.cfg.num_layers {
                 ctx.dropout(&s.h, self.cfg.dropout)?
             } else {
@@ -443,7 +473,7 @@ impl Decoder {
         let query = &state.layers[self.cfg.num_layers - 1].h;
         let (context, alphas) = a.forward(&query.unsqueeze(1)?, k)?;
         let (context, alphas) = (context.squeeze(1)?, alphas.squeeze(1)?);
-        let (x, layers) = self.run_stack(Tensor::cat(&[e, &context], 1)?, state, ctx)?;
+        let (x, layers) = self.run_stack(Tensor::cat(&[e, &context], 1)?, state, mem, ctx)?;
         let out = Tensor::cat(&[&x, &context, e], 1)?;
         Ok((
             out,
@@ -460,13 +490,16 @@ impl Decoder {
         match (&self.attention, &mem.keys) {
             (Some(a), Some(k)) => {
                 let (context, alphas) = a.forward(h, k)?;
-                let att = self
-                    .att_vector_layer
-                    .as_ref()
-                    .unwrap()
-                    .forward(&Tensor::cat(&[h, &context], D::Minus1)?)?
-                    .tanh()?;
-                Ok((att, Some(alphas)))
+                let layer = self.att_vector_layer.as_ref().unwrap();
+                let hc = Tensor::cat(&[h, &context], D::Minus1)?;
+                let att = match mem.search.as_ref().and_then(|w| w.att_vector.as_ref()) {
+                    // One step's single query: (B, 1, H + C) → (B, H + C).
+                    Some(w_t) if hc.dim(1)? == 1 => {
+                        project_transposed(&hc.squeeze(1)?, w_t, layer.bias())?.unsqueeze(1)?
+                    }
+                    _ => layer.forward(&hc)?,
+                };
+                Ok((att.tanh()?, Some(alphas)))
             }
             _ => Ok((h.clone(), None)),
         }

@@ -11,6 +11,7 @@ use candle_nn::ops::sigmoid;
 use candle_nn::{Init, VarBuilder};
 
 use crate::cell::{CellKind, CellState};
+use crate::project::project_transposed;
 use crate::{fused, Ctx};
 
 /// One recurrent cell (one layer, one direction).
@@ -76,6 +77,32 @@ impl Cell {
         let mut out = dims;
         *out.last_mut().unwrap() = y.dim(1)?;
         y.reshape(out)
+    }
+
+    /// `(W_ihᵀ, W_hhᵀ)` contiguous, for [`Cell::input_proj_transposed`] and
+    /// [`Cell::step_transposed`]: a search transposes them once and steps with them.
+    pub fn transposed_weights(&self) -> Result<(Tensor, Tensor)> {
+        Ok((self.w_ih.t()?.contiguous()?, self.w_hh.t()?.contiguous()?))
+    }
+
+    /// [`Cell::input_proj`] of one step's rows `(B, I)` from `W_ihᵀ`, through
+    /// [`crate::project::project_transposed`]: for decoding only (it has no backward pass).
+    pub fn input_proj_transposed(&self, x: &Tensor, w_ih_t: &Tensor) -> Result<Tensor> {
+        project_transposed(x, w_ih_t, Some(&self.b_ih))
+    }
+
+    /// [`Cell::step`] with the recurrent product from `W_hhᵀ`: for decoding only.
+    pub fn step_transposed(
+        &self,
+        gi: &Tensor,
+        state: &CellState,
+        w_hh_t: &Tensor,
+    ) -> Result<CellState> {
+        if fused::supported(self.kind, gi) {
+            let gh = project_transposed(&state.h, w_hh_t, Some(&self.b_hh))?;
+            return fused::step(self.kind, gi, &gh, state);
+        }
+        self.step(gi, state)
     }
 
     /// One step from a precomputed input projection `gi` (B, G·H).
