@@ -552,7 +552,7 @@ impl Decoder {
     ///
     /// Without input feeding the recurrent stack runs over the whole sequence and attention is
     /// batched over all T queries at once; with it the steps are sequential (one fused op on the
-    /// CPU for one layer with additive attention). Either way the output projection is one matmul
+    /// CPU for one GRU or LSTM layer). Either way the output projection is one matmul
     /// over all steps.
     pub fn forward_teacher(
         &self,
@@ -590,8 +590,8 @@ impl Decoder {
         Ok(Some((out, last)))
     }
 
-    /// The Luong-style teacher-forced pass with input feeding as one fused op (one layer,
-    /// additive attention, GRU or LSTM, f32 on the CPU): the attentional vectors for every step
+    /// The Luong-style teacher-forced pass with input feeding as one fused op (one layer, GRU or
+    /// LSTM, any attention score, f32 on the CPU): the attentional vectors for every step
     /// and the final state, or `None` where the op does not apply and the step loop runs instead.
     fn fused_feeding(
         &self,

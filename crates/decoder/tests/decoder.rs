@@ -85,16 +85,22 @@ fn teacher_forcing_equals_stepping() -> Result<()> {
         let dec = decoder(config(cell, feed, att), vm.var_builder(&dev))?;
         check_teacher_forcing(&dec, &enc, &dev, &format!("{cell:?}"))?;
     }
-    // One layer with additive attention and input feeding: the fused input-feeding op
-    // (JoeyNMT's RNN decoder), for both gated cells.
-    for cell in [CellKind::Gru, CellKind::Lstm] {
+    // One layer with input feeding: the fused input-feeding op (JoeyNMT's RNN decoder, with
+    // additive scores), for both gated cells.
+    // OpenNMT-py's (Luong `general` scores) too.
+    for (cell, att) in [
+        (CellKind::Gru, AttentionKind::Bahdanau),
+        (CellKind::Lstm, AttentionKind::Bahdanau),
+        (CellKind::Lstm, AttentionKind::Luong),
+        (CellKind::Gru, AttentionKind::Dot),
+    ] {
         let vm = SeededVarMap::new(3);
         let cfg = DecoderConfig {
             num_layers: 1,
-            ..config(cell, true, Some(AttentionKind::Bahdanau))
+            ..config(cell, true, Some(att))
         };
         let dec = decoder(cfg, vm.var_builder(&dev))?;
-        check_teacher_forcing(&dec, &enc, &dev, &format!("{cell:?} input feeding"))?;
+        check_teacher_forcing(&dec, &enc, &dev, &format!("{cell:?} {att:?} input feeding"))?;
     }
     // The Bahdanau style (attention before the step, deep output) too.
     let vm = SeededVarMap::new(4);

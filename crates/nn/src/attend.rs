@@ -1,12 +1,22 @@
-//! Additive attention for one batch row of a fused decoder recurrence, forward and backward: the
-//! kernels of [`crate::attentive`] (Bahdanau style) and [`crate::feeding`] (Luong style with input
-//! feeding) loop over steps and rows around these.
+//! Attention for one batch row of a fused decoder recurrence, forward and backward: the kernels
+//! of [`crate::attentive`] (Bahdanau style) and [`crate::feeding`] (Luong style with input
+//! feeding) loop over steps and rows around these. Scores are additive, `vᵀ tanh(q + k_s)`, or
+//! multiplicative, `q · k_s` (Luong `general` with the keys `W m` precomputed, and `dot`).
 //!
 //! Both ops pack a batch row's memory the same way, after a prefix of per-row state:
 //! `[prefix (P) | memory (S·C) | keys (S·A) | mask bias (S)]`, the bias 0 at real source
 //! positions and -1e9 at padding.
 
 use crate::fastmath::{dot_tanh, exp, tanh};
+
+/// How a query is compared with a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Score {
+    /// `vᵀ tanh(q + k)` (Bahdanau).
+    Additive,
+    /// `q · k` (Luong `general` and `dot`).
+    Multiplicative,
+}
 
 /// Where a packed row's parts lie.
 #[derive(Clone, Copy, Debug)]
@@ -33,10 +43,12 @@ impl MemoryRow {
     }
 }
 
-/// Additive attention for one batch row: writes the weights `al` (S) and the context `ctx` (C)
-/// for the projected query `q` (A) against the packed row `mk`.
+/// Attention for one batch row: writes the weights `al` (S) and the context `ctx` (C) for the
+/// (projected) query `q` (A) against the packed row `mk`; `v` is the additive score's energy
+/// weight (unused by the multiplicative one).
 pub(crate) fn attend_row(
     d: &MemoryRow,
+    score: Score,
     q: &[f32],
     v: &[f32],
     mk: &[f32],
@@ -47,7 +59,11 @@ pub(crate) fn attend_row(
     let mut mx = f32::NEG_INFINITY;
     for si in 0..d.s {
         let kr = &keys[si * d.a..(si + 1) * d.a];
-        al[si] = dot_tanh(q, kr, v) + bias[si];
+        al[si] = bias[si]
+            + match score {
+                Score::Additive => dot_tanh(q, kr, v),
+                Score::Multiplicative => q.iter().zip(kr).map(|(x, y)| x * y).sum(),
+            };
         mx = mx.max(al[si]);
     }
     let mut z = 0.0;
@@ -67,11 +83,12 @@ pub(crate) fn attend_row(
 }
 
 /// Backward of [`attend_row`]: from the context's gradient `dctx`, accumulates the memory's and
-/// keys' gradients into the packed gradient row `dmk` and into `dv`, and writes the query's
-/// gradient `dq`.
+/// keys' gradients into the packed gradient row `dmk` and (additive) into `dv`, and writes the
+/// query's gradient `dq`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_row_bwd(
     d: &MemoryRow,
+    score: Score,
     q: &[f32],
     al: &[f32],
     v: &[f32],
@@ -103,6 +120,13 @@ pub(crate) fn attend_row_bwd(
         }
         let kr = &keys[si * d.a..(si + 1) * d.a];
         let dk = &mut dkeys[si * d.a..(si + 1) * d.a];
+        if score == Score::Multiplicative {
+            for ((dqj, dkj), (&qj, &kj)) in dq.iter_mut().zip(dk.iter_mut()).zip(q.iter().zip(kr)) {
+                *dqj += ds * kj;
+                *dkj += ds * qj;
+            }
+            continue;
+        }
         let lanes = dq.iter_mut().zip(dk.iter_mut()).zip(dv.iter_mut());
         for (((dqj, dkj), dvj), ((&qj, &kj), &vj)) in lanes.zip(q.iter().zip(kr).zip(v)) {
             let u = tanh(qj + kj);

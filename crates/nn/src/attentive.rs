@@ -27,7 +27,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::attend::{attend_row, attend_row_bwd, MemoryRow};
+use crate::attend::{attend_row, attend_row_bwd, MemoryRow, Score};
 use crate::attention::{Attention, AttentionKeys};
 use crate::cell::{CellKind, CellState};
 use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
@@ -179,6 +179,7 @@ impl CustomOp3 for AttentiveRecurrence {
                 qs.copy_from_slice(q);
                 attend_row(
                     &d.memory_row(),
+                    Score::Additive,
                     q,
                     v,
                     &mk[bi * d.sw..(bi + 1) * d.sw],
@@ -366,6 +367,7 @@ impl AttentiveRecurrence {
                     let o = (ti * b + bi) * wd + d.kh + d.c;
                     attend_row_bwd(
                         &d.memory_row(),
+                        Score::Additive,
                         &res[o..o + d.a],
                         &res[o + d.a..o + d.a + d.s],
                         v,

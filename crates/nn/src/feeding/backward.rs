@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::{plain, transposed, Dims, Weights};
-use crate::attend::attend_row_bwd;
+use crate::attend::{attend_row_bwd, Score};
 use crate::cpu::{matmul, View};
 use crate::gates::{gru_row_bwd, lstm_row_bwd};
 
@@ -86,13 +86,13 @@ pub(super) fn step_bwd(
     gr: &mut Grads,
 ) {
     let (hs, g, aq, wd, sw) = (d.hs, d.g, d.aq, d.wd, d.mem.width());
-    let (a, c) = (d.mem.a, d.mem.c);
+    let (a, c, och) = (d.mem.a, d.mem.c, d.o_ch);
     let base = ti * b * wd;
     let dqc = &mut gr.dqc[ti * b * aq..(ti + 1) * b * aq];
     // dpre = (dã from downstream + from the next step's input) · (1 - ã²)
     for bi in 0..b {
         let o = base + bi * wd + d.o_att;
-        let dpre = &mut dqc[bi * aq + a..(bi + 1) * aq];
+        let dpre = &mut dqc[bi * aq + och..(bi + 1) * aq];
         for j in 0..hs {
             let at = res[o + j];
             dpre[j] = (gres[o + j] + gr.da[bi * hs + j]) * (1.0 - at * at);
@@ -105,35 +105,48 @@ pub(super) fn step_bwd(
         dctx[bi * c..(bi + 1) * c].copy_from_slice(&gres[o..o + c]);
     }
     let dpre = View {
-        data: &dqc[a..],
+        data: &dqc[och..],
         rs: aq,
         cs: 1,
     };
     matmul((b, c, hs), &mut dctx, c, true, dpre, plain(w.wcc, c));
-    dqc.par_chunks_mut(aq)
+    let mut dq = vec![0f32; b * a];
+    dq.par_chunks_mut(a)
         .zip(gr.dmk.par_chunks_mut(sw))
         .zip(gr.dv_rows.par_chunks_mut(a))
         .enumerate()
-        .for_each(|(bi, ((dqc_row, dmk_row), dv))| {
+        .for_each(|(bi, ((dq_row, dmk_row), dv))| {
             let o = base + bi * wd;
             attend_row_bwd(
                 &d.mem,
+                d.score,
                 &res[o + d.o_q..o + d.o_q + a],
                 &res[o + d.o_al..o + d.o_al + d.mem.s],
                 w.v,
                 &mk[bi * sw..(bi + 1) * sw],
                 &dctx[bi * c..(bi + 1) * c],
                 dmk_row,
-                &mut dqc_row[..a],
+                dq_row,
                 dv,
             );
         });
+    // The query's gradient: through W_q (additive, as part of dqc), or h's own (multiplicative).
+    if d.score == Score::Additive {
+        for (row, x) in dqc.chunks_mut(aq).zip(dq.chunks(a)) {
+            row[..a].copy_from_slice(x);
+        }
+    }
     // dh_t = (from downstream) + (carried from step t+1) + [dq | dpre] [W_q; W_ch]
     let mut dht = vec![0f32; b * hs];
     for bi in 0..b {
         let o = base + bi * wd;
         for j in 0..hs {
             dht[bi * hs + j] = gres[o + j] + gr.dh[bi * hs + j];
+        }
+    }
+    if d.score == Score::Multiplicative {
+        for (x, y) in dht.iter_mut().zip(&dq) {
+            *x += y;
         }
     }
     matmul(
@@ -205,7 +218,8 @@ pub(super) fn step_bwd(
 
 /// The weight gradients over all steps at once, in the flat layout of `w`:
 /// `dW_hh = Σ dghᵀ h_prev`, `dW_ia = Σ dgiᵀ ã_prev`, `db_hh = Σ dgh`,
-/// `d[W_q; W_ch] = Σ dqcᵀ h_t`, `dW_cc = Σ dpreᵀ c_t`, `db_c = Σ dpre`, `dv` from the rows.
+/// `d[W_q; W_ch] = Σ dqcᵀ h_t` (`dW_ch` alone for the multiplicative score), `dW_cc = Σ dpreᵀ c_t`,
+/// `db_c = Σ dpre`, `dv` from the rows (additive only).
 pub(super) fn weight_grads(
     d: &Dims,
     rows: usize,
@@ -213,7 +227,7 @@ pub(super) fn weight_grads(
     res: &[f32],
     gr: &Grads,
 ) -> Vec<f32> {
-    let (hs, g, aq, a, c) = (d.hs, d.g, d.aq, d.mem.a, d.mem.c);
+    let (hs, g, aq, a, c, och) = (d.hs, d.g, d.aq, d.mem.a, d.mem.c, d.o_ch);
     let mut dw = vec![0f32; d.w_len()];
     let (dwhh, rest) = dw.split_at_mut(g * hs);
     let (dwia, rest) = rest.split_at_mut(g * hs);
@@ -245,14 +259,14 @@ pub(super) fn weight_grads(
         dwcc,
         c,
         false,
-        transposed(&gr.dqc[a..], aq),
+        transposed(&gr.dqc[och..], aq),
         ctx,
     );
     for r in 0..rows {
         for (o, x) in dbhh.iter_mut().zip(&gr.dgh[r * g..(r + 1) * g]) {
             *o += x;
         }
-        for (o, x) in dbc.iter_mut().zip(&gr.dqc[r * aq + a..(r + 1) * aq]) {
+        for (o, x) in dbc.iter_mut().zip(&gr.dqc[r * aq + och..(r + 1) * aq]) {
             *o += x;
         }
     }

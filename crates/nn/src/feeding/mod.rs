@@ -2,9 +2,11 @@
 //! candle custom op, back-propagation through time inside. Per step, in the order of the math:
 //! ```text
 //! h_t = cell([e_t ; ã_{t-1}], h_{t-1})
-//! c_t = Σ_s α_s m_s,   α = softmax_s(vᵀ tanh(W_q h_t + k_s) + mask_s)
+//! c_t = Σ_s α_s m_s,   α = softmax_s(score(h_t, k_s) + mask_s)
 //! ã_t = tanh(W_c [h_t ; c_t] + b_c)            (fed to the next step's input)
 //! ```
+//! with the additive score `vᵀ tanh(W_q h_t + k_s)` (JoeyNMT) or the multiplicative `h_t · k_s`
+//! (Luong `general`, keys `W_k m`, OpenNMT-py's default; `dot`, keys `m`).
 //!
 //! Why: input feeding makes every step depend on the previous step's attentional vector, so the
 //! whole-sequence paths (the recurrence over all steps, then attention over all queries at once)
@@ -19,7 +21,7 @@
 //!   `W_ih = [W_ie | W_ia]` splits the cell's input weights at the embedding size;
 //! - `w` (flat): `W_hh` `(G·H, H)`, `W_ia` `(G·H, H)`, `b_hh` `(G·H)`, `[W_q; W_ch]` `(A + H, H)`,
 //!   `W_cc` `(H, C)`, `b_c` `(H)`, `v` `(A)`, where `W_c = [W_ch | W_cc]` splits the attentional
-//!   layer's weight at the hidden size;
+//!   layer's weight at the hidden size (the multiplicative score has no `W_q` and no `v`);
 //! - `mk` `(B, ·)`: per batch row `[h0 | c0 | ã0 | memory | keys | mask bias]` (`c0` for the LSTM
 //!   only), packed as [`crate::attend`] reads it.
 //!
@@ -33,7 +35,7 @@ mod backward;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::attend::{attend_row, MemoryRow};
+use crate::attend::{attend_row, MemoryRow, Score};
 use crate::attention::{Attention, AttentionKeys};
 use crate::cell::{CellKind, CellState};
 use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
@@ -45,7 +47,8 @@ use backward::{previous_states, step_bwd, weight_grads, Grads};
 #[derive(Clone, Copy, Debug)]
 struct FeedingRecurrence {
     kind: CellKind,
-    /// H, C, A, S.
+    score: Score,
+    /// H, C, A (H for the multiplicative score), S.
     hidden: usize,
     memory: usize,
     att: usize,
@@ -58,8 +61,13 @@ struct Dims {
     hs: usize,
     /// G·H, the gate pre-activations per row.
     g: usize,
-    /// A + H: the width of `h [W_q; W_ch]ᵀ`.
+    /// The width of `h [W_q; W_ch]ᵀ` (A + H), or of `h W_chᵀ` (H) for the multiplicative score,
+    /// whose query is `h` itself; `W_ch h` starts at `o_ch` in it.
     aq: usize,
+    o_ch: usize,
+    score: Score,
+    /// The length of `v` (A, or 0 for the multiplicative score).
+    v_len: usize,
     /// Width of the cell's part of an output row (K·H); the context starts there.
     kh: usize,
     /// Where the query, the weights and ã start in an output row, and its width.
@@ -77,10 +85,17 @@ impl FeedingRecurrence {
         let (hs, c, a, s) = (self.hidden, self.memory, self.att, self.src);
         let kh = if lstm { 6 * hs } else { 5 * hs };
         let (o_q, o_al, o_att) = (kh + c, kh + c + a, kh + c + a + s);
+        let o_ch = match self.score {
+            Score::Additive => a,
+            Score::Multiplicative => 0,
+        };
         Dims {
             hs,
             g: self.kind.gates() * hs,
-            aq: a + hs,
+            aq: o_ch + hs,
+            o_ch,
+            score: self.score,
+            v_len: o_ch,
             kh,
             o_q,
             o_al,
@@ -110,8 +125,8 @@ struct Weights<'a> {
 
 impl Dims {
     fn w_len(&self) -> usize {
-        let (hs, c, a) = (self.hs, self.mem.c, self.mem.a);
-        2 * self.g * hs + self.g + self.aq * hs + hs * c + hs + a
+        let (hs, c) = (self.hs, self.mem.c);
+        2 * self.g * hs + self.g + self.aq * hs + hs * c + hs + self.v_len
     }
 
     fn split_w<'a>(&self, w: &'a [f32]) -> Weights<'a> {
@@ -281,16 +296,19 @@ impl CustomOp3 for FeedingRecurrence {
             );
             let qcr = &qc;
             cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
-                let q = &qcr[bi * d.aq..bi * d.aq + d.mem.a];
-                let (ctx, rest) = row[d.kh..].split_at_mut(d.mem.c);
+                let (h, rest) = row.split_at_mut(d.kh);
+                let (ctx, rest) = rest.split_at_mut(d.mem.c);
                 let (qs, al) = rest.split_at_mut(d.mem.a);
-                qs.copy_from_slice(q);
+                match d.score {
+                    Score::Additive => qs.copy_from_slice(&qcr[bi * d.aq..bi * d.aq + d.mem.a]),
+                    Score::Multiplicative => qs.copy_from_slice(&h[..hs]),
+                }
                 let mkr = &mk[bi * sw..(bi + 1) * sw];
-                attend_row(&d.mem, q, w.v, mkr, ctx, &mut al[..d.mem.s]);
+                attend_row(&d.mem, d.score, qs, w.v, mkr, ctx, &mut al[..d.mem.s]);
             });
             // ã_t = tanh(W_ch h + W_cc c + b_c)
             for (bi, p) in pre.chunks_mut(hs).enumerate() {
-                let wch_h = &qc[bi * d.aq + d.mem.a..(bi + 1) * d.aq];
+                let wch_h = &qc[bi * d.aq + d.o_ch..(bi + 1) * d.aq];
                 for ((o, x), y) in p.iter_mut().zip(wch_h).zip(w.bc) {
                     *o = x + y;
                 }
@@ -369,8 +387,8 @@ impl CustomOp3 for FeedingRecurrence {
 }
 
 /// Whether [`feeding_sequence`] runs for this cell, attention and input.
-pub fn feeding_supported(cell: &Cell, attention: &Attention, e: &Tensor) -> bool {
-    cell.kind() != CellKind::Rnn && attention.additive_weights().is_some() && on_cpu_f32(e)
+pub fn feeding_supported(cell: &Cell, _attention: &Attention, e: &Tensor) -> bool {
+    cell.kind() != CellKind::Rnn && on_cpu_f32(e)
 }
 
 /// The attentional layer `ã = tanh(W_c [h; c] + b_c)`: weight `(H, H + C)` and bias `(H)`.
@@ -392,13 +410,23 @@ pub fn feeding_sequence(
     init: &CellState,
     att0: &Tensor,
 ) -> Result<(Tensor, CellState)> {
-    let Some((w_q, v)) = attention.additive_weights() else {
-        candle_core::bail!("the input-feeding recurrence needs additive (Bahdanau) attention");
-    };
     let (b, t, emb) = e.dims3()?;
     let memory = keys.memory();
     let (_, s, c) = memory.dims3()?;
-    let (a, hs) = w_q.dims2()?;
+    let hs = cell.hidden_size();
+    // The additive score projects the query (`W_q`, then `v`); the multiplicative ones compare
+    // `h` itself with the keys (`W_k m` for `general`, the memory for `dot`).
+    let (score, q_parts, a) = match attention.additive_weights() {
+        Some((w_q, _)) => (Score::Additive, vec![w_q.clone()], w_q.dim(0)?),
+        None => (Score::Multiplicative, vec![], hs),
+    };
+    let v = attention.additive_weights().map(|(_, v)| v.clone());
+    if keys.keys().dim(2)? != a {
+        candle_core::bail!(
+            "the input-feeding recurrence: keys of size {} for queries of size {a}",
+            keys.keys().dim(2)?
+        );
+    }
     let kind = cell.kind();
     let w_ih = cell.w_ih();
     // gx = e W_ieᵀ + b_ih for every step, time-major.
@@ -419,12 +447,16 @@ pub fn feeding_sequence(
             flat(cell.w_hh.clone())?,
             flat(w_ih.narrow(1, emb, hs)?)?,
             flat(cell.b_hh.clone())?,
-            flat(w_q.clone())?,
+        ]
+        .into_iter()
+        .chain(q_parts.into_iter().map(flat).collect::<Result<Vec<_>>>()?)
+        .chain([
             flat(layer.weight.narrow(1, 0, hs)?)?,
             flat(layer.weight.narrow(1, hs, c)?)?,
             flat(b_c)?,
-            flat(v.clone())?,
-        ],
+        ])
+        .chain(v.map(flat).transpose()?)
+        .collect::<Vec<_>>(),
         0,
     )?;
     let mut parts = vec![init.h.clone()];
@@ -441,6 +473,7 @@ pub fn feeding_sequence(
     let mk = Tensor::cat(&parts, 1)?;
     let op = FeedingRecurrence {
         kind,
+        score,
         hidden: hs,
         memory: c,
         att: a,

@@ -13,13 +13,19 @@ fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 
 /// Values and gradients of every input against the op-by-op loop the decoder runs otherwise:
 /// `Cell::step_ops` on `[e; ã]`, attention with the new state, then the attentional layer.
-fn check(kind: CellKind) -> Result<()> {
+fn check(kind: CellKind, att_kind: AttentionKind) -> Result<()> {
     let dev = Device::Cpu;
-    let (b, t, s, emb, c, hs, a) = (3, 4, 5, 6, 7, 8, 9);
+    let (b, t, s, emb, hs, a) = (3, 4, 5, 6, 8, 9);
+    // `dot` compares the state with the memory itself: their sizes agree.
+    let c = if att_kind == AttentionKind::Dot {
+        hs
+    } else {
+        7
+    };
     let vm = SeededVarMap::new(13);
     let vb = vm.var_builder(&dev);
     let cl = cell(kind, emb + hs, hs, "l0", vb.pp("rnn"))?;
-    let att = attention(AttentionKind::Bahdanau, c, hs, a, vb.pp("attention"))?;
+    let att = attention(att_kind, c, hs, a, vb.pp("attention"))?;
     let layer = linear(hs + c, hs, vb.pp("att_vector_layer"))?;
     let randn = |sd: f64, shape: &[usize]| -> Result<Var> {
         Var::from_tensor(&Tensor::randn(0f32, sd as f32, shape, &dev)?)
@@ -107,17 +113,29 @@ fn check(kind: CellKind) -> Result<()> {
             panic!("no gradient for {name}");
         };
         let dd = max_diff(x, y)?;
-        assert!(dd < 1e-4, "{kind:?}: gradient of {name} differs by {dd}");
+        assert!(
+            dd < 1e-4,
+            "{kind:?}, {att_kind:?}: gradient of {name} differs by {dd}"
+        );
     }
     Ok(())
 }
 
 #[test]
 fn gru_matches_the_op_by_op_decoder_loop_in_values_and_gradients() -> Result<()> {
-    check(CellKind::Gru)
+    check(CellKind::Gru, AttentionKind::Bahdanau)
 }
 
 #[test]
 fn lstm_matches_the_op_by_op_decoder_loop_in_values_and_gradients() -> Result<()> {
-    check(CellKind::Lstm)
+    check(CellKind::Lstm, AttentionKind::Bahdanau)
+}
+
+/// OpenNMT-py's RNN default: Luong `general` attention with input feeding.
+#[test]
+fn the_multiplicative_scores_match_the_op_by_op_loop_too() -> Result<()> {
+    check(CellKind::Lstm, AttentionKind::Luong)?;
+    check(CellKind::Gru, AttentionKind::Luong)?;
+    check(CellKind::Gru, AttentionKind::Dot)?;
+    check(CellKind::Lstm, AttentionKind::Dot)
 }
