@@ -7,6 +7,10 @@
 //! `[prefix (P) | memory (S·C) | keys (S·A) | mask bias (S)]`, the bias 0 at real source
 //! positions and -1e9 at padding.
 
+use candle_core::{Result, Tensor};
+
+use crate::attention::AttentionKeys;
+use crate::cell::{CellKind, CellState};
 use crate::fastmath::{dot_tanh, exp, tanh};
 
 /// How a query is compared with a key.
@@ -41,6 +45,31 @@ impl MemoryRow {
         let (keys, bias) = rest.split_at(self.s * self.a);
         (mem, keys, &bias[..self.s])
     }
+}
+
+/// The packed rows `(B, ·)` of a decoder recurrence: the initial state (`h`, and `c` for the
+/// LSTM), then `extra` (the input-feeding recurrence's ã0), then the memory, keys and mask bias.
+pub(crate) fn pack_rows(
+    kind: CellKind,
+    init: &CellState,
+    extra: Option<&Tensor>,
+    keys: &AttentionKeys,
+) -> Result<Tensor> {
+    let memory = keys.memory();
+    let (b, s, c) = memory.dims3()?;
+    let a = keys.keys().dim(2)?;
+    let mut parts = vec![init.h.clone()];
+    if kind == CellKind::Lstm {
+        parts.push(match &init.c {
+            Some(c) => c.clone(),
+            None => init.h.zeros_like()?,
+        });
+    }
+    parts.extend(extra.cloned());
+    parts.push(memory.reshape((b, s * c))?);
+    parts.push(keys.keys().reshape((b, s * a))?);
+    parts.push(keys.mask_bias().reshape((b, s))?);
+    Tensor::cat(&parts, 1)
 }
 
 /// Attention for one batch row: writes the weights `al` (S) and the context `ctx` (C) for the

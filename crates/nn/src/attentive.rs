@@ -27,11 +27,11 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::attend::{attend_row, attend_row_bwd, MemoryRow, Score};
+use crate::attend::{attend_row, attend_row_bwd, pack_rows, MemoryRow, Score};
 use crate::attention::{Attention, AttentionKeys};
 use crate::cell::{CellKind, CellState};
 use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
-use crate::gates::{gru_row, gru_row_bwd, lstm_row, lstm_row_bwd};
+use crate::gates::{cell_row, gru_row_bwd, lstm_row_bwd};
 use crate::rnn::Cell;
 
 #[derive(Clone, Copy, Debug)]
@@ -201,28 +201,23 @@ impl CustomOp3 for AttentiveRecurrence {
             let (ghq, gc) = (&ghq, &gc);
             cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
                 let o = (ti * b + bi) * g;
-                let gi: Vec<f32> = gx[o..o + g]
-                    .iter()
-                    .zip(&gc[bi * g..(bi + 1) * g])
-                    .map(|(x, y)| x + y)
-                    .collect();
-                let gh: Vec<f32> = ghq[bi * gq..bi * gq + g]
-                    .iter()
-                    .zip(bhh)
-                    .map(|(x, y)| x + y)
-                    .collect();
                 let prev = if ti == 0 {
                     &mk[bi * d.sw..bi * d.sw + d.m0]
                 } else {
                     let p = ((ti - 1) * b + bi) * wd;
                     &done[p..p + 2 * hs]
                 };
-                let row = &mut row[..d.kh];
-                if d.lstm {
-                    lstm_row(hs, &gi, &gh, &prev[..hs], &prev[hs..2 * hs], 1.0, row);
-                } else {
-                    gru_row(hs, &gi, &gh, &prev[..hs], 1.0, row);
-                }
+                let (gy, gh) = (&gc[bi * g..(bi + 1) * g], &ghq[bi * gq..bi * gq + g]);
+                cell_row(
+                    d.lstm,
+                    hs,
+                    &gx[o..o + g],
+                    gy,
+                    gh,
+                    bhh,
+                    prev,
+                    &mut row[..d.kh],
+                );
             });
         }
         Ok((CpuStorage::F32(out), Shape::from((t, b, wd))))
@@ -464,20 +459,13 @@ pub fn attentive_sequence(
     let Some((w_q, v)) = attention.additive_weights() else {
         candle_core::bail!("the attentive recurrence needs additive (Bahdanau) attention");
     };
-    let (b, t, emb) = e.dims3()?;
+    let (_, t, emb) = e.dims3()?;
     let memory = keys.memory();
     let (_, s, c) = memory.dims3()?;
     let (a, hs) = w_q.dims2()?;
     let kind = cell.kind();
     let w_ih = cell.w_ih();
-    // gx = e W_ieᵀ + b_ih for every step, time-major.
-    let gx = e
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((t * b, emb))?
-        .matmul(&w_ih.narrow(1, 0, emb)?.t()?)?
-        .broadcast_add(cell.b_ih())?
-        .reshape((t, b, ()))?;
+    let gx = cell.embedding_gates(e)?;
     let w = Tensor::cat(
         &[
             cell.w_hh.flatten_all()?,
@@ -488,17 +476,7 @@ pub fn attentive_sequence(
         ],
         0,
     )?;
-    let mut parts = vec![init.h.clone()];
-    if kind == CellKind::Lstm {
-        parts.push(match &init.c {
-            Some(c) => c.clone(),
-            None => init.h.zeros_like()?,
-        });
-    }
-    parts.push(memory.reshape((b, s * c))?);
-    parts.push(keys.keys().reshape((b, s * a))?);
-    parts.push(keys.mask_bias().reshape((b, s))?);
-    let mk = Tensor::cat(&parts, 1)?;
+    let mk = pack_rows(kind, init, None, keys)?;
     let op = AttentiveRecurrence {
         kind,
         hidden: hs,

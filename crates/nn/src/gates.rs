@@ -118,3 +118,27 @@ pub(crate) fn lstm_row_bwd(
         dcp[j] = dc[j] * (1.0 - m) + dcn * f;
     }
 }
+
+/// The forward row of a decoder recurrence's cell: the input side's pre-activations are the sum
+/// `gx + gy` of the embeddings' part and the step's other input's part, the recurrent side's
+/// `gh + b_hh`; `prev` is `[h | c]` (the LSTM's) or starts with `h`. Writes the row `row` as
+/// [`gru_row`] or [`lstm_row`] lays it out.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cell_row(
+    lstm: bool,
+    hs: usize,
+    gx: &[f32],
+    gy: &[f32],
+    gh: &[f32],
+    bhh: &[f32],
+    prev: &[f32],
+    row: &mut [f32],
+) {
+    let gi: Vec<f32> = gx.iter().zip(gy).map(|(x, y)| x + y).collect();
+    let gh: Vec<f32> = gh.iter().zip(bhh).map(|(x, y)| x + y).collect();
+    if lstm {
+        lstm_row(hs, &gi, &gh, &prev[..hs], &prev[hs..2 * hs], 1.0, row);
+    } else {
+        gru_row(hs, &gi, &gh, &prev[..hs], 1.0, row);
+    }
+}

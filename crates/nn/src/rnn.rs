@@ -60,10 +60,6 @@ impl Cell {
         &self.w_ih
     }
 
-    pub(crate) fn b_ih(&self) -> &Tensor {
-        &self.b_ih
-    }
-
     /// Input projection `x W_ihᵀ + b_ih` for any leading shape: computed for all time steps of a
     /// sequence in one matmul so that only the recurrent product remains per step.
     pub fn input_proj(&self, x: &Tensor) -> Result<Tensor> {
@@ -77,6 +73,19 @@ impl Cell {
         let mut out = dims;
         *out.last_mut().unwrap() = y.dim(1)?;
         y.reshape(out)
+    }
+
+    /// The input projection's part from the first `emb` input features, `e W_ih[:, :emb]ᵀ + b_ih`,
+    /// for embeddings `e` `(B, T, emb)`, time-major `(T, B, G·H)`: the decoder recurrences' cells
+    /// read `[e_t; y_t]` where only `y_t` depends on the step before.
+    pub(crate) fn embedding_gates(&self, e: &Tensor) -> Result<Tensor> {
+        let (b, t, emb) = e.dims3()?;
+        e.transpose(0, 1)?
+            .contiguous()?
+            .reshape((t * b, emb))?
+            .matmul(&self.w_ih.narrow(1, 0, emb)?.t()?)?
+            .broadcast_add(&self.b_ih)?
+            .reshape((t, b, ()))
     }
 
     /// `(W_ihᵀ, W_hhᵀ)` contiguous, for [`Cell::input_proj_transposed`] and

@@ -35,12 +35,12 @@ mod backward;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::attend::{attend_row, MemoryRow, Score};
+use crate::attend::{attend_row, pack_rows, MemoryRow, Score};
 use crate::attention::{Attention, AttentionKeys};
 use crate::cell::{CellKind, CellState};
 use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
 use crate::fastmath::tanh;
-use crate::gates::{gru_row, lstm_row};
+use crate::gates::cell_row;
 use crate::rnn::Cell;
 use backward::{previous_states, step_bwd, weight_grads, Grads};
 
@@ -261,28 +261,23 @@ impl CustomOp3 for FeedingRecurrence {
             let (ghr, gar) = (&gh, &ga);
             cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
                 let o = (ti * b + bi) * g;
-                let gi: Vec<f32> = gx[o..o + g]
-                    .iter()
-                    .zip(&gar[bi * g..(bi + 1) * g])
-                    .map(|(x, y)| x + y)
-                    .collect();
-                let gh: Vec<f32> = ghr[bi * g..(bi + 1) * g]
-                    .iter()
-                    .zip(w.bhh)
-                    .map(|(x, y)| x + y)
-                    .collect();
                 let prev = if ti == 0 {
                     &mk[bi * sw..bi * sw + 2 * hs]
                 } else {
                     let p = ((ti - 1) * b + bi) * wd;
                     &done[p..p + 2 * hs]
                 };
-                let row = &mut row[..d.kh];
-                if d.lstm {
-                    lstm_row(hs, &gi, &gh, &prev[..hs], &prev[hs..2 * hs], 1.0, row);
-                } else {
-                    gru_row(hs, &gi, &gh, &prev[..hs], 1.0, row);
-                }
+                let (gy, gh) = (&gar[bi * g..(bi + 1) * g], &ghr[bi * g..(bi + 1) * g]);
+                cell_row(
+                    d.lstm,
+                    hs,
+                    &gx[o..o + g],
+                    gy,
+                    gh,
+                    w.bhh,
+                    prev,
+                    &mut row[..d.kh],
+                );
             });
             // [q | W_ch h] = h_t [W_q; W_ch]ᵀ, then attention with q.
             let ht = plain(cur, wd);
@@ -410,7 +405,7 @@ pub fn feeding_sequence(
     init: &CellState,
     att0: &Tensor,
 ) -> Result<(Tensor, CellState)> {
-    let (b, t, emb) = e.dims3()?;
+    let (_, t, emb) = e.dims3()?;
     let memory = keys.memory();
     let (_, s, c) = memory.dims3()?;
     let hs = cell.hidden_size();
@@ -429,14 +424,7 @@ pub fn feeding_sequence(
     }
     let kind = cell.kind();
     let w_ih = cell.w_ih();
-    // gx = e W_ieᵀ + b_ih for every step, time-major.
-    let gx = e
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((t * b, emb))?
-        .matmul(&w_ih.narrow(1, 0, emb)?.t()?)?
-        .broadcast_add(cell.b_ih())?
-        .reshape((t, b, ()))?;
+    let gx = cell.embedding_gates(e)?;
     let flat = |x: Tensor| x.contiguous()?.flatten_all();
     let b_c = match layer.bias {
         Some(bias) => bias.clone(),
@@ -459,18 +447,7 @@ pub fn feeding_sequence(
         .collect::<Vec<_>>(),
         0,
     )?;
-    let mut parts = vec![init.h.clone()];
-    if kind == CellKind::Lstm {
-        parts.push(match &init.c {
-            Some(c) => c.clone(),
-            None => init.h.zeros_like()?,
-        });
-    }
-    parts.push(att0.clone());
-    parts.push(memory.reshape((b, s * c))?);
-    parts.push(keys.keys().reshape((b, s * a))?);
-    parts.push(keys.mask_bias().reshape((b, s))?);
-    let mk = Tensor::cat(&parts, 1)?;
+    let mk = pack_rows(kind, init, Some(att0), keys)?;
     let op = FeedingRecurrence {
         kind,
         score,
