@@ -24,6 +24,12 @@ pub enum DataError {
         tgt_path: PathBuf,
         tgt_lines: usize,
     },
+    #[error("{} ends after {lines} lines but {} has more: parallel files must be line-aligned", short.display(), long.display())]
+    StreamLineCount {
+        short: PathBuf,
+        lines: u64,
+        long: PathBuf,
+    },
     #[error("{path}:{line}: expected at least {expected} tab-separated columns, found {found}")]
     Columns {
         path: PathBuf,

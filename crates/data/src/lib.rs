@@ -7,6 +7,7 @@ pub mod batch;
 pub mod captions;
 pub mod corpus;
 pub mod error;
+pub mod stream;
 pub mod synthetic;
 pub mod vocab;
 
@@ -15,4 +16,5 @@ pub use batch::{
 };
 pub use corpus::{read_csv, read_parallel, read_tsv, seeded_split, Pair};
 pub use error::DataError;
+pub use stream::{PairStream, StreamPos, StreamSource};
 pub use vocab::{Level, Vocab, VocabSpec};

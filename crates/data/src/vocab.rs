@@ -166,6 +166,30 @@ impl Vocab {
         Self::from_tokenizer(tok).map_err(DataError::Tokenizer)
     }
 
+    /// Learns a vocabulary from texts read one at a time (a streamed corpus): only the
+    /// trainer's counts are held. The first read error stops the stream and is returned.
+    pub fn train_stream<I>(spec: &VocabSpec, texts: I) -> Result<Self, DataError>
+    where
+        I: Iterator<Item = Result<String, DataError>> + Send,
+    {
+        let failed: std::sync::Mutex<Option<DataError>> = Default::default();
+        let ok = texts.map_while(|t| match t {
+            Ok(t) => Some(t),
+            Err(e) => {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                None
+            }
+        });
+        let mut tok = untrained(spec)?;
+        let mut trainer = trainer(spec)?;
+        let trained = tok.train(&mut trainer, ok).map(|_| ()).map_err(terr);
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        trained?;
+        Self::from_tokenizer(tok).map_err(DataError::Tokenizer)
+    }
+
     fn from_tokenizer(tok: Tokenizer) -> Result<Self, String> {
         let id = |s: &str| {
             tok.token_to_id(s)
