@@ -1,6 +1,10 @@
 //! Training end to end on tiny data: overfitting, exact resume, and bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::{assert_same_weights, weights};
 
 use seq2seq_decoder::Strategy;
 use seq2seq_pipeline::config::{DecodingConfig, EarlyStopMetric};
@@ -101,22 +105,6 @@ fn tiny_model_overfits_a_handful_of_pairs() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Weights and Adam moments of the resume checkpoint, by name.
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let (weights, moments, _) = model_dir::load_resume(dir, &candle_core::Device::Cpu).unwrap();
-    let mut w: Vec<(String, Vec<f32>)> = weights
-        .into_iter()
-        .chain(
-            moments
-                .into_iter()
-                .map(|(k, v)| (format!("optimizer.{k}"), v)),
-        )
-        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
-}
-
 #[test]
 fn resume_gives_the_same_weights_as_one_run() {
     let dir = tmp("resume");
@@ -171,12 +159,7 @@ fn resume_gives_the_same_weights_as_one_run() {
     o.resume = true;
     let s = train(cfg(), &o, &mut ()).unwrap();
     assert_eq!(s.steps, 14);
-    let (a, b) = (weights(&full), weights(&half));
-    assert_eq!(a.len(), b.len());
-    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert_eq!(va, vb, "{na} differs after resume");
-    }
+    assert_same_weights(&full, &half);
     assert_eq!(model_dir::load_state(&full).unwrap(), {
         let mut s = model_dir::load_state(&half).unwrap();
         s.elapsed_s = model_dir::load_state(&full).unwrap().elapsed_s;
@@ -532,13 +515,10 @@ decoding: {max_length: 12}
     let mut o = opts(&half, &dir);
     o.resume = true;
     assert_eq!(train(cfg(), &o, &mut ()).unwrap().steps, 10);
-    let (a, b) = (weights(&full), weights(&half));
-    assert!(a.iter().any(|(k, _)| k.ends_with("bn.running_mean")));
-    assert_eq!(a.len(), b.len());
-    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert_eq!(va, vb, "{na} differs after resume");
-    }
+    assert!(weights(&full)
+        .iter()
+        .any(|(k, _)| k.ends_with("bn.running_mean")));
+    assert_same_weights(&full, &half);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -16,6 +16,7 @@ impl Config {
         self.check_ranges(&mut errs);
         self.check_schedule(&mut errs);
         self.check_sharing(&mut errs);
+        self.check_streaming(&mut errs);
         self.check_model(&mut errs);
         self.check_task_format(&mut errs);
         if self.task == Task::Captioning {
@@ -54,6 +55,29 @@ impl Config {
                     m.encoder.embedding_dim, m.decoder.embedding_dim
                 ));
             }
+        }
+    }
+
+    /// What reading the training split as a stream needs of the other keys.
+    fn check_streaming(&self, errs: &mut Vec<String>) {
+        let d = &self.data;
+        if !d.streaming {
+            return;
+        }
+        if !matches!(
+            d.format,
+            DataFormat::Parallel | DataFormat::Tsv | DataFormat::Lines
+        ) {
+            errs.push(format!(
+                "data.streaming: streams the formats parallel, tsv and lines; data.format {} is read whole (a running text for windows: use format lines, one item per line)",
+                format!("{:?}", d.format).to_lowercase()
+            ));
+        }
+        if d.shuffle_buffer == 0 {
+            errs.push("data.shuffle_buffer: must be at least 1 item".into());
+        }
+        if self.train.max_steps == 0 {
+            errs.push("train.max_steps: a streamed epoch's length is not known in advance; with data.streaming give the run a step budget (> 0)".into());
         }
     }
 

@@ -95,6 +95,10 @@ pub struct DataConfig {
     /// One vocabulary trained on both sides (translation between related languages): it
     /// takes `tgt_vocab`'s settings, which `src_vocab` must then equal.
     pub joint_vocab: bool,
+    /// Read the training split as a stream (corpora larger than memory): never held whole,
+    /// shuffled and bucketed within buffers of `shuffle_buffer` items (`parallel`, `tsv`, `lines`).
+    pub streaming: bool,
+    pub shuffle_buffer: usize,
     pub lowercase: bool,
     /// Training pairs longer than this (in tokens) are dropped.
     pub max_src_len: usize,
@@ -138,6 +142,8 @@ impl Default for DataConfig {
             split_seed: 1,
             window: 100,
             joint_vocab: false,
+            streaming: false,
+            shuffle_buffer: 100_000,
             lowercase: false,
             max_src_len: 50,
             max_tgt_len: 50,

@@ -44,7 +44,7 @@ pub struct TrainerState {
     /// Updates done.
     pub step: usize,
     pub epoch: usize,
-    /// Batches of the current epoch already consumed.
+    /// Batches of the current epoch (streamed: of the current buffer) already consumed.
     pub batch_in_epoch: usize,
     pub lr: f64,
     /// Best validation score so far (lower is better: loss, or 1 - exact match).
@@ -64,6 +64,18 @@ pub struct TrainerState {
     /// Non-finite batches in a row up to `step` (training stops at `train.max_nonfinite_steps`).
     #[serde(default)]
     pub nonfinite_in_a_row: usize,
+    /// A streamed training split (`data.streaming`): the current shuffle buffer of the epoch;
+    /// `None` at the start of an epoch, and for a corpus held in memory.
+    #[serde(default)]
+    pub stream: Option<StreamState>,
+}
+
+/// Where a streamed epoch stands: the buffer being trained on (`batch_in_epoch` counts its
+/// consumed batches), by number and by the stream position it was read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    pub buffer: u64,
+    pub start: seq2seq_data::StreamPos,
 }
 
 /// Removes the temporary files a killed process left in `dir` (`.<name>.tmp<pid>`): they were

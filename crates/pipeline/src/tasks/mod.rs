@@ -15,6 +15,7 @@ use crate::Result;
 
 pub mod captioning;
 pub mod generation;
+pub(crate) mod stream;
 pub mod text;
 pub mod translation;
 
@@ -49,7 +50,10 @@ pub(crate) struct DecodeItem {
 pub(crate) struct Prepared {
     pub src_vocab: Vocab,
     pub tgt_vocab: Vocab,
-    pub train: Vec<Example>,
+    /// The training examples (none when they are streamed).
+    pub train: std::sync::Arc<Vec<Example>>,
+    /// The training split read as a stream (`data.streaming`), one shuffle buffer at a time.
+    pub stream: Option<stream::TrainStream>,
     pub valid: Vec<Example>,
     pub valid_items: Vec<DecodeItem>,
     pub test: Vec<Example>,

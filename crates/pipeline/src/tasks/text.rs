@@ -11,7 +11,7 @@ use seq2seq_data::{
 use crate::config::{resolve_path, Config, DataConfig, DataFormat, VocabConfig};
 use crate::model_dir::{self, SRC_TOKENIZER, TGT_TOKENIZER};
 use crate::observer::Observer;
-use crate::tasks::RunFiles;
+use crate::tasks::{stream, RunFiles};
 use crate::tasks::{DecodeItem, Prepared};
 use crate::{Error, Result};
 
@@ -21,7 +21,7 @@ pub struct Splits {
     pub test: Vec<Pair>,
 }
 
-fn root(cfg: &DataConfig, data_dir: &Path) -> PathBuf {
+pub(crate) fn root(cfg: &DataConfig, data_dir: &Path) -> PathBuf {
     resolve_path(data_dir, &cfg.root)
 }
 
@@ -60,6 +60,17 @@ pub fn load_splits(cfg: &DataConfig, data_dir: &Path) -> Result<Splits> {
     }
 }
 
+/// The held-out splits (valid, test) of the corpus the config names: for a streamed corpus the
+/// ones its training drew, by number, without reading its training split into memory.
+pub fn load_held_out(cfg: &DataConfig, data_dir: &Path) -> Result<(Vec<Pair>, Vec<Pair>)> {
+    if cfg.streaming {
+        let c = stream::source_and_held_out(cfg, data_dir)?;
+        return Ok((c.valid, c.test));
+    }
+    let s = load_splits(cfg, data_dir)?;
+    Ok((s.valid, s.test))
+}
+
 /// An item of a corpus without sources (a language model's).
 fn target_only(tgt: String) -> Pair {
     Pair {
@@ -74,15 +85,24 @@ fn split(cfg: &DataConfig, items: Vec<Pair>) -> Splits {
     Splits { train, valid, test }
 }
 
-/// `{split}.{lang}` files per split; an empty split name is an empty split.
+/// The files `{split}.{src_lang}` and `{split}.{tgt_lang}` of a parallel corpus.
+pub(crate) fn parallel_files(cfg: &DataConfig, root: &Path, split: &str) -> (PathBuf, PathBuf) {
+    let f = |lang: &str| root.join(format!("{split}.{lang}"));
+    (f(&cfg.src_lang), f(&cfg.tgt_lang))
+}
+
+/// One split of a parallel corpus; an empty split name is an empty split.
+pub(crate) fn parallel_split(cfg: &DataConfig, root: &Path, split: &str) -> Result<Vec<Pair>> {
+    if split.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (src, tgt) = parallel_files(cfg, root, split);
+    Ok(read_parallel(&src, &tgt)?)
+}
+
+/// `{split}.{lang}` files per split.
 fn parallel(cfg: &DataConfig, root: &Path) -> Result<Splits> {
-    let read = |split: &str| -> Result<Vec<Pair>> {
-        if split.is_empty() {
-            return Ok(Vec::new());
-        }
-        let f = |lang: &str| root.join(format!("{split}.{lang}"));
-        Ok(read_parallel(&f(&cfg.src_lang), &f(&cfg.tgt_lang))?)
-    };
+    let read = |split: &str| parallel_split(cfg, root, split);
     Ok(Splits {
         train: read(&cfg.train)?,
         valid: read(&cfg.valid)?,
@@ -216,11 +236,23 @@ pub(crate) fn vocab(
     lowercase: bool,
     texts: &[&str],
 ) -> Result<Vocab> {
+    vocab_with(files, file, || {
+        Ok(Vocab::train(&spec.spec(lowercase), texts)?)
+    })
+}
+
+/// [`vocab`] with the training given: on resume the vocabulary in the model directory, else the
+/// one `train` returns, written there (atomically) as `file`.
+pub(crate) fn vocab_with(
+    files: RunFiles,
+    file: &str,
+    train: impl FnOnce() -> Result<Vocab>,
+) -> Result<Vocab> {
     let path = files.out.join(file);
     if files.resume {
         return Ok(Vocab::load(&path)?);
     }
-    let v = Vocab::train(&spec.spec(lowercase), texts)?;
+    let v = train()?;
     model_dir::write_atomic(&path, v.to_json()?.as_bytes())?;
     Ok(v)
 }
@@ -266,6 +298,9 @@ fn prepare_text(
     has_source: bool,
 ) -> Result<Prepared> {
     let d = &cfg.data;
+    if d.streaming {
+        return stream::prepare_stream(cfg, files, obs, has_source);
+    }
     let splits = load_splits(d, files.data_dir)?;
     if splits.train.is_empty() {
         return Err(Error::Data(seq2seq_data::DataError::Empty {
@@ -324,24 +359,36 @@ fn prepared(
     if train.dropped > 0 {
         obs.line(&format!("data: {} training items dropped (empty or longer than data.max_src_len / data.max_tgt_len)", train.dropped));
     }
-    let held_out = |pairs: &[Pair]| -> Result<(Vec<Example>, Vec<DecodeItem>)> {
-        let e = enc.encode(pairs, Keep::NonEmpty)?;
-        let kept: Vec<Pair> = e.kept.iter().map(|&i| pairs[i].clone()).collect();
-        let items = items_of(&kept, &e.examples);
-        Ok((e.examples, items))
-    };
-    let (valid, valid_items) = held_out(&splits.valid)?;
-    let (test, test_items) = held_out(&splits.test)?;
+    let (valid, valid_items) = held_out(&enc, &splits.valid)?;
+    let (test, test_items) = held_out(&enc, &splits.test)?;
     let p = Prepared {
         src_vocab,
         tgt_vocab,
-        train: train.examples,
+        train: train.examples.into(),
+        stream: None,
         valid,
         valid_items,
         test,
         test_items,
     };
-    let vocab = if has_source {
+    log_sizes(obs, &p, "items", &vocab_desc(d, &p, has_source));
+    Ok(p)
+}
+
+/// Held-out pairs encoded whole (the empty ones dropped), with their items.
+pub(crate) fn held_out(
+    enc: &PairEncoding,
+    pairs: &[Pair],
+) -> Result<(Vec<Example>, Vec<DecodeItem>)> {
+    let e = enc.encode(pairs, Keep::NonEmpty)?;
+    let kept: Vec<Pair> = e.kept.iter().map(|&i| pairs[i].clone()).collect();
+    let items = items_of(&kept, &e.examples);
+    Ok((e.examples, items))
+}
+
+/// The vocabularies' sizes and levels, for the data summary line.
+pub(crate) fn vocab_desc(d: &DataConfig, p: &Prepared, has_source: bool) -> String {
+    if has_source {
         format!(
             "vocab src {} ({:?}), tgt {} ({:?})",
             p.src_vocab.len(),
@@ -351,9 +398,7 @@ fn prepared(
         )
     } else {
         format!("vocab {} ({:?})", p.tgt_vocab.len(), d.tgt_vocab.level)
-    };
-    log_sizes(obs, &p, "items", &vocab);
-    Ok(p)
+    }
 }
 
 /// The data summary line of a prepared corpus.

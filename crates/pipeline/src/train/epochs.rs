@@ -4,12 +4,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use seq2seq_data::Batch;
+use seq2seq_data::{Batch, Example};
 
 use crate::curves;
 use crate::model_dir::{self, keep_checkpoint, BEST, LAST};
 use crate::observer::{Observer, StepReport};
 use crate::tasks::Split;
+use crate::train::feed::Chunk;
 use crate::train::run::Run;
 use crate::train::schedule::{lr_at, record_validation, step_seed};
 use crate::train::step::step;
@@ -63,8 +64,6 @@ impl Run<'_> {
     }
 
     fn epochs_inner(&mut self, obs: &mut dyn Observer) -> Result<Stop> {
-        let (batch_size, seed) = (self.cfg.train.batch(), self.cfg.seed);
-        let (log_every, valid_every) = (self.cfg.train.log_every, self.cfg.train.valid_every);
         let mut window = Window::new();
         while !self.state.finished {
             let max_epochs = self.cfg.train.max_epochs;
@@ -73,57 +72,85 @@ impl Run<'_> {
                     "reached train.max_epochs = {max_epochs}"
                 )));
             }
-            let batches =
-                self.task
-                    .epoch_batches(&self.p.train, batch_size, seed, self.state.epoch as u64);
-            while self.state.batch_in_epoch < batches.len() {
-                if let Some(reason) = self.budget_spent() {
-                    return Ok(Stop::Finished(reason));
+            // A streamed corpus whose every item the length limits drop would loop for ever.
+            let (from_start, steps_before) = (self.state.stream.is_none(), self.state.step);
+            while let Some(chunk) = self.chunk()? {
+                if let Some(stop) = self.chunk_steps(&chunk, &mut window, obs)? {
+                    return Ok(stop);
                 }
-                // One update per `train.accumulate` batches (fewer at the end of an epoch).
-                let from = self.state.batch_in_epoch;
-                let to = (from + self.cfg.train.accumulate.max(1)).min(batches.len());
-                self.train_step(&batches[from..to], &mut window, obs)?;
-                let validates = self.state.step.is_multiple_of(valid_every);
-                if validates {
-                    if let Some(reason) = self.validate_and_save(&window, obs)? {
-                        self.state.finished = true;
-                        return Ok(Stop::Finished(reason));
-                    }
-                }
-                // Loss and speed are over the last `log_every` steps, on the bar as in the log
-                // (reset after validation, which records the training loss of the same window;
-                // other windows get a training record of their own, for the curves).
-                if self.state.step.is_multiple_of(log_every) {
-                    if !validates {
-                        self.record_window(&window)?;
-                    }
-                    window = Window::new();
-                }
-                let signal = self
-                    .opts
-                    .stop
-                    .as_ref()
-                    .map_or(0, |s| s.load(Ordering::SeqCst));
-                if signal != 0 {
-                    // The step's batch is consumed: a resumed run starts at the next one.
-                    if self.state.batch_in_epoch >= batches.len() {
-                        self.state.epoch += 1;
-                        self.state.batch_in_epoch = 0;
-                    }
-                    return Ok(Stop::Interrupted(signal));
+                if !self.chunk_done(&chunk) {
+                    break;
                 }
             }
-            self.state.epoch += 1;
-            self.state.batch_in_epoch = 0;
+            if from_start && self.state.batch_in_epoch == 0 && self.state.step == steps_before {
+                return Err(Error::Data(seq2seq_data::DataError::Empty {
+                    what: "the training set".into(),
+                    hint: format!(
+                        " after filtering (no item of the stream within data.max_src_len={} and data.max_tgt_len={} tokens)",
+                        self.cfg.data.max_src_len, self.cfg.data.max_tgt_len
+                    ),
+                }));
+            }
+            self.next_epoch();
         }
         Ok(Stop::Finished("done".into()))
+    }
+
+    /// The steps over a part of the epoch, from the state's batch on; why to stop, if the run
+    /// ends within it.
+    fn chunk_steps(
+        &mut self,
+        chunk: &Chunk,
+        window: &mut Window,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<Stop>> {
+        let (log_every, valid_every) = (self.cfg.train.log_every, self.cfg.train.valid_every);
+        let batches = &chunk.batches;
+        while self.state.batch_in_epoch < batches.len() {
+            if let Some(reason) = self.budget_spent() {
+                return Ok(Some(Stop::Finished(reason)));
+            }
+            // One update per `train.accumulate` batches (fewer at the end of a part).
+            let from = self.state.batch_in_epoch;
+            let to = (from + self.cfg.train.accumulate.max(1)).min(batches.len());
+            self.train_step(&chunk.examples, &batches[from..to], window, obs)?;
+            let validates = self.state.step.is_multiple_of(valid_every);
+            if validates {
+                if let Some(reason) = self.validate_and_save(window, obs)? {
+                    self.state.finished = true;
+                    return Ok(Some(Stop::Finished(reason)));
+                }
+            }
+            // Loss and speed are over the last `log_every` steps, on the bar as in the log
+            // (reset after validation, which records the training loss of the same window;
+            // other windows get a training record of their own, for the curves).
+            if self.state.step.is_multiple_of(log_every) {
+                if !validates {
+                    self.record_window(window)?;
+                }
+                *window = Window::new();
+            }
+            let signal = self
+                .opts
+                .stop
+                .as_ref()
+                .map_or(0, |s| s.load(Ordering::SeqCst));
+            if signal != 0 {
+                // The step's batch is consumed: a resumed run starts at the next one.
+                if self.state.batch_in_epoch >= batches.len() && !self.chunk_done(chunk) {
+                    self.next_epoch();
+                }
+                return Ok(Some(Stop::Interrupted(signal)));
+            }
+        }
+        Ok(None)
     }
 
     /// One update on the batches `group` (their example indices), booked into the state and the
     /// window, and reported.
     fn train_step(
         &mut self,
+        examples: &[Example],
         group: &[Vec<usize>],
         window: &mut Window,
         obs: &mut dyn Observer,
@@ -133,9 +160,9 @@ impl Run<'_> {
         let mut bts = Vec::with_capacity(group.len());
         for (j, idx) in group.iter().enumerate() {
             let (pad, bos, eos) = (p.tgt_vocab.pad, p.tgt_vocab.bos, p.tgt_vocab.eos);
-            let b = Batch::new(&p.train, idx, pad, bos, eos);
+            let b = Batch::new(examples, idx, pad, bos, eos);
             let batch_seed = seed.wrapping_add(j as u64);
-            bts.push(self.task.batch(&b, &p.train, true, batch_seed, &self.dev)?);
+            bts.push(self.task.batch(&b, examples, true, batch_seed, &self.dev)?);
         }
         let injected = self.opts.inject_nonfinite.contains(&(self.state.step + 1));
         let r = step(

@@ -12,6 +12,7 @@ use crate::observer::Observer;
 use crate::Result;
 
 mod epochs;
+mod feed;
 mod finish;
 mod init;
 pub(crate) mod optim;

@@ -128,7 +128,8 @@ impl Task for Captioning {
         Ok(Prepared {
             src_vocab: vocab.clone(),
             tgt_vocab: vocab,
-            train,
+            train: train.into(),
+            stream: None,
             valid,
             valid_items,
             test,

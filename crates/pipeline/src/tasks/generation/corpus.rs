@@ -71,7 +71,8 @@ pub(crate) fn prepare_windows(
         tgt_vocab: vocab.clone(),
         valid_items: items_of(&pairs(&valid)?, &valid),
         test_items: items_of(&pairs(&test)?, &test),
-        train: windows,
+        train: windows.into(),
+        stream: None,
         valid,
         test,
     };

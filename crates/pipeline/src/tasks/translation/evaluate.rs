@@ -7,7 +7,7 @@ use seq2seq_metrics::{Bleu, BleuScore, Chrf, ChrfScore};
 
 use crate::config::DecodingConfig;
 use crate::model::{held_out_loss, BatchTensors};
-use crate::tasks::text::{load_splits, Keep, PairEncoding};
+use crate::tasks::text::{load_held_out, Keep, PairEncoding};
 use crate::tasks::translation::Translator;
 use crate::tasks::{Normalise, Split};
 use crate::{Error, Result};
@@ -40,10 +40,10 @@ pub fn evaluate(
     opts: &DecodingConfig,
 ) -> Result<EvalReport> {
     let cfg = &t.config;
-    let splits = load_splits(&cfg.data, data_dir)?;
+    let (valid, test) = load_held_out(&cfg.data, data_dir)?;
     let pairs = match split {
-        Split::Valid => splits.valid,
-        Split::Test => splits.test,
+        Split::Valid => valid,
+        Split::Test => test,
     };
     if pairs.is_empty() {
         return Err(Error::EmptySplit(split.name()));
