@@ -31,7 +31,7 @@ use crate::attend::{attend_row, attend_row_bwd, pack_rows, MemoryRow, Score};
 use crate::attention::{Attention, AttentionKeys};
 use crate::cell::{CellKind, CellState};
 use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
-use crate::gates::{cell_row, gru_row_bwd, lstm_row_bwd};
+use crate::gates::{cell_row, cell_row_bwd};
 use crate::rnn::Cell;
 
 #[derive(Clone, Copy, Debug)]
@@ -306,35 +306,24 @@ impl AttentiveRecurrence {
                 for j in 0..hs {
                     dht[j] = gres[o + j] + dh[bi * hs + j];
                 }
-                if d.lstm {
+                let cp: &[f32] = if d.lstm {
                     for j in 0..hs {
                         dct[j] = gres[o + hs + j] + dc[bi * hs + j];
                     }
-                    lstm_row_bwd(
-                        hs,
-                        row,
-                        &c_prev[pr],
-                        1.0,
-                        &dht,
-                        &dct,
-                        &mut dgi[gsl.clone()],
-                        &mut dh_next[hr.clone()],
-                        &mut dc_next[hr],
-                    );
-                    let (src, dst) = (&dgi[gsl], &mut dghq[qsl]);
-                    dst.copy_from_slice(src);
+                    &c_prev[pr.clone()]
                 } else {
-                    gru_row_bwd(
-                        hs,
-                        row,
-                        &h_prev[pr],
-                        1.0,
-                        &dht,
-                        &mut dgi[gsl],
-                        &mut dghq[qsl],
-                        &mut dh_next[hr],
-                    );
-                }
+                    &[]
+                };
+                cell_row_bwd(
+                    d.lstm,
+                    hs,
+                    row,
+                    (&h_prev[pr], cp),
+                    (&dht, &dct),
+                    &mut dgi[gsl],
+                    &mut dghq[qsl],
+                    (&mut dh_next[hr.clone()], &mut dc_next[hr]),
+                );
             }
             // dctx = (its gradient from downstream) + dgi W_ic
             for bi in 0..b {
@@ -506,11 +495,8 @@ mod tests {
     use crate::attention::{attention, AttentionKind};
     use crate::init::SeededVarMap;
     use crate::rnn::cell;
+    use crate::twin::{assert_same_gradients, max_diff, padded_mask};
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-    }
 
     /// Values and gradients of every input against the op-by-op loop the decoder runs otherwise:
     /// attention on the previous state, then `Cell::step_ops` on `[e; c]`.
@@ -525,14 +511,7 @@ mod tests {
         let mem = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, s, c), &dev)?)?;
         let h0 = Var::from_tensor(&Tensor::randn(0f32, 0.5, (b, hs), &dev)?)?;
         let c0 = Var::from_tensor(&Tensor::randn(0f32, 0.5, (b, hs), &dev)?)?;
-        // The last row's last two source positions are padding.
-        let mask = Tensor::from_vec(
-            (0..b * s)
-                .map(|i| if i >= (b - 1) * s + s - 2 { 0f32 } else { 1.0 })
-                .collect(),
-            (b, s),
-            &dev,
-        )?;
+        let mask = padded_mask(b, s, &dev)?;
         let init = CellState {
             h: h0.as_tensor().clone(),
             c: (kind == CellKind::Lstm).then(|| c0.as_tensor().clone()),
@@ -578,17 +557,7 @@ mod tests {
         if kind == CellKind::Lstm {
             vars.push(("c0".into(), c0.as_tensor().clone()));
         }
-        for (name, v) in vm.var_map().data().lock().unwrap().iter() {
-            vars.push((name.clone(), v.as_tensor().clone()));
-        }
-        for (name, v) in &vars {
-            let (Some(x), Some(y)) = (gr.get(v), gf.get(v)) else {
-                panic!("no gradient for {name}");
-            };
-            let dd = max_diff(x, y)?;
-            assert!(dd < 1e-4, "{kind:?}: gradient of {name} differs by {dd}");
-        }
-        Ok(())
+        assert_same_gradients(&format!("{kind:?}"), &gr, &gf, vars, &vm)
     }
 
     #[test]

@@ -512,6 +512,7 @@ mod tests {
     use super::*;
     use crate::init::SeededVarMap;
     use crate::rnn::cell;
+    use crate::twin::max_diff;
     use candle_core::{Device, Var};
 
     /// The reference: `Cell::step` per time step with the layer's masking, as `Rnn::forward`
@@ -547,10 +548,6 @@ mod tests {
         }
         let outs: Vec<Tensor> = outs.into_iter().map(|o| o.unwrap()).collect();
         Ok((Tensor::stack(&outs, 0)?, state))
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     }
 
     fn check(kind: CellKind, reverse: bool) -> Result<()> {

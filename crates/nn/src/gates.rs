@@ -142,3 +142,26 @@ pub(crate) fn cell_row(
         gru_row(hs, &gi, &gh, &prev[..hs], 1.0, row);
     }
 }
+
+/// The backward row of a decoder recurrence's cell (every step real: no mask): `dh` and `dc`
+/// (LSTM) reach the new state, `hp` and `cp` (LSTM; empty for the GRU) are the state before the
+/// step. Writes the input side's gate gradients `dgi`, the recurrent side's `dgh` (they differ
+/// only in the GRU's n gate) and the direct parts of the previous state's gradients.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cell_row_bwd(
+    lstm: bool,
+    hs: usize,
+    row: &[f32],
+    (hp, cp): (&[f32], &[f32]),
+    (dh, dc): (&[f32], &[f32]),
+    dgi: &mut [f32],
+    dgh: &mut [f32],
+    (dhp, dcp): (&mut [f32], &mut [f32]),
+) {
+    if lstm {
+        lstm_row_bwd(hs, row, cp, 1.0, dh, dc, dgi, dhp, dcp);
+        dgh.copy_from_slice(dgi);
+    } else {
+        gru_row_bwd(hs, row, hp, 1.0, dh, dgi, dgh, dhp);
+    }
+}

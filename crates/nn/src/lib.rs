@@ -25,6 +25,8 @@ pub mod project;
 pub mod projection_loss;
 pub mod rnn;
 pub mod siphash;
+#[cfg(test)]
+mod twin;
 
 pub use attention::{attention, Attention, AttentionKeys, AttentionKind};
 pub use cell::{CellKind, CellState};

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::{plain, transposed, Dims, Weights};
 use crate::attend::{attend_row_bwd, Score};
 use crate::cpu::{matmul, View};
-use crate::gates::{gru_row_bwd, lstm_row_bwd};
+use crate::gates::cell_row_bwd;
 
 /// The state before each step, `(T, B, H)` each: h, c (LSTM only) and ã.
 pub(super) struct Previous {
@@ -167,34 +167,24 @@ pub(super) fn step_bwd(
         let row = &res[o..o + d.kh];
         let pr = (ti * b + bi) * hs..(ti * b + bi + 1) * hs;
         let (hr, gs) = (bi * hs..(bi + 1) * hs, bi * g..(bi + 1) * g);
-        if d.lstm {
+        let cp: &[f32] = if d.lstm {
             for j in 0..hs {
                 dct[j] = gres[o + hs + j] + gr.dc[bi * hs + j];
             }
-            lstm_row_bwd(
-                hs,
-                row,
-                &prev.c[pr],
-                1.0,
-                &dht[hr.clone()],
-                &dct,
-                &mut dgi[gs.clone()],
-                &mut dh_prev[hr.clone()],
-                &mut dc_prev[hr],
-            );
-            dgh[gs.clone()].copy_from_slice(&dgi[gs]);
+            &prev.c[pr.clone()]
         } else {
-            gru_row_bwd(
-                hs,
-                row,
-                &prev.h[pr],
-                1.0,
-                &dht[hr.clone()],
-                &mut dgi[gs.clone()],
-                &mut dgh[gs],
-                &mut dh_prev[hr],
-            );
-        }
+            &[]
+        };
+        cell_row_bwd(
+            d.lstm,
+            hs,
+            row,
+            (&prev.h[pr], cp),
+            (&dht[hr.clone()], &dct),
+            &mut dgi[gs.clone()],
+            &mut dgh[gs],
+            (&mut dh_prev[hr.clone()], &mut dc_prev[hr]),
+        );
     }
     matmul(
         (b, hs, g),

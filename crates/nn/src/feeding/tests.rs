@@ -4,12 +4,9 @@ use super::*;
 use crate::attention::{attention, AttentionKind};
 use crate::init::SeededVarMap;
 use crate::rnn::cell;
+use crate::twin::{assert_same_gradients, max_diff, padded_mask};
 use candle_core::{Device, Var};
 use candle_nn::{linear, Module};
-
-fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-}
 
 /// Values and gradients of every input against the op-by-op loop the decoder runs otherwise:
 /// `Cell::step_ops` on `[e; ã]`, attention with the new state, then the attentional layer.
@@ -37,14 +34,7 @@ fn check(kind: CellKind, att_kind: AttentionKind) -> Result<()> {
         randn(0.5, &[b, hs])?,
         randn(0.5, &[b, hs])?,
     );
-    // The last row's last two source positions are padding.
-    let mask = Tensor::from_vec(
-        (0..b * s)
-            .map(|i| if i >= (b - 1) * s + s - 2 { 0f32 } else { 1.0 })
-            .collect(),
-        (b, s),
-        &dev,
-    )?;
+    let mask = padded_mask(b, s, &dev)?;
     let init = CellState {
         h: h0.as_tensor().clone(),
         c: (kind == CellKind::Lstm).then(|| c0.as_tensor().clone()),
@@ -105,20 +95,7 @@ fn check(kind: CellKind, att_kind: AttentionKind) -> Result<()> {
     if kind == CellKind::Lstm {
         vars.push(("c0".into(), c0.as_tensor().clone()));
     }
-    for (name, v) in vm.var_map().data().lock().unwrap().iter() {
-        vars.push((name.clone(), v.as_tensor().clone()));
-    }
-    for (name, v) in &vars {
-        let (Some(x), Some(y)) = (gr.get(v), gf.get(v)) else {
-            panic!("no gradient for {name}");
-        };
-        let dd = max_diff(x, y)?;
-        assert!(
-            dd < 1e-4,
-            "{kind:?}, {att_kind:?}: gradient of {name} differs by {dd}"
-        );
-    }
-    Ok(())
+    assert_same_gradients(&format!("{kind:?}, {att_kind:?}"), &gr, &gf, vars, &vm)
 }
 
 #[test]
