@@ -86,6 +86,26 @@ pub struct DecoderState {
 }
 
 impl DecoderState {
+    /// The batches of `parts` one after the other.
+    pub fn cat(parts: &[&DecoderState]) -> Result<Self> {
+        let cat = |f: &dyn Fn(&DecoderState) -> Option<Tensor>| -> Result<Option<Tensor>> {
+            let ts: Option<Vec<Tensor>> = parts.iter().map(|p| f(p)).collect();
+            ts.map(|ts| Tensor::cat(&ts, 0)).transpose()
+        };
+        let layers = (0..parts.first().map_or(0, |p| p.layers.len()))
+            .map(|l| {
+                Ok(CellState {
+                    h: cat(&|p| Some(p.layers[l].h.clone()))?.expect("every part has h"),
+                    c: cat(&|p| p.layers[l].c.clone())?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            layers,
+            prev_att: cat(&|p| p.prev_att.clone())?,
+        })
+    }
+
     /// Keeps (or repeats) the given batch rows.
     pub fn index_select(&self, rows: &Tensor) -> Result<Self> {
         Ok(Self {
@@ -142,6 +162,35 @@ impl PreparedMemory {
                 .transpose()?,
             search: self.search.clone(),
         })
+    }
+
+    /// The batches of `parts` one after the other, memories padded to the longest (see
+    /// `AttentionKeys::cat`); the first part's search weights serve all.
+    pub fn cat(parts: &[&PreparedMemory]) -> Result<Self> {
+        let keys: Option<Vec<&AttentionKeys>> = parts.iter().map(|p| p.keys.as_ref()).collect();
+        Ok(Self {
+            keys: keys.map(|k| AttentionKeys::cat(&k)).transpose()?,
+            search: parts.iter().find_map(|p| p.search.clone()),
+        })
+    }
+
+    /// Memory positions (0 without attention).
+    pub fn memory_len(&self) -> Result<usize> {
+        self.keys.as_ref().map_or(Ok(0), |k| k.len())
+    }
+
+    /// The first `len` memory positions.
+    pub fn narrow(&self, len: usize) -> Result<Self> {
+        Ok(Self {
+            keys: self.keys.as_ref().map(|k| k.narrow(len)).transpose()?,
+            search: self.search.clone(),
+        })
+    }
+
+    /// These keys with the search weights of `other` (made once for a whole search).
+    pub(crate) fn with_search_of(mut self, other: &PreparedMemory) -> Self {
+        self.search = other.search.clone();
+        self
     }
 }
 

@@ -10,6 +10,7 @@
 //! decode with [`search`] through [`DecoderStepper`]: `examples/custom_encoder.rs` does exactly this
 //! with greedy, sampling and beam search.
 
+pub mod continuous;
 pub mod contract;
 pub mod decoder;
 pub mod distribution;
@@ -17,6 +18,7 @@ pub mod ensemble;
 pub mod options;
 pub mod search;
 
+pub use continuous::Continuous;
 pub use contract::EncoderOutput;
 pub use decoder::{
     decoder, decoder_sharing, Bridge, Decoder, DecoderConfig, DecoderState, DecoderStyle,

@@ -57,6 +57,55 @@ impl AttentionKeys {
             mask_bias: self.mask_bias.index_select(rows, 0)?,
         })
     }
+
+    /// Memory positions `S`.
+    pub fn len(&self) -> Result<usize> {
+        self.memory.dim(1)
+    }
+
+    /// Whether the memory has no position.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The batches of `parts` one after the other (continuous batching: rows that join a
+    /// running search). Shorter memories are padded to the longest with masked positions, whose
+    /// attention weight is exactly 0, so each row attends as it did alone.
+    pub fn cat(parts: &[&AttentionKeys]) -> Result<Self> {
+        let mut s = 0;
+        for p in parts {
+            s = s.max(p.len()?);
+        }
+        let pad = |t: &Tensor, dim: usize, value: f64| -> Result<Tensor> {
+            let extra = s - t.dim(dim)?;
+            if extra == 0 {
+                return Ok(t.clone());
+            }
+            let mut shape = t.dims().to_vec();
+            shape[dim] = extra;
+            let fill = (Tensor::zeros(shape, t.dtype(), t.device())? + value)?;
+            Tensor::cat(&[t, &fill], dim)
+        };
+        let cat = |f: &dyn Fn(&AttentionKeys) -> Result<Tensor>| -> Result<Tensor> {
+            let ts = parts.iter().map(|p| f(p)).collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&ts, 0)
+        };
+        Ok(Self {
+            memory: cat(&|p| pad(&p.memory, 1, 0.0))?,
+            keys: cat(&|p| pad(&p.keys, 1, 0.0))?,
+            mask_bias: cat(&|p| pad(&p.mask_bias, 2, -1e9))?,
+        })
+    }
+
+    /// The first `len` memory positions (padding that no row needs any more dropped).
+    pub fn narrow(&self, len: usize) -> Result<Self> {
+        // Contiguous again: rows are selected from it later (`index_select` needs that).
+        Ok(Self {
+            memory: self.memory.narrow(1, 0, len)?.contiguous()?,
+            keys: self.keys.narrow(1, 0, len)?.contiguous()?,
+            mask_bias: self.mask_bias.narrow(2, 0, len)?.contiguous()?,
+        })
+    }
 }
 
 /// `memory_dim`: C of the memory (B, S, C); `query_dim`: size of the decoder query;
@@ -156,5 +205,50 @@ impl Attention {
         let alphas = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let context = alphas.matmul(&k.memory.contiguous()?)?;
         Ok((context, alphas))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::SeededVarMap;
+    use candle_core::Device;
+
+    /// Keys of two batches joined (the shorter memory padded), then rows selected and the padding
+    /// trimmed, attend for each row as its own batch's keys do: continuous batching's contract.
+    #[test]
+    fn joined_padded_and_trimmed_keys_attend_as_alone() -> Result<()> {
+        let dev = Device::Cpu;
+        let rand = |shape: (usize, usize, usize)| Tensor::randn(0f32, 1.0, shape, &dev);
+        for kind in [
+            AttentionKind::Bahdanau,
+            AttentionKind::Luong,
+            AttentionKind::Dot,
+        ] {
+            let vm = SeededVarMap::new(4);
+            let att = attention(kind, 4, 4, 3, vm.var_builder(&dev))?;
+            let (ma, mb) = (rand((2, 5, 4))?, rand((1, 2, 4))?);
+            let ka = att.keys(&ma, &Tensor::ones((2, 5), DType::F32, &dev)?)?;
+            let kb = att.keys(&mb, &Tensor::ones((1, 2), DType::F32, &dev)?)?;
+            let joined = AttentionKeys::cat(&[&ka, &kb])?;
+            assert_eq!(joined.len()?, 5);
+            let q = rand((3, 1, 4))?;
+            let (ctx, _) = att.forward(&q, &joined)?;
+            let (ctx_a, _) = att.forward(&q.narrow(0, 0, 2)?, &ka)?;
+            let (ctx_b, _) = att.forward(&q.narrow(0, 2, 1)?, &kb)?;
+            let alone = Tensor::cat(&[&ctx_a, &ctx_b], 0)?;
+            let diff = (ctx - &alone)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "{kind:?}: joined {diff}");
+            // The short row twice, trimmed to its length, then selected again.
+            let rows = |r: &[u32]| Tensor::new(r, &dev);
+            let kept = joined.index_select(&rows(&[2, 2])?)?.narrow(2)?;
+            let twice = kept.index_select(&rows(&[1, 0])?)?;
+            let q2 = q.narrow(0, 2, 1)?.repeat((2, 1, 1))?;
+            let (ctx2, _) = att.forward(&q2, &twice)?;
+            let want = ctx_b.repeat((2, 1, 1))?;
+            let diff = (ctx2 - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "{kind:?}: trimmed {diff}");
+        }
+        Ok(())
     }
 }

@@ -156,27 +156,28 @@ pub fn decode_ids(
     let mut order: Vec<usize> = (0..srcs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
     let source = |chunk: &[usize]| -> Result<Source> {
-        let len = chunk
-            .iter()
-            .map(|&i| srcs[i].len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut ids = vec![pad; chunk.len() * len];
-        let mut mask = vec![0f32; chunk.len() * len];
-        for (r, &i) in chunk.iter().enumerate() {
-            for (j, &t) in srcs[i].iter().enumerate() {
-                ids[r * len + j] = t;
-                mask[r * len + j] = 1.0;
-            }
-            mask[r * len] = 1.0; // an empty line still has one position to attend to
-        }
-        Ok(Source::Text {
-            ids: Tensor::from_vec(ids, (chunk.len(), len), dev)?,
-            mask: Tensor::from_vec(mask, (chunk.len(), len), dev)?,
-        })
+        let rows: Vec<&[u32]> = chunk.iter().map(|&i| srcs[i].as_slice()).collect();
+        text_source(&rows, pad, dev)
     };
     decode_sources(models, srcs.len(), &order, source, tgt, opts, dev)
+}
+
+/// Source id sequences as one padded text source (ids and mask).
+pub(crate) fn text_source(rows: &[&[u32]], pad: u32, dev: &Device) -> Result<Source> {
+    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![pad; rows.len() * len];
+    let mut mask = vec![0f32; rows.len() * len];
+    for (r, row) in rows.iter().enumerate() {
+        for (j, &t) in row.iter().enumerate() {
+            ids[r * len + j] = t;
+            mask[r * len + j] = 1.0;
+        }
+        mask[r * len] = 1.0; // an empty line still has one position to attend to
+    }
+    Ok(Source::Text {
+        ids: Tensor::from_vec(ids, (rows.len(), len), dev)?,
+        mask: Tensor::from_vec(mask, (rows.len(), len), dev)?,
+    })
 }
 
 /// The n-best list of one input: (text, score), best first.

@@ -13,6 +13,7 @@ pub mod api;
 pub mod app;
 pub mod body;
 pub mod caption;
+mod continuous;
 pub mod error;
 pub mod generation;
 pub mod openapi;

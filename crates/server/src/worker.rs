@@ -21,10 +21,11 @@ use seq2seq_data::Vocab;
 use seq2seq_decoder::{Candidate, DecodingOptions, TokenHook};
 use seq2seq_pipeline::tasks::captioning::images::preprocess;
 use seq2seq_pipeline::tasks::captioning::Captioned;
-use seq2seq_pipeline::tasks::translation::Translated;
+use seq2seq_pipeline::tasks::translation::{ContinuousTranslator, Translated};
 use seq2seq_pipeline::{Captioner, Generator, Piece, Sample, Translator};
 use tokio::sync::oneshot;
 
+use crate::continuous;
 use crate::error::ApiError;
 
 /// A loaded model of any task.
@@ -87,7 +88,7 @@ pub struct Batching {
 }
 
 impl Job {
-    fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         match &self.work {
             Work::Translate(t) => t.len(),
             Work::Caption(i) => i.len(),
@@ -97,7 +98,7 @@ impl Job {
     }
 
     /// Jobs with equal keys may share a batch; generation (a prompt each) never does.
-    fn key(&self) -> Option<String> {
+    pub(crate) fn key(&self) -> Option<String> {
         let kind = match self.work {
             Work::Translate(_) => "translate",
             Work::Caption(_) => "caption",
@@ -149,22 +150,42 @@ fn run(model: Loaded, rx: Receiver<Job>, b: Batching, stats: &Stats) {
         };
         let batch = gather(first, &rx, &mut waiting, b);
         // A client that timed out or went away no longer waits for its result.
-        let batch: Vec<Job> = batch
-            .into_iter()
-            .filter(|j| !j.reply.is_closed())
-            .filter_map(|j| within_limits(&model, j, b.max_prompt_tokens))
-            .collect();
-        if !batch.is_empty() {
-            stats
-                .requests
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            // A panic in a model must not take the worker down with it: the batch's requests
-            // are answered by `App::submit` (their replies are dropped), the next batch runs.
-            let _ =
-                std::panic::catch_unwind(AssertUnwindSafe(|| decode(&model, batch, b.max_batch)));
+        let admissible = |j: Job| {
+            (!j.reply.is_closed())
+                .then_some(j)
+                .and_then(|j| within_limits(&model, j, b.max_prompt_tokens))
+        };
+        let batch: Vec<Job> = batch.into_iter().filter_map(admissible).collect();
+        if batch.is_empty() {
+            continue;
         }
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        // A panic in a model must not take the worker down with it: the batch's requests are
+        // answered by `App::submit` (their replies are dropped), the next batch runs.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            match continuous_batch(&model, &batch) {
+                Some(run) => {
+                    continuous::serve(run, batch, &rx, &mut waiting, b, stats, &admissible)
+                }
+                None => decode(&model, batch, b.max_batch),
+            }
+        }));
     }
+}
+
+/// The running batch greedy translation jobs continue in, where it applies (see
+/// [`continuous`]); `None` for everything else, which decodes batch by batch.
+fn continuous_batch<'a>(model: &'a Loaded, batch: &[Job]) -> Option<ContinuousTranslator<'a>> {
+    let (Loaded::Translator(t), Some(first)) = (model, batch.first()) else {
+        return None;
+    };
+    if !matches!(first.work, Work::Translate(_)) {
+        return None;
+    }
+    t.continuous(&first.opts).ok().flatten()
 }
 
 /// The job, or `None` after answering it with the error of its first input longer than the

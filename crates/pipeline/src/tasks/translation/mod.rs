@@ -1,11 +1,13 @@
 //! Translation: parallel text into a text encoder and the attentive decoder. Validation scores
 //! greedy outputs with sacreBLEU's BLEU and exact match.
 
+mod continuous;
 mod evaluate;
 mod forced;
 pub mod heatmaps;
 mod translator;
 
+pub use continuous::ContinuousTranslator;
 pub use evaluate::{evaluate, EvalReport};
 pub use forced::PairScore;
 pub use translator::{Translated, Translator};

@@ -79,39 +79,43 @@ impl Translator {
         opts: &DecodingConfig,
     ) -> Result<(Vec<Vec<Translated>>, Vec<String>)> {
         let (srcs, hyps, warnings) = self.search(lines, opts)?;
-        let eos = self.tgt_vocab.tokens(&[self.tgt_vocab.eos]);
         let mut outs = Vec::with_capacity(hyps.len());
         for (src, nbest) in srcs.iter().zip(hyps) {
-            // An empty line still has one (padding) position the decoder attended to.
-            let width = src.len().max(1);
-            let pad = [self.src_vocab.pad];
-            let source_tokens = self
-                .src_vocab
-                .tokens(if src.is_empty() { &pad } else { src });
-            let mut list = Vec::with_capacity(nbest.len());
-            for h in nbest {
-                let mut tokens = self.tgt_vocab.tokens(&h.tokens);
-                if h.attention.len() > h.tokens.len() {
-                    tokens.extend(eos.iter().cloned());
-                }
-                list.push(Translated {
-                    text: self.tgt_vocab.decode(&h.tokens)?,
-                    score: h.score,
-                    source_tokens: source_tokens.clone(),
-                    tokens,
-                    attention: h
-                        .attention
-                        .into_iter()
-                        .map(|mut row| {
-                            row.truncate(width);
-                            row
-                        })
-                        .collect(),
-                });
-            }
+            let list = nbest
+                .into_iter()
+                .map(|h| self.translated(src, h))
+                .collect::<Result<Vec<_>>>()?;
             outs.push(list);
         }
         Ok((outs, warnings))
+    }
+
+    /// A hypothesis of source `src` as text, with its tokens and attention rows.
+    pub(crate) fn translated(&self, src: &[u32], h: Hypothesis) -> Result<Translated> {
+        // An empty line still has one (padding) position the decoder attended to.
+        let width = src.len().max(1);
+        let pad = [self.src_vocab.pad];
+        let source_tokens = self
+            .src_vocab
+            .tokens(if src.is_empty() { &pad } else { src });
+        let mut tokens = self.tgt_vocab.tokens(&h.tokens);
+        if h.attention.len() > h.tokens.len() {
+            tokens.extend(self.tgt_vocab.tokens(&[self.tgt_vocab.eos]));
+        }
+        Ok(Translated {
+            text: self.tgt_vocab.decode(&h.tokens)?,
+            score: h.score,
+            source_tokens,
+            tokens,
+            attention: h
+                .attention
+                .into_iter()
+                .map(|mut row| {
+                    row.truncate(width);
+                    row
+                })
+                .collect(),
+        })
     }
 
     /// The lines' source token ids, each truncated to `data.max_src_len` with a warning naming
