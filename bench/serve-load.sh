@@ -4,14 +4,17 @@
 # compared with the offline `translate --batch-size 64` throughput on the same sentences,
 # measured in the same run. Also counts how many greedy outputs change when a sentence is
 # decoded alone (batch 1) rather than in a batch of 64.
-#   [MAX_WAIT_MS=M] bench/serve-load.sh MODEL_DIR SRC_FILE [SECONDS]
+#   [MAX_WAIT_MS=M] [BIN=PATH] bench/serve-load.sh MODEL_DIR SRC_FILE [SECONDS]
+# BIN runs another seq2seq binary (an earlier build, for a before/after) instead of this tree's.
 # e.g. bench/serve-load.sh runs/multi30k-en-de ../shared/datasets/multi30k/test2016.en
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?model directory}; SRC=${2:?source sentences, one per line}; SECS=${3:-30}
 command -v wrk >/dev/null || { echo "wrk not found (Debian: apt-get install wrk)" >&2; exit 2; }
-cargo build --release -q
-BIN=target/release/seq2seq
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q
+  BIN=target/release/seq2seq
+fi
 SERVER=""; WORK=$(mktemp -d); trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 N=$(wc -l < "$SRC")
 echo "model $MODEL; $N sentences from $SRC; $(nproc) cores"
