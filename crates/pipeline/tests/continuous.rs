@@ -1,7 +1,11 @@
 //! The server's continuous batch of a translator: lines that join a running greedy search at
 //! different steps translate exactly as `translate_detailed` translates each alone.
 
+mod common;
+
 use std::collections::HashMap;
+
+use common::small_model;
 
 use seq2seq_decoder::Strategy;
 use seq2seq_pipeline::{train, Config, TrainOptions, Translator};
@@ -14,11 +18,7 @@ fn lines_joining_a_running_batch_translate_as_they_do_alone() {
         "seed: 2\ndata: {format: dates, train_size: 200, valid_size: 10, test_size: 10, max_src_len: 40, max_tgt_len: 12, src_vocab: {level: char}, tgt_vocab: {level: char}}",
     )
     .unwrap();
-    c.model.encoder.embedding_dim = 8;
-    c.model.encoder.hidden_size = 8;
-    c.model.decoder.embedding_dim = 8;
-    c.model.decoder.hidden_size = 16;
-    c.model.decoder.attention_dim = 8;
+    small_model(&mut c);
     c.train.max_steps = 40;
     c.train.valid_every = 1000;
     c.train.learning_rate = 0.01;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{assert_same_weights, weights};
+use common::{assert_same_weights, small_model, weights};
 use seq2seq_data::synthetic;
 use seq2seq_pipeline::{model_dir, train, Config, TrainOptions};
 
@@ -34,11 +34,7 @@ fn cfg(streaming: bool, buffer: usize, max_steps: usize) -> Config {
         "seed: 5\ndata: {{format: parallel, root: dates, valid: val, streaming: {streaming}, shuffle_buffer: {buffer}, max_src_len: 40, max_tgt_len: 12, src_vocab: {{level: char}}, tgt_vocab: {{level: char}}}}\ntrain: {{max_steps: {max_steps}}}"
     ))
     .unwrap();
-    c.model.encoder.embedding_dim = 8;
-    c.model.encoder.hidden_size = 8;
-    c.model.decoder.embedding_dim = 8;
-    c.model.decoder.hidden_size = 16;
-    c.model.decoder.attention_dim = 8;
+    small_model(&mut c);
     c.model.decoder.hidden_dropout = 0.2;
     c.train.batch_size = 8;
     c.train.learning_rate = 0.01;

@@ -1,8 +1,20 @@
-//! What the training tests share: a run's resume checkpoint read back for comparison.
+//! What the training tests share: a small model, and a run's resume checkpoint read back for
+//! comparison. (Each test file uses part of it.)
+#![allow(dead_code)]
 
 use std::path::Path;
 
-use seq2seq_pipeline::model_dir;
+use seq2seq_pipeline::{model_dir, Config};
+
+/// Makes `c`'s model small enough to train in a test in about a second: embeddings 8, encoder
+/// 8 per direction, decoder 16, attention 8.
+pub fn small_model(c: &mut Config) {
+    c.model.encoder.embedding_dim = 8;
+    c.model.encoder.hidden_size = 8;
+    c.model.decoder.embedding_dim = 8;
+    c.model.decoder.hidden_size = 16;
+    c.model.decoder.attention_dim = 8;
+}
 
 /// Weights and Adam moments (`optimizer.*`) of the resume checkpoint, by name.
 pub fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
