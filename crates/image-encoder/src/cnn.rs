@@ -1,13 +1,14 @@
-//! A small CNN trained from scratch: blocks of conv → (batch norm) → activation → 2×2 pooling.
+//! A small CNN trained from scratch: blocks of conv → (batch norm) → activation → 2×2 pooling,
+//! channels-last on the [`crate::nhwc`] kernels (a convolution is im2col + one gemm).
 
-use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{
-    batch_norm, conv2d, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig,
-    VarBuilder,
-};
+use candle_core::{Result, Tensor, Var};
+use candle_nn::init::{Init, DEFAULT_KAIMING_NORMAL};
+use candle_nn::VarBuilder;
 use seq2seq_decoder::EncoderOutput;
 use seq2seq_nn::Ctx;
 use serde::{Deserialize, Serialize};
+
+use crate::nhwc::{self, Act};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,10 +54,66 @@ impl Default for SmallCnnConfig {
     }
 }
 
+/// A block's convolution: PyTorch's weight `(C_out, C_in, k, k)` and its bias (none before batch
+/// norm).
 #[derive(Clone, Debug)]
 struct Block {
-    conv: Conv2d,
-    bn: Option<BatchNorm>,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    bn: Option<Norm>,
+}
+
+/// Batch norm over the channels of a channels-last activation, PyTorch's: batch statistics in
+/// training (running averages updated with momentum 0.1, the variance unbiased), the running
+/// ones in evaluation.
+#[derive(Clone, Debug)]
+struct Norm {
+    gamma: Tensor,
+    beta: Tensor,
+    mean: Var,
+    var: Var,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl Norm {
+    fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        // candle-nn's batch_norm hints, so that a seeded model starts where it did before.
+        Ok(Self {
+            gamma: vb.get_with_hints(c, "weight", Init::Const(1.))?,
+            beta: vb.get_with_hints(c, "bias", Init::Const(0.))?,
+            mean: Var::from_tensor(&vb.get_with_hints(c, "running_mean", Init::Const(0.))?)?,
+            var: Var::from_tensor(&vb.get_with_hints(c, "running_var", Init::Const(1.))?)?,
+        })
+    }
+
+    /// Training form on rows `(N, C)`: normalised by the batch's statistics, which also move
+    /// the running ones.
+    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let n = x.dim(0)? as f64;
+        let mean = x.mean_keepdim(0)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(0)?;
+        let keep = 1.0 - BN_MOMENTUM;
+        self.mean.set(
+            &((self.mean.as_tensor() * keep)? + (mean.flatten_all()?.detach() * BN_MOMENTUM)?)?,
+        )?;
+        let unbiased = BN_MOMENTUM * n / (n - 1.0).max(1.0);
+        self.var
+            .set(&((self.var.as_tensor() * keep)? + (var.flatten_all()?.detach() * unbiased)?)?)?;
+        centred
+            .broadcast_div(&(var + BN_EPS)?.sqrt()?)?
+            .broadcast_mul(&self.gamma)?
+            .broadcast_add(&self.beta)
+    }
+
+    /// Evaluation form as a per-channel `(scale, shift)`, to fold into the convolution.
+    fn folded(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (&self.gamma / (self.var.as_tensor() + BN_EPS)?.sqrt()?)?;
+        let shift = (&self.beta - (self.mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
 }
 
 /// Parameters `blocks.{i}.conv.weight` (`.bias` without batch norm), `blocks.{i}.bn.*`.
@@ -67,33 +124,28 @@ pub struct SmallCnn {
 }
 
 pub fn small_cnn(cfg: SmallCnnConfig, vb: VarBuilder) -> Result<SmallCnn> {
+    if cfg.kernel.is_multiple_of(2) {
+        candle_core::bail!("cnn.kernel must be odd (same padding), got {}", cfg.kernel);
+    }
     let mut blocks = Vec::new();
     let mut input = 3;
-    let conv_cfg = Conv2dConfig {
-        padding: cfg.kernel / 2,
-        ..Default::default()
-    };
+    let k = cfg.kernel;
     for (i, &out) in cfg.channels.iter().enumerate() {
         let vb = vb.pp(format!("blocks.{i}"));
-        let (conv, bn) = if cfg.batch_norm {
-            (
-                conv2d_no_bias(input, out, cfg.kernel, conv_cfg, vb.pp("conv"))?,
-                Some(batch_norm(
-                    out,
-                    BatchNormConfig {
-                        eps: 1e-5,
-                        ..Default::default()
-                    },
-                    vb.pp("bn"),
-                )?),
-            )
+        let conv = vb.pp("conv");
+        // candle-nn's conv2d hints (Kaiming-normal weight, uniform bias).
+        let weight = conv.get_with_hints((out, input, k, k), "weight", DEFAULT_KAIMING_NORMAL)?;
+        let (bias, bn) = if cfg.batch_norm {
+            (None, Some(Norm::new(out, vb.pp("bn"))?))
         } else {
-            (
-                conv2d(input, out, cfg.kernel, conv_cfg, vb.pp("conv"))?,
-                None,
-            )
+            let bound = 1. / (input as f64).sqrt();
+            let hint = Init::Uniform {
+                lo: -bound,
+                up: bound,
+            };
+            (Some(conv.get_with_hints(out, "bias", hint)?), None)
         };
-        blocks.push(Block { conv, bn });
+        blocks.push(Block { weight, bias, bn });
         input = out;
     }
     Ok(SmallCnn { cfg, blocks })
@@ -104,26 +156,81 @@ impl SmallCnn {
         *self.cfg.channels.last().unwrap_or(&3)
     }
 
-    /// `(B, 3, S, S)` → feature grid `(B, C, S/2ⁿ, S/2ⁿ)`.
+    /// `(B, 3, S, S)` → channels-last feature grid `(B, S/2ⁿ, S/2ⁿ, C)`.
     pub fn features(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let mut x = x.clone();
+        let mut x = x.permute((0, 2, 3, 1))?.contiguous()?;
         for b in &self.blocks {
-            x = b.conv.forward(&x)?;
-            if let Some(bn) = &b.bn {
-                x = bn.forward_t(&x, ctx.is_train())?;
-            }
-            x = match self.cfg.activation {
-                Activation::Relu => x.relu()?,
-                Activation::Relu6 => x.clamp(0f32, 6f32)?,
-                Activation::Gelu => x.gelu_erf()?,
-                Activation::Tanh => x.tanh()?,
-            };
-            x = match self.cfg.pool {
-                Pool::Max => x.max_pool2d(2)?,
-                Pool::Avg => x.avg_pool2d(2)?,
-            };
+            x = self.block(b, &x, ctx.is_train())?;
         }
         ctx.dropout(&x, self.cfg.dropout)
+    }
+
+    /// conv → batch norm → activation → 2×2 pooling, channels-last. Without batch-norm
+    /// statistics to compute (evaluation, or no batch norm) the norm folds into the convolution
+    /// and a ReLU runs in the gemm's pass.
+    fn block(&self, b: &Block, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, h, w, cin) = x.dims4()?;
+        let (cout, k) = (b.weight.dim(0)?, self.cfg.kernel);
+        let mut filters = b
+            .weight
+            .permute((2, 3, 1, 0))?
+            .reshape((k * k * cin, cout))?;
+        let rows = nhwc::im2col(x, k, 1)?.reshape((n * h * w, k * k * cin))?;
+        let zero = || Tensor::zeros(cout, x.dtype(), x.device());
+        let fused = match self.cfg.activation {
+            Activation::Relu => Act::Relu,
+            Activation::Relu6 => Act::Relu6,
+            Activation::Gelu | Activation::Tanh => Act::None,
+        };
+        let y = match (&b.bn, train) {
+            (Some(bn), true) => {
+                let y = nhwc::pointwise(&rows, &filters.contiguous()?, &zero()?, Act::None)?;
+                self.activate(&bn.forward_train(&y)?)?
+            }
+            (Some(bn), false) => {
+                let (scale, shift) = bn.folded()?;
+                filters = filters.broadcast_mul(&scale)?;
+                let y = nhwc::pointwise(&rows, &filters.contiguous()?, &shift, fused)?;
+                self.activate_rest(&y)?
+            }
+            (None, _) => {
+                let bias = b.bias.clone().map_or_else(zero, Ok)?;
+                let y = nhwc::pointwise(&rows, &filters.contiguous()?, &bias, fused)?;
+                self.activate_rest(&y)?
+            }
+        };
+        self.pool(&y.reshape((n, h, w, cout))?)
+    }
+
+    fn activate(&self, x: &Tensor) -> Result<Tensor> {
+        match self.cfg.activation {
+            Activation::Relu => x.relu(),
+            Activation::Relu6 => x.clamp(0f32, 6f32),
+            Activation::Gelu => x.gelu_erf(),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+
+    /// The activations the gemm's pass does not apply.
+    fn activate_rest(&self, x: &Tensor) -> Result<Tensor> {
+        match self.cfg.activation {
+            Activation::Gelu | Activation::Tanh => self.activate(x),
+            Activation::Relu | Activation::Relu6 => Ok(x.clone()),
+        }
+    }
+
+    /// 2×2 pooling with stride 2 (a last odd row or column is dropped, as PyTorch's).
+    fn pool(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, h, w, c) = x.dims4()?;
+        let (h2, w2) = (h / 2, w / 2);
+        let x = x
+            .narrow(1, 0, 2 * h2)?
+            .narrow(2, 0, 2 * w2)?
+            .reshape((n, h2, 2, w2, 2, c))?;
+        match self.cfg.pool {
+            Pool::Max => x.max(4)?.max(2),
+            Pool::Avg => x.mean(4)?.mean(2),
+        }
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<EncoderOutput> {
@@ -158,7 +265,7 @@ mod tests {
             &Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu)?,
             &mut Ctx::eval(),
         )?;
-        assert_eq!(g.dims(), &[1, 16, 8, 8]);
+        assert_eq!(g.dims(), &[1, 8, 8, 16]);
         Ok(())
     }
 }

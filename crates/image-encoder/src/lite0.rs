@@ -2,13 +2,17 @@
 //! ReLU6 and a fixed stem and head), reading the EfficientNet-PyTorch checkpoint names
 //! (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`, …, `_conv_head`, `_bn1`, `_fc`).
 //!
-//! Batch norm runs in inference form (folded into a per-channel scale and shift, eps 1e-3) since
-//! the backbone is frozen or fine-tuned with frozen statistics. Depthwise convolutions are
-//! computed as a sum of k×k shifted slices scaled per channel: candle 0.11 runs a grouped
-//! convolution as one convolution per group (candle#3389), ~1000 tiny convolutions per layer here.
+//! The network runs channels-last on the [`crate::nhwc`] kernels: 1×1 convolutions as one gemm,
+//! depthwise ones as a direct per-channel filter (candle 0.11 runs a grouped convolution as one
+//! convolution per group, candle#3389: ~1000 tiny convolutions per layer here), the stem as
+//! im2col + gemm, each with its ReLU6 in the same pass. Batch norm runs in inference form (eps
+//! 1e-3; the backbone is frozen or fine-tuned with frozen statistics), folded into the weights:
+//! once at load for frozen layers, on every call for fine-tuned ones.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
+
+use crate::nhwc::{self, Act};
 
 /// (expand ratio, kernel, stride, output channels, repeats) of the seven stages.
 pub const STAGES: [(usize, usize, usize, usize, usize); 7] = [
@@ -25,47 +29,65 @@ pub const FEATURES: usize = 1280;
 pub const NUM_BLOCKS: usize = 16;
 const BN_EPS: f64 = 1e-3;
 
-/// Symmetric `k/2` zero padding, as the checkpoint's PyTorch model used (`nn.Conv2d(padding=k//2)`):
-/// TensorFlow-style asymmetric "same" padding misclassifies 3 of 12 Flickr8k dog photos where
-/// this gets at most 1 wrong (see the opt-in test).
-fn same_pad(x: &Tensor, k: usize, _stride: usize) -> Result<Tensor> {
-    x.pad_with_zeros(2, k / 2, k / 2)?
-        .pad_with_zeros(3, k / 2, k / 2)
+/// How a convolution runs: its weight's layout for the [`crate::nhwc`] ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// 1×1: one gemm, weight `(C_in, C_out)`.
+    Pointwise,
+    /// One k×k filter per channel, weight `(k², C)`.
+    Depthwise,
+    /// k×k over all input channels (the stem): im2col then a gemm, weight `(k²·C_in, C_out)`.
+    Dense,
 }
 
-/// Keeps every second row and column (stride 2 from a stride-1 result).
-fn subsample2(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let x = if h % 2 == 1 {
-        x.pad_with_zeros(2, 0, 1)?
-    } else {
-        x.clone()
-    };
-    let x = if w % 2 == 1 {
-        x.pad_with_zeros(3, 0, 1)?
-    } else {
-        x
-    };
-    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-    x.reshape((b, c, h2, 2, w2, 2))?
-        .narrow(3, 0, 1)?
-        .narrow(5, 0, 1)?
-        .reshape((b, c, h2, w2))
-}
-
-/// A convolution (no bias) followed by batch norm in inference form.
+/// A convolution's weight and its batch norm, as read from the checkpoint.
 #[derive(Clone, Debug)]
-struct ConvBn {
+struct BnParams {
+    /// PyTorch's layout: `(C_out, C_in / groups, k, k)`.
     weight: Tensor,
     gamma: Tensor,
     beta: Tensor,
     mean: Tensor,
     var: Tensor,
-    kernel: usize,
-    stride: usize,
-    depthwise: bool,
 }
 
+impl BnParams {
+    /// Batch norm folded into the convolution (inference form, eps 1e-3): the weight scaled per
+    /// output channel in the layout of `kind`, and the bias `β − μ·γ/√(σ²+ε)`.
+    fn fold(&self, kind: Kind) -> Result<(Tensor, Tensor)> {
+        let scale = (&self.gamma / (&self.var + BN_EPS)?.sqrt()?)?;
+        let bias = (&self.beta - (&self.mean * &scale)?)?;
+        let (cout, cin, k, _) = self.weight.dims4()?;
+        let scaled = self
+            .weight
+            .broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+        let w = match kind {
+            Kind::Pointwise => scaled.reshape((cout, cin))?.t()?,
+            Kind::Depthwise => scaled.reshape((cout, k * k))?.t()?,
+            Kind::Dense => scaled.permute((2, 3, 1, 0))?.reshape((k * k * cin, cout))?,
+        };
+        Ok((w.contiguous()?, bias))
+    }
+}
+
+/// A convolution followed by batch norm in inference form and an optional ReLU6, channels-last.
+#[derive(Clone, Debug)]
+struct ConvBn {
+    kind: Kind,
+    kernel: usize,
+    stride: usize,
+    weights: Weights,
+}
+
+/// A frozen layer folds its batch norm once, at load; a fine-tuned one on every call, so that the
+/// gradient reaches the convolution's weight and γ, β.
+#[derive(Clone, Debug)]
+enum Weights {
+    Folded { w: Tensor, b: Tensor },
+    Trainable(BnParams),
+}
+
+#[allow(clippy::too_many_arguments)]
 fn conv_bn(
     conv: VarBuilder,
     bn: VarBuilder,
@@ -73,70 +95,55 @@ fn conv_bn(
     cout: usize,
     k: usize,
     stride: usize,
-    depthwise: bool,
+    kind: Kind,
+    frozen: bool,
 ) -> Result<ConvBn> {
-    let weight = if depthwise {
+    let weight = if kind == Kind::Depthwise {
         conv.get((cout, 1, k, k), "weight")?
     } else {
         conv.get((cout, cin, k, k), "weight")?
     };
-    Ok(ConvBn {
+    let params = BnParams {
         weight,
         gamma: bn.get(cout, "weight")?,
         beta: bn.get(cout, "bias")?,
         mean: bn.get(cout, "running_mean")?,
         var: bn.get(cout, "running_var")?,
+    };
+    let weights = if frozen {
+        let (w, b) = params.fold(kind)?;
+        Weights::Folded {
+            w: w.detach(),
+            b: b.detach(),
+        }
+    } else {
+        Weights::Trainable(params)
+    };
+    Ok(ConvBn {
+        kind,
         kernel: k,
         stride,
-        depthwise,
+        weights,
     })
 }
 
 impl ConvBn {
+    /// `(B, H, W, C_in)` → `(B, Ho, Wo, C_out)`.
     fn forward(&self, x: &Tensor, relu6: bool) -> Result<Tensor> {
-        let k = self.kernel;
-        let y = if self.depthwise {
-            let xp = same_pad(x, k, self.stride)?;
-            let c = x.dim(1)?;
-            let (hp, wp) = (xp.dim(2)?, xp.dim(3)?);
-            let (ho, wo) = (hp - k + 1, wp - k + 1);
-            let mut acc: Option<Tensor> = None;
-            for i in 0..k {
-                for j in 0..k {
-                    let wij = self
-                        .weight
-                        .narrow(2, i, 1)?
-                        .narrow(3, j, 1)?
-                        .reshape((1, c, 1, 1))?;
-                    let term = xp.narrow(2, i, ho)?.narrow(3, j, wo)?.broadcast_mul(&wij)?;
-                    acc = Some(match acc {
-                        Some(a) => (a + term)?,
-                        None => term,
-                    });
-                }
-            }
-            let y = acc.unwrap();
-            if self.stride == 2 {
-                subsample2(&y)?
-            } else {
-                y
-            }
-        } else if k == 1 {
-            x.conv2d(&self.weight, 0, self.stride, 1, 1)?
-        } else {
-            same_pad(x, k, self.stride)?.conv2d(&self.weight, 0, self.stride, 1, 1)?
+        let (w, b) = match &self.weights {
+            Weights::Folded { w, b } => (w.clone(), b.clone()),
+            Weights::Trainable(p) => p.fold(self.kind)?,
         };
-        // Folded per call rather than once: a fine-tuned layer's gamma and beta change.
-        let c = self.gamma.dim(0)?;
-        let scale = (&self.gamma / (&self.var + BN_EPS)?.sqrt()?)?;
-        let shift = (&self.beta - (&self.mean * &scale)?)?;
-        let y = y
-            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
-        if relu6 {
-            y.clamp(0f32, 6f32)
-        } else {
-            Ok(y)
+        let act = if relu6 { Act::Relu6 } else { Act::None };
+        let rows = |t: &Tensor| -> Result<Tensor> {
+            let (n, h, wd, c) = t.dims4()?;
+            let y = nhwc::pointwise(&t.reshape((n * h * wd, c))?, &w, &b, act)?;
+            y.reshape((n, h, wd, w.dim(1)?))
+        };
+        match self.kind {
+            Kind::Pointwise => rows(x),
+            Kind::Dense => rows(&nhwc::im2col(x, self.kernel, self.stride)?),
+            Kind::Depthwise => nhwc::depthwise(x, &w, &b, self.kernel, self.stride, act),
         }
     }
 }
@@ -187,17 +194,23 @@ pub fn efficientnet_lite0_split(
     first_trainable: usize,
 ) -> Result<EfficientNetLite0> {
     let vb = &frozen;
-    let stem = conv_bn(vb.pp("_conv_stem"), vb.pp("_bn0"), 3, 32, 3, 2, false)?;
+    let stem = conv_bn(
+        vb.pp("_conv_stem"),
+        vb.pp("_bn0"),
+        3,
+        32,
+        3,
+        2,
+        Kind::Dense,
+        first_trainable > 0,
+    )?;
     let mut blocks = Vec::new();
     let mut cin = 32;
     for &(e, k, s, cout, repeats) in &STAGES {
         for r in 0..repeats {
             let stride = if r == 0 { s } else { 1 };
-            let src = if blocks.len() < first_trainable {
-                &frozen
-            } else {
-                &trainable
-            };
+            let is_frozen = blocks.len() < first_trainable;
+            let src = if is_frozen { &frozen } else { &trainable };
             let b = src.pp(format!("_blocks.{}", blocks.len()));
             let mid = cin * e;
             let expand = if e != 1 {
@@ -208,7 +221,8 @@ pub fn efficientnet_lite0_split(
                     mid,
                     1,
                     1,
-                    false,
+                    Kind::Pointwise,
+                    is_frozen,
                 )?)
             } else {
                 None
@@ -220,9 +234,19 @@ pub fn efficientnet_lite0_split(
                 mid,
                 k,
                 stride,
-                true,
+                Kind::Depthwise,
+                is_frozen,
             )?;
-            let project = conv_bn(b.pp("_project_conv"), b.pp("_bn2"), mid, cout, 1, 1, false)?;
+            let project = conv_bn(
+                b.pp("_project_conv"),
+                b.pp("_bn2"),
+                mid,
+                cout,
+                1,
+                1,
+                Kind::Pointwise,
+                is_frozen,
+            )?;
             blocks.push(MbConv {
                 expand,
                 depthwise,
@@ -232,11 +256,8 @@ pub fn efficientnet_lite0_split(
             cin = cout;
         }
     }
-    let vb = if first_trainable < NUM_BLOCKS {
-        &trainable
-    } else {
-        &frozen
-    };
+    let head_frozen = first_trainable >= NUM_BLOCKS;
+    let vb = if head_frozen { &frozen } else { &trainable };
     let head = conv_bn(
         vb.pp("_conv_head"),
         vb.pp("_bn1"),
@@ -244,7 +265,8 @@ pub fn efficientnet_lite0_split(
         FEATURES,
         1,
         1,
-        false,
+        Kind::Pointwise,
+        head_frozen,
     )?;
     // The ImageNet classifier only where the source has it (a captioning model does not keep it).
     let fc = if frozen.contains_tensor("_fc.weight") {
@@ -265,21 +287,25 @@ impl EfficientNetLite0 {
         self.blocks.len()
     }
 
-    /// `(B, 3, 224, 224)` normalised as `(x - 127) / 128` → `(B, 1280, 7, 7)`.
+    /// `(B, 3, 224, 224)` normalised as `(x - 127) / 128` → channels-last features
+    /// `(B, 7, 7, 1280)`.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
         self.suffix(&self.prefix(x, NUM_BLOCKS)?, NUM_BLOCKS)
     }
 
-    /// The stem and blocks `0..n`: pixels → the input of block `n`.
+    /// The stem and blocks `0..n`: pixels `(B, 3, S, S)` → the input of block `n`, channels-last
+    /// `(B, h, w, C)`.
     pub fn prefix(&self, x: &Tensor, n: usize) -> Result<Tensor> {
-        let mut x = self.stem.forward(x, true)?;
+        let mut x = self
+            .stem
+            .forward(&x.permute((0, 2, 3, 1))?.contiguous()?, true)?;
         for b in &self.blocks[..n.min(NUM_BLOCKS)] {
             x = b.forward(&x)?;
         }
         Ok(x)
     }
 
-    /// Blocks `n..` and the head: the input of block `n` → features `(B, 1280, h, w)`.
+    /// Blocks `n..` and the head: the input of block `n` → features `(B, h, w, 1280)`.
     pub fn suffix(&self, x: &Tensor, n: usize) -> Result<Tensor> {
         let mut x = x.clone();
         for b in &self.blocks[n.min(NUM_BLOCKS)..] {
@@ -295,6 +321,6 @@ impl EfficientNetLite0 {
                 "this EfficientNet-Lite0 was loaded without its classifier".into(),
             )
         })?;
-        fc.forward(&features.mean(D::Minus1)?.mean(D::Minus1)?)
+        fc.forward(&features.mean((1, 2))?)
     }
 }

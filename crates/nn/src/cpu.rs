@@ -3,18 +3,18 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
-use gemm::Parallelism;
+pub use gemm::Parallelism;
 
 /// Whether the fused CPU kernels may run on `t`: f32 on the CPU, and not turned off by
 /// `SEQ2SEQ_FUSED=0`.
-pub(crate) fn on_cpu_f32(t: &Tensor) -> bool {
+pub fn on_cpu_f32(t: &Tensor) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled =
         *ENABLED.get_or_init(|| std::env::var("SEQ2SEQ_FUSED").map_or(true, |v| v != "0"));
     enabled && t.dtype() == DType::F32 && matches!(t.device(), candle_core::Device::Cpu)
 }
 
-pub(crate) fn parallelism() -> Parallelism {
+pub fn parallelism() -> Parallelism {
     let n = candle_core::utils::get_num_threads();
     if n > 1 {
         Parallelism::Rayon(n)
@@ -25,14 +25,27 @@ pub(crate) fn parallelism() -> Parallelism {
 
 /// A row-major matrix view for [`matmul`]: element (i, j) is at `i * rs + j * cs`.
 #[derive(Clone, Copy)]
-pub(crate) struct View<'a> {
+pub struct View<'a> {
     pub data: &'a [f32],
     pub rs: usize,
     pub cs: usize,
 }
 
 /// `dst (m, n) = [dst +] lhs (m, k) × rhs (k, n)`; `dst` is row-major with row stride `dst_rs`.
-pub(crate) fn matmul(
+pub fn matmul(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+) {
+    matmul_with(parallelism(), dims, dst, dst_rs, accumulate, lhs, rhs)
+}
+
+/// [`matmul`] on the given threads (`Parallelism::None` inside a kernel's own parallel loop).
+pub fn matmul_with(
+    par: Parallelism,
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,
@@ -71,6 +84,7 @@ pub(crate) fn matmul(
                 },
             );
             gemm_raw(
+                par,
                 (n, m, k),
                 dst.as_mut_ptr(),
                 (1, dst_rs),
@@ -80,6 +94,7 @@ pub(crate) fn matmul(
             )
         } else {
             gemm_raw(
+                par,
                 (m, n, k),
                 dst.as_mut_ptr(),
                 (dst_rs, 1),
@@ -103,6 +118,7 @@ const SWAP_MAX_ROWS: usize = 256;
 /// Every element the product touches must lie inside `dst`'s allocation and the views' slices,
 /// and `dst` must alias neither operand.
 unsafe fn gemm_raw(
+    par: Parallelism,
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     (dst_rs, dst_cs): (usize, usize),
@@ -129,13 +145,13 @@ unsafe fn gemm_raw(
         false,
         false,
         false,
-        parallelism(),
+        par,
     )
 }
 
 /// The transpose `(cols, rows)` of a row-major `(rows, cols)` matrix, row-major: a weight `W` laid
 /// out so that `x Wᵀ` takes [`matmul`]'s fast path for few rows.
-pub(crate) fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0f32; rows * cols];
     for (i, row) in w.chunks(cols).take(rows).enumerate() {
         for (j, x) in row.iter().enumerate() {
@@ -146,11 +162,7 @@ pub(crate) fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// The f32 data of a contiguous tensor on the CPU, read in place.
-pub(crate) fn with_data<R>(
-    t: &Tensor,
-    what: &str,
-    f: impl FnOnce(&[f32]) -> Result<R>,
-) -> Result<R> {
+pub fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let (st, l) = t.storage_and_layout();
     match &*st {
         candle_core::Storage::Cpu(cs) => f(cpu_slice(cs, l, what)?),
@@ -159,7 +171,7 @@ pub(crate) fn with_data<R>(
 }
 
 /// The f32 data of a contiguous CPU storage, from its layout's offset.
-pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
         _ => candle_core::bail!("{what} must be f32, got {:?}", s.dtype()),
@@ -171,7 +183,7 @@ pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result
 }
 
 /// Copies a tensor's data out (the backward pass reads its saved activations this way).
-pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+pub fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 

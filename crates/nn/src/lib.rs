@@ -13,7 +13,7 @@ mod attend;
 pub mod attention;
 pub mod attentive;
 pub mod cell;
-mod cpu;
+pub mod cpu;
 pub mod ctx;
 pub mod fastmath;
 pub mod feeding;

@@ -54,7 +54,7 @@ pub enum Error {
     Device(String),
     #[error("{flag}: {msg}")]
     Flag { flag: &'static str, msg: String },
-    #[error("bench measures translation configs (with a trained captioning model: pass --model), not {0:?}")]
+    #[error("bench measures translation and captioning configs, not {0:?}")]
     BenchTask(crate::config::Task),
     #[error("the {0} split of this model's corpus is empty")]
     EmptySplit(&'static str),

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
-use seq2seq_pipeline::bench::{self, BenchOptions, BenchReport, CaptionBenchReport};
+use seq2seq_pipeline::bench::{
+    self, BenchOptions, BenchReport, CaptionBenchReport, ImageBenchReport,
+};
 use seq2seq_pipeline::config::Task;
 use seq2seq_pipeline::{resolve_data_dir, Config};
 
@@ -27,21 +29,25 @@ pub(crate) struct BenchArgs {
     /// Where it runs: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: seq2seq_pipeline::DeviceChoice,
+    /// Captioning: images per batch of the image-encoder figures.
+    #[arg(long, default_value_t = 32)]
+    image_batch: usize,
+    /// Captioning: timed batches of the image-encoder figures (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    image_reps: usize,
     #[arg(long)]
     json: bool,
 }
 
 pub(crate) fn run(a: BenchArgs) -> Result<()> {
     let cfg = Config::from_file(&a.config)?;
-    let model = a.model.or_else(|| bench::default_model(&cfg, &a.config));
+    let model = a
+        .model
+        .clone()
+        .or_else(|| bench::default_model(&cfg, &a.config));
     let data_dir = resolve_data_dir(a.data_dir.as_deref());
     if cfg.task == Task::Captioning {
-        let model = model.ok_or_else(|| {
-            anyhow::anyhow!("a captioning bench needs a trained model: pass --model DIR")
-        })?;
-        let r = bench::bench_captioning(&model, &data_dir, a.decode_sentences, a.device)?;
-        print_captioning(&r, a.json);
-        return Ok(());
+        return run_captioning(&cfg, model, &data_dir, &a);
     }
     let process_model = model.clone();
     let o = BenchOptions {
@@ -63,22 +69,77 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_captioning(r: &CaptionBenchReport, json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
+/// The image encoder's figures (no model needed), then a trained model's captioning figures when
+/// there is one.
+fn run_captioning(
+    cfg: &Config,
+    model: Option<PathBuf>,
+    data_dir: &Path,
+    a: &BenchArgs,
+) -> Result<()> {
+    let image = bench::bench_image_encoder(cfg, data_dir, a.image_batch, a.image_reps)?;
+    let captions = model
+        .map(|m| bench::bench_captioning(&m, data_dir, a.decode_sentences, a.device))
+        .transpose()?;
+    if a.json {
+        let mut v = image_json(&image);
+        if let Some(r) = &captions {
+            v["captioning"] = captioning_json(r);
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    print_image(&image);
+    match &captions {
+        Some(r) => print_captioning(r),
+        None => println!("(no trained model: pass --model DIR for the captioning figures)"),
+    }
+    Ok(())
+}
+
+fn image_json(r: &ImageBenchReport) -> serde_json::Value {
+    serde_json::json!({
+        "threads": r.threads, "backbone": r.backbone, "image_size": r.image_size,
+        "batch": r.batch, "fine_tune_blocks": r.fine_tune_blocks, "checkpoint": r.checkpoint,
+        "forward_images_per_s": r.forward_images_per_s,
+        "train_images_per_s": r.train_images_per_s,
+        "peak_rss_mb": r.peak_rss_mb,
+    })
+}
+
+fn print_image(r: &ImageBenchReport) {
+    println!("threads                       {}", r.threads);
+    let weights = if r.checkpoint { "checkpoint" } else { "random" };
+    println!(
+        "image encoder                 {} at {}x{}, batch {} ({weights} weights)",
+        r.backbone, r.image_size, r.image_size, r.batch
+    );
+    println!(
+        "encoder forward (inference)   {:.1} images/s",
+        r.forward_images_per_s
+    );
+    match (r.train_images_per_s, r.backbone) {
+        (Some(t), "lite0") => println!(
+            "encoder training step         {t:.1} images/s ({} blocks + head fine-tuned)",
+            r.fine_tune_blocks
+        ),
+        (Some(t), _) => println!("encoder training step         {t:.1} images/s"),
+        (None, _) => println!("encoder training step         - (the backbone is frozen)"),
+    }
+}
+
+fn captioning_json(r: &CaptionBenchReport) -> serde_json::Value {
+    serde_json::json!({
                 "threads": r.threads, "images": r.images,
                 "decode_images_per_s": r.decode_images_per_s,
                 "encoder_images_per_s": r.encoder_images_per_s,
                 "greedy_captions_per_s": r.greedy_captions_per_s,
                 "beam3_captions_per_s": r.beam3_captions_per_s,
                 "peak_rss_mb": r.peak_rss_mb,
-            })
-        );
-        return;
-    }
-    println!("threads                       {}", r.threads);
+    })
+}
+
+fn print_captioning(r: &CaptionBenchReport) {
     println!("test images                   {}", r.images);
     println!(
         "image decode + resize         {:.1} images/s",

@@ -20,8 +20,10 @@ use crate::train::step::step;
 use crate::{Error, Result};
 
 mod captioning;
+mod image;
 
 pub use captioning::{bench_captioning, CaptionBenchReport};
+pub use image::{bench_image_encoder, ImageBenchReport};
 
 pub struct BenchOptions {
     pub config: Config,

@@ -20,7 +20,7 @@ mod run;
 pub(crate) mod schedule;
 pub(crate) mod step;
 pub(crate) mod validate;
-mod weights;
+pub(crate) mod weights;
 
 /// Options of one `train` invocation (the CLI flags).
 #[derive(Clone, Debug, Default)]

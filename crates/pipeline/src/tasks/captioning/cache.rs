@@ -14,8 +14,9 @@ use crate::{Error, Result};
 
 /// The version of the code that computes a frozen backbone's features. Bump it whenever the same
 /// checkpoint and image can give other features (a new kernel, batch norm folded differently), so
-/// that old cache entries are missed rather than silently reused.
-pub const FEATURE_CODE_VERSION: u32 = 1;
+/// that old cache entries are missed rather than silently reused. Version 2: channels-last
+/// features from the `nhwc` kernels, batch norm folded into the weights at load.
+pub const FEATURE_CODE_VERSION: u32 = 2;
 
 /// The first 16 hex digits of a SHA-256: a specified hash, so cache hits do not depend on the
 /// toolchain (std's `DefaultHasher` promises no stable output).

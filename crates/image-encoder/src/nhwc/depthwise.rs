@@ -1,0 +1,284 @@
+//! A depthwise convolution on channels-last images: `y = act(Σ_{ky,kx} x[iy, ix, c] · w[ky, kx, c]
+//! + b[c])`, one k×k filter per channel, stride 1 or 2, `k/2` zero padding.
+//!
+//! The inner loop runs over contiguous channels (32 to 1152 in Lite0), so one output row is
+//! `Wo·k²` vector multiply-adds with no gather; rows run in parallel. Stride 2 is computed directly,
+//! not subsampled from a stride-1 result (the shifted-slice form did 4× the work there).
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use seq2seq_nn::cpu::{cpu_slice, with_data};
+
+use super::{bias_act, out_size, par_rows, Act};
+
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    b: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    k: usize,
+    stride: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    fn new(x: &Shape, k: usize, stride: usize) -> Result<Self> {
+        let (b, h, w, c) = x.dims4()?;
+        Ok(Self {
+            b,
+            h,
+            w,
+            c,
+            k,
+            stride,
+            ho: out_size(h, k, stride),
+            wo: out_size(w, k, stride),
+        })
+    }
+
+    /// The input coordinate that tap `t` of output coordinate `o` reads, if inside the image.
+    #[inline(always)]
+    fn input(&self, o: usize, t: usize, size: usize) -> Option<usize> {
+        (o * self.stride + t)
+            .checked_sub(self.k / 2)
+            .filter(|&i| i < size)
+    }
+}
+
+struct Depthwise {
+    k: usize,
+    stride: usize,
+    act: Act,
+}
+
+impl CustomOp3 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.shape(), self.k, self.stride)?;
+        if l2.shape().dims() != [g.k * g.k, g.c] || l3.shape().dims() != [g.c] {
+            candle_core::bail!(
+                "depthwise: x {:?}, w {:?} (want ({}, {})), b {:?}",
+                l1.shape(),
+                l2.shape(),
+                g.k * g.k,
+                g.c,
+                l3.shape()
+            );
+        }
+        let (x, w, bias) = (
+            cpu_slice(s1, l1, "x")?,
+            cpu_slice(s2, l2, "w")?,
+            cpu_slice(s3, l3, "b")?,
+        );
+        let act = self.act;
+        let out = par_rows(g.b * g.ho, g.wo * g.c, |row, dst| {
+            forward_row(&g, x, w, bias, act, row, dst)
+        });
+        Ok((CpuStorage::F32(out), Shape::from((g.b, g.ho, g.wo, g.c))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = Geometry::new(x.shape(), self.k, self.stride)?;
+        let gy = self.act.backward(res, grad)?.contiguous()?;
+        let db = gy.sum((0, 1, 2))?;
+        let (kk, c) = (g.k * g.k, g.c);
+        let mut dx = vec![0f32; g.b * g.h * g.w * c];
+        // One partial filter gradient per image, summed after the parallel loop.
+        let mut dw_parts = vec![0f32; g.b * kk * c];
+        with_data(x, "x", |xd| {
+            with_data(w, "w", |wd| {
+                with_data(&gy, "grad", |gd| {
+                    dx.par_chunks_mut(g.h * g.w * c)
+                        .zip(dw_parts.par_chunks_mut(kk * c))
+                        .enumerate()
+                        .for_each(|(bi, (dxb, dwb))| backward_image(&g, xd, wd, gd, bi, dxb, dwb));
+                    Ok(())
+                })
+            })
+        })?;
+        let mut dw = vec![0f32; kk * c];
+        for part in dw_parts.chunks(kk * c) {
+            for (d, p) in dw.iter_mut().zip(part) {
+                *d += p;
+            }
+        }
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dw, (kk, c), dev)?),
+            Some(db),
+        ))
+    }
+}
+
+avx2_dispatch!(fn forward_row => forward_row_body(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    act: Act,
+    row: usize,
+    dst: &mut [f32],
+));
+
+/// Output row `row` (image `row / ho`, line `row % ho`) into `dst` `(wo, c)`.
+#[inline(always)]
+fn forward_row_body(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    act: Act,
+    row: usize,
+    dst: &mut [f32],
+) {
+    let (bi, oy) = (row / g.ho, row % g.ho);
+    let c = g.c;
+    dst.fill(0.0);
+    for ky in 0..g.k {
+        let Some(iy) = g.input(oy, ky, g.h) else {
+            continue;
+        };
+        let line = &x[(bi * g.h + iy) * g.w * c..(bi * g.h + iy + 1) * g.w * c];
+        for kx in 0..g.k {
+            let wt = &w[(ky * g.k + kx) * c..(ky * g.k + kx + 1) * c];
+            for (ox, o) in dst.chunks_exact_mut(c).enumerate() {
+                let Some(ix) = g.input(ox, kx, g.w) else {
+                    continue;
+                };
+                let xin = &line[ix * c..(ix + 1) * c];
+                for ((d, &a), &b) in o.iter_mut().zip(xin).zip(wt) {
+                    *d += a * b;
+                }
+            }
+        }
+    }
+    bias_act(dst, bias, act);
+}
+
+avx2_dispatch!(fn backward_image => backward_image_body(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    bi: usize,
+    dxb: &mut [f32],
+    dwb: &mut [f32],
+));
+
+/// Image `bi`'s input gradient `dxb` `(h, w, c)` and its share `dwb` `(k², c)` of the filters'.
+#[inline(always)]
+fn backward_image_body(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    bi: usize,
+    dxb: &mut [f32],
+    dwb: &mut [f32],
+) {
+    let c = g.c;
+    let xb = &x[bi * g.h * g.w * c..(bi + 1) * g.h * g.w * c];
+    let gb = &gy[bi * g.ho * g.wo * c..(bi + 1) * g.ho * g.wo * c];
+    for oy in 0..g.ho {
+        for ky in 0..g.k {
+            let Some(iy) = g.input(oy, ky, g.h) else {
+                continue;
+            };
+            for kx in 0..g.k {
+                let t = ky * g.k + kx;
+                let wt = &w[t * c..(t + 1) * c];
+                for ox in 0..g.wo {
+                    let Some(ix) = g.input(ox, kx, g.w) else {
+                        continue;
+                    };
+                    let go = &gb[(oy * g.wo + ox) * c..(oy * g.wo + ox + 1) * c];
+                    let at = (iy * g.w + ix) * c;
+                    let xin = &xb[at..at + c];
+                    for ((d, &gv), &wv) in dxb[at..at + c].iter_mut().zip(go).zip(wt) {
+                        *d += gv * wv;
+                    }
+                    for ((d, &gv), &xv) in dwb[t * c..(t + 1) * c].iter_mut().zip(go).zip(xin) {
+                        *d += gv * xv;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `act(depthwise(x, w) + b)`: `x` `(B, H, W, C)` channels-last, `w` `(k², C)` (tap-major, row by
+/// row), `b` `(C)`; stride 1 or 2 with `k/2` zero padding → `(B, Ho, Wo, C)`.
+pub fn depthwise(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    k: usize,
+    stride: usize,
+    act: Act,
+) -> Result<Tensor> {
+    if k.is_multiple_of(2) || !(1..=2).contains(&stride) {
+        candle_core::bail!(
+            "depthwise: odd kernels and strides 1 or 2 only, got k {k}, stride {stride}"
+        );
+    }
+    if !seq2seq_nn::cpu::on_cpu_f32(x) {
+        return twin(x, w, b, k, stride, act);
+    }
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        Depthwise { k, stride, act },
+    )
+}
+
+/// The op by op form (a sum of k² shifted slices scaled per channel, subsampled for stride 2):
+/// the reference the fused op is tested against, and the path off the CPU.
+pub(crate) fn twin(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    k: usize,
+    stride: usize,
+    act: Act,
+) -> Result<Tensor> {
+    let (_, h, wd, c) = x.dims4()?;
+    let p = k / 2;
+    let xp = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
+    let (h1, w1) = (h + 2 * p - k + 1, wd + 2 * p - k + 1);
+    let mut acc = b.reshape((1, 1, 1, c))?;
+    for ky in 0..k {
+        for kx in 0..k {
+            let tap = w.get(ky * k + kx)?.reshape((1, 1, 1, c))?;
+            let shifted = xp.narrow(1, ky, h1)?.narrow(2, kx, w1)?;
+            acc = shifted.broadcast_mul(&tap)?.broadcast_add(&acc)?;
+        }
+    }
+    if stride == 2 {
+        let every2 = |n: usize| Tensor::arange_step(0u32, n as u32, 2, x.device());
+        acc = acc
+            .index_select(&every2(h1)?, 1)?
+            .index_select(&every2(w1)?, 2)?;
+    }
+    super::act_twin(&acc, act)
+}

@@ -1,0 +1,143 @@
+//! Convolution kernels on channels-last `(B, H, W, C)` tensors, the layout both backbones run in.
+//!
+//! Channels-last makes a 1×1 convolution one gemm over `(B·H·W, C)` rows with no im2col and no
+//! transpose, lets a depthwise convolution run its inner loop over contiguous channels, and lets
+//! the feature grid become the decoder's `(B, H·W, C)` memory by a reshape. Each op takes the
+//! batch-norm-folded weights and a bias, and applies its activation in the same pass:
+//!
+//! * [`pointwise`]: `act(x W + b)` on rows, a gemm per block of rows (1×1 convolutions, and k×k
+//!   ones after [`im2col`]);
+//! * [`depthwise`]: `act(dwconv(x) + b)`, a k×k filter per channel, stride 1 or 2, `k/2` padding;
+//! * [`im2col`]: the k×k patches of a channels-last image as rows, for a dense convolution.
+//!
+//! Every op has a backward pass (the fine-tuned Lite0 blocks and the small CNN train through
+//! them), and an op-by-op twin in candle's own ops checked against it in values and gradients
+//! (`tests`). What this module must NOT know: checkpoint names, batch-norm statistics, configs.
+
+use candle_core::{Result, Tensor};
+use rayon::prelude::*;
+
+/// The activation an op applies after its bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    /// `min(max(x, 0), 6)`, MobileNet's and EfficientNet-Lite's.
+    Relu6,
+}
+
+impl Act {
+    #[inline(always)]
+    fn apply(self, x: f32) -> f32 {
+        match self {
+            Act::None => x,
+            Act::Relu => x.max(0.0),
+            Act::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+
+    /// The gradient through the activation, read from its output `y`: the incoming gradient where
+    /// the activation was the identity, 0 where it clipped (PyTorch's convention at the edges).
+    fn backward(self, y: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::None => Ok(grad.clone()),
+            Act::Relu => grad.mul(&y.gt(0f32)?.to_dtype(grad.dtype())?),
+            Act::Relu6 => {
+                let inside =
+                    (y.gt(0f32)?.to_dtype(grad.dtype())? * y.lt(6f32)?.to_dtype(grad.dtype())?)?;
+                grad.mul(&inside)
+            }
+        }
+    }
+}
+
+/// Output side of a `k`-wide window at `stride` with `k/2` zero padding on each side (PyTorch's
+/// `Conv2d(padding=k//2)`).
+pub fn out_size(size: usize, k: usize, stride: usize) -> usize {
+    (size + 2 * (k / 2) - k) / stride + 1
+}
+
+/// Whether the CPU runs AVX2: the kernels' inner loops are compiled for it as well as for
+/// baseline x86-64 (whose SSE2 has half the lanes) and pick one at run time.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
+}
+
+/// `$vis fn $name(args)` calling the `#[inline(always)]` function `$body(args)`, compiled twice
+/// (for AVX2 and for baseline x86-64) and picked at run time: the kernels' channel loops then
+/// run 8 lanes wide where the CPU can.
+macro_rules! avx2_dispatch {
+    ($vis:vis fn $name:ident => $body:ident($($a:ident: $t:ty),* $(,)?)) => {
+        $vis fn $name($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($a: $t),*) {
+                    $body($($a),*)
+                }
+                if $crate::nhwc::has_avx2() {
+                    // SAFETY: the CPU has AVX2 (checked at run time).
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            $body($($a),*)
+        }
+    };
+}
+
+/// A new `(rows × row_len)` buffer whose rows `fill(row, scratch)` computes in parallel, each
+/// into a per-thread scratch row that is then copied out. The output is never zeroed first: at
+/// Lite0's early layers (150 MB a tensor) zeroing and the copies into it cost ~12 % of a forward.
+fn par_rows(rows: usize, row_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let n = rows * row_len;
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    if row_len > 0 {
+        out.spare_capacity_mut()[..n]
+            .par_chunks_mut(row_len)
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; row_len],
+                |scratch, (r, dst)| {
+                    fill(r, scratch);
+                    for (d, &v) in dst.iter_mut().zip(scratch.iter()) {
+                        d.write(v);
+                    }
+                },
+            );
+    }
+    // SAFETY: every one of the `n` elements was written above (the chunks cover `..n`).
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `v = act(v + bias[channel])` over rows of `bias.len()` channels: the last pass of every op,
+/// on a row still in cache.
+#[inline(always)]
+fn bias_act(rows: &mut [f32], bias: &[f32], act: Act) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = act.apply(*v + b);
+        }
+    }
+}
+
+mod depthwise;
+mod im2col;
+mod pointwise;
+#[cfg(test)]
+mod tests;
+
+pub use depthwise::depthwise;
+pub use im2col::im2col;
+pub use pointwise::pointwise;
+
+/// An activation op by op (the twins' form).
+pub(crate) fn act_twin(x: &Tensor, act: Act) -> Result<Tensor> {
+    match act {
+        Act::None => Ok(x.clone()),
+        Act::Relu => x.relu(),
+        Act::Relu6 => x.clamp(0f32, 6f32),
+    }
+}
