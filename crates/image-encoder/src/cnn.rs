@@ -1,5 +1,5 @@
 //! A small CNN trained from scratch: blocks of conv → (batch norm) → activation → 2×2 pooling,
-//! channels-last on the [`crate::nhwc`] kernels (a convolution is im2col + one gemm).
+//! channels-last on the [`crate::nhwc`] kernels.
 
 use candle_core::{Result, Tensor, Var};
 use candle_nn::init::{Init, DEFAULT_KAIMING_NORMAL};
@@ -88,24 +88,33 @@ impl Norm {
         })
     }
 
-    /// Training form on rows `(N, C)`: normalised by the batch's statistics, which also move
-    /// the running ones.
-    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+    /// Training form on rows `(N, C)`, with the activation `act` in the same op: normalised by
+    /// the batch's statistics, which also move the running ones.
+    fn forward_train(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         let n = x.dim(0)? as f64;
-        let mean = x.mean_keepdim(0)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(0)?;
+        let (y, mean, var) = nhwc::batch_norm_train(x, &self.gamma, &self.beta, BN_EPS, act)?;
+        self.update_running(&mean, &var, n)?;
+        Ok(y)
+    }
+
+    /// [`Self::forward_train`], the activation and 2×2 max pooling in one op on `(B, H, W, C)`.
+    fn forward_train_pool(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        let (b, h, w, _) = x.dims4()?;
+        let (y, mean, var) =
+            nhwc::batch_norm_act_max_pool(x, &self.gamma, &self.beta, BN_EPS, act)?;
+        self.update_running(&mean, &var, (b * h * w) as f64)?;
+        Ok(y)
+    }
+
+    /// Running statistics moved towards a batch's (`n` values per channel): momentum 0.1, the
+    /// variance made unbiased.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: f64) -> Result<()> {
         let keep = 1.0 - BN_MOMENTUM;
-        self.mean.set(
-            &((self.mean.as_tensor() * keep)? + (mean.flatten_all()?.detach() * BN_MOMENTUM)?)?,
-        )?;
+        self.mean
+            .set(&((self.mean.as_tensor() * keep)? + (mean * BN_MOMENTUM)?)?)?;
         let unbiased = BN_MOMENTUM * n / (n - 1.0).max(1.0);
         self.var
-            .set(&((self.var.as_tensor() * keep)? + (var.flatten_all()?.detach() * unbiased)?)?)?;
-        centred
-            .broadcast_div(&(var + BN_EPS)?.sqrt()?)?
-            .broadcast_mul(&self.gamma)?
-            .broadcast_add(&self.beta)
+            .set(&((self.var.as_tensor() * keep)? + (var * unbiased)?)?)
     }
 
     /// Evaluation form as a per-channel `(scale, shift)`, to fold into the convolution.
@@ -175,7 +184,10 @@ impl SmallCnn {
             .weight
             .permute((2, 3, 1, 0))?
             .reshape((k * k * cin, cout))?;
-        let rows = nhwc::im2col(x, k, 1)?.reshape((n * h * w, k * k * cin))?;
+        let conv = |f: &Tensor, bias: &Tensor, act: Act| -> Result<Tensor> {
+            let y = nhwc::conv2d(x, &f.contiguous()?, bias, k, 1, act)?;
+            y.reshape((n * h * w, cout))
+        };
         let zero = || Tensor::zeros(cout, x.dtype(), x.device());
         let fused = match self.cfg.activation {
             Activation::Relu => Act::Relu,
@@ -183,19 +195,23 @@ impl SmallCnn {
             Activation::Gelu | Activation::Tanh => Act::None,
         };
         let y = match (&b.bn, train) {
+            (Some(bn), true) if self.cfg.pool == Pool::Max && fused != Act::None => {
+                let y = conv(&filters, &zero()?, Act::None)?;
+                return bn.forward_train_pool(&y.reshape((n, h, w, cout))?, fused);
+            }
             (Some(bn), true) => {
-                let y = nhwc::pointwise(&rows, &filters.contiguous()?, &zero()?, Act::None)?;
-                self.activate(&bn.forward_train(&y)?)?
+                let y = conv(&filters, &zero()?, Act::None)?;
+                self.activate_rest(&bn.forward_train(&y, fused)?)?
             }
             (Some(bn), false) => {
                 let (scale, shift) = bn.folded()?;
                 filters = filters.broadcast_mul(&scale)?;
-                let y = nhwc::pointwise(&rows, &filters.contiguous()?, &shift, fused)?;
+                let y = conv(&filters, &shift, fused)?;
                 self.activate_rest(&y)?
             }
             (None, _) => {
                 let bias = b.bias.clone().map_or_else(zero, Ok)?;
-                let y = nhwc::pointwise(&rows, &filters.contiguous()?, &bias, fused)?;
+                let y = conv(&filters, &bias, fused)?;
                 self.activate_rest(&y)?
             }
         };
@@ -223,13 +239,14 @@ impl SmallCnn {
     fn pool(&self, x: &Tensor) -> Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
         let (h2, w2) = (h / 2, w / 2);
-        let x = x
-            .narrow(1, 0, 2 * h2)?
-            .narrow(2, 0, 2 * w2)?
-            .reshape((n, h2, 2, w2, 2, c))?;
         match self.cfg.pool {
-            Pool::Max => x.max(4)?.max(2),
-            Pool::Avg => x.mean(4)?.mean(2),
+            Pool::Max => nhwc::max_pool2(x),
+            Pool::Avg => x
+                .narrow(1, 0, 2 * h2)?
+                .narrow(2, 0, 2 * w2)?
+                .reshape((n, h2, 2, w2, 2, c))?
+                .mean(4)?
+                .mean(2),
         }
     }
 

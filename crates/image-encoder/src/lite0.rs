@@ -5,7 +5,7 @@
 //! The network runs channels-last on the [`crate::nhwc`] kernels: 1×1 convolutions as one gemm,
 //! depthwise ones as a direct per-channel filter (candle 0.11 runs a grouped convolution as one
 //! convolution per group, candle#3389: ~1000 tiny convolutions per layer here), the stem as
-//! im2col + gemm, each with its ReLU6 in the same pass. Batch norm runs in inference form (eps
+//! blocked im2col + gemm, each with its ReLU6 in the same pass. Batch norm runs in inference form (eps
 //! 1e-3; the backbone is frozen or fine-tuned with frozen statistics), folded into the weights:
 //! once at load for frozen layers, on every call for fine-tuned ones.
 
@@ -36,7 +36,7 @@ enum Kind {
     Pointwise,
     /// One k×k filter per channel, weight `(k², C)`.
     Depthwise,
-    /// k×k over all input channels (the stem): im2col then a gemm, weight `(k²·C_in, C_out)`.
+    /// k×k over all input channels (the stem), weight `(k²·C_in, C_out)`.
     Dense,
 }
 
@@ -142,7 +142,7 @@ impl ConvBn {
         };
         match self.kind {
             Kind::Pointwise => rows(x),
-            Kind::Dense => rows(&nhwc::im2col(x, self.kernel, self.stride)?),
+            Kind::Dense => nhwc::conv2d(x, &w, &b, self.kernel, self.stride, act),
             Kind::Depthwise => nhwc::depthwise(x, &w, &b, self.kernel, self.stride, act),
         }
     }

@@ -5,10 +5,12 @@
 //! the feature grid become the decoder's `(B, H·W, C)` memory by a reshape. Each op takes the
 //! batch-norm-folded weights and a bias, and applies its activation in the same pass:
 //!
-//! * [`pointwise`]: `act(x W + b)` on rows, a gemm per block of rows (1×1 convolutions, and k×k
-//!   ones after [`im2col`]);
+//! * [`pointwise`]: `act(x W + b)` on rows, a gemm per block of rows (1×1 convolutions);
+//! * [`conv2d`]: a dense k×k convolution, im2col and gemm a block of output pixels at a time;
 //! * [`depthwise`]: `act(dwconv(x) + b)`, a k×k filter per channel, stride 1 or 2, `k/2` padding;
-//! * [`im2col`]: the k×k patches of a channels-last image as rows, for a dense convolution.
+//! * [`batch_norm_train`]: batch norm with the batch's statistics and an activation, in one op;
+//! * [`max_pool2`]: 2×2 max pooling;
+//! * [`batch_norm_act_max_pool`]: the last three in one op, the normalised map never stored.
 //!
 //! Every op has a backward pass (the fine-tuned Lite0 blocks and the small CNN train through
 //! them), and an op-by-op twin in candle's own ops checked against it in values and gradients
@@ -16,6 +18,7 @@
 
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
+use seq2seq_nn::cpu::with_data;
 
 /// The activation an op applies after its bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,18 +39,44 @@ impl Act {
         }
     }
 
-    /// The gradient through the activation, read from its output `y`: the incoming gradient where
-    /// the activation was the identity, 0 where it clipped (PyTorch's convention at the edges).
-    fn backward(self, y: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    /// Whether the activation let its input through, read from its output `y` (PyTorch's
+    /// convention at the edges: no gradient where it clipped, at 0 and 6 included).
+    #[inline(always)]
+    fn passes(self, y: f32) -> bool {
         match self {
-            Act::None => Ok(grad.clone()),
-            Act::Relu => grad.mul(&y.gt(0f32)?.to_dtype(grad.dtype())?),
-            Act::Relu6 => {
-                let inside =
-                    (y.gt(0f32)?.to_dtype(grad.dtype())? * y.lt(6f32)?.to_dtype(grad.dtype())?)?;
-                grad.mul(&inside)
-            }
+            Act::None => true,
+            Act::Relu => y > 0.0,
+            Act::Relu6 => y > 0.0 && y < 6.0,
         }
+    }
+
+    /// The gradient through the activation, from its output `y`: one pass, no masks.
+    fn backward(self, y: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        if self == Act::None {
+            return Ok(grad.clone());
+        }
+        if !seq2seq_nn::cpu::on_cpu_f32(y) {
+            let inside = match self {
+                Act::Relu6 => (y.gt(0f32)? * y.lt(6f32)?)?,
+                _ => y.gt(0f32)?,
+            };
+            return grad.mul(&inside.to_dtype(grad.dtype())?);
+        }
+        const CHUNK: usize = 1 << 16;
+        let (y, grad) = (y.contiguous()?, grad.contiguous()?);
+        let n = y.elem_count();
+        let mut out = with_data(&y, "y", |yd| {
+            with_data(&grad, "grad", |gd| {
+                Ok(par_rows(n.div_ceil(CHUNK), CHUNK, |r, dst| {
+                    let (ys, gs) = (&yd[r * CHUNK..n.min((r + 1) * CHUNK)], &gd[r * CHUNK..]);
+                    for ((d, &yv), &gv) in dst.iter_mut().zip(ys).zip(gs) {
+                        *d = if self.passes(yv) { gv } else { 0.0 };
+                    }
+                }))
+            })
+        })?;
+        out.truncate(n);
+        Tensor::from_vec(out, y.shape(), y.device())
     }
 }
 
@@ -123,15 +152,21 @@ fn bias_act(rows: &mut [f32], bias: &[f32], act: Act) {
     }
 }
 
+mod bn_pool;
+mod conv;
 mod depthwise;
-mod im2col;
+mod norm;
 mod pointwise;
+mod pool;
 #[cfg(test)]
 mod tests;
 
+pub use bn_pool::batch_norm_act_max_pool;
+pub use conv::conv2d;
 pub use depthwise::depthwise;
-pub use im2col::im2col;
+pub use norm::batch_norm_train;
 pub use pointwise::pointwise;
+pub use pool::max_pool2;
 
 /// An activation op by op (the twins' form).
 pub(crate) fn act_twin(x: &Tensor, act: Act) -> Result<Tensor> {

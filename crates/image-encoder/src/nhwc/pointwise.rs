@@ -1,5 +1,5 @@
-//! `act(x W + b)` on the rows of a channels-last activation: a 1×1 convolution (or a k×k one
-//! after [`super::im2col`]) with its batch norm folded into `W` and `b`.
+//! `act(x W + b)` on the rows of a channels-last activation: a 1×1 convolution with its batch
+//! norm folded into `W` and `b`.
 //!
 //! Rows run in blocks, each block a single-threaded gemm started from the bias and finished by
 //! the activation while it is still in cache: one pass over the output instead of three (gemm,
@@ -80,11 +80,13 @@ impl CustomOp3 for Pointwise {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let gy = self.act.backward(res, grad)?;
-        Ok((
-            Some(gy.matmul(&w.t()?)?),
-            Some(x.t()?.matmul(&gy)?),
-            Some(gy.sum(0)?),
-        ))
+        // No input gradient where nothing before needs it (pixels' patches, cached features).
+        let dx = if x.track_op() {
+            Some(gy.matmul(&w.t()?)?)
+        } else {
+            None
+        };
+        Ok((dx, Some(x.t()?.matmul(&gy)?), Some(gy.sum(0)?)))
     }
 }
 

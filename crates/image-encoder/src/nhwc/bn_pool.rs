@@ -1,0 +1,294 @@
+//! Batch norm in training form, its activation and 2×2 max pooling as one op on a channels-last
+//! convolution output `y` `(B, H, W, C)`: `maxpool(act(ŷ·γ + β))`, `ŷ = (y − μ_B)/√(σ²_B + ε)`.
+//!
+//! The normalised and activated map is never stored: the forward pass writes only the pooled
+//! quarter, and the backward pass recomputes each window from `y` and the batch statistics. Each
+//! full-size tensor in candle's graph costs its gradient, a zeroed buffer and a sum in the
+//! gradient store, so three ops here (norm, activation, pool) were nine full-size buffers of page
+//! faults per layer in the backward pass; this is three.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use seq2seq_nn::cpu::{cpu_slice, with_data};
+
+use super::norm::batch_stats;
+use super::Act;
+
+/// Per-channel `z = act(y·scale + shift)`, the batch norm's affine form from the batch statistics.
+struct Affine {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    inv_std: Vec<f32>,
+    mean: Vec<f32>,
+}
+
+struct BnActPool {
+    affine: Arc<Affine>,
+    act: Act,
+    /// Which element of each window the forward pass pooled, for the backward pass.
+    argmax: Mutex<Vec<u8>>,
+}
+
+#[derive(Clone, Copy)]
+struct Dims {
+    h: usize,
+    w: usize,
+    c: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Dims {
+    fn new(s: &Shape) -> Result<(usize, Self)> {
+        let (b, h, w, c) = s.dims4()?;
+        Ok((
+            b,
+            Self {
+                h,
+                w,
+                c,
+                ho: h / 2,
+                wo: w / 2,
+            },
+        ))
+    }
+}
+
+impl BnActPool {
+    #[inline(always)]
+    fn z(&self, y: f32, j: usize) -> f32 {
+        self.act
+            .apply(y * self.affine.scale[j] + self.affine.shift[j])
+    }
+
+    /// The gradient reaching `z` for one image's rows `2·oy, 2·oy + 1`: each window's pooled
+    /// gradient goes to the maximum the forward pass chose (`argmax`, 0..4 in PyTorch's order:
+    /// top-left, top-right, bottom-left, bottom-right), where the activation let it through
+    /// (read from the pooled value). `dst` `(2, w, c)` is overwritten.
+    fn window_grads(
+        &self,
+        d: &Dims,
+        pooled: &[f32],
+        argmax: &[u8],
+        gout: &[f32],
+        oy: usize,
+        dst: &mut [f32],
+    ) {
+        let (w, c) = (d.w, d.c);
+        dst.fill(0.0);
+        for ox in 0..d.wo {
+            let (l, r) = (2 * ox * c, (2 * ox + 1) * c);
+            let window = [l, r, w * c + l, w * c + r];
+            let at = (oy * d.wo + ox) * c;
+            for j in 0..c {
+                if self.act.passes(pooled[at + j]) {
+                    dst[window[argmax[at + j] as usize] + j] = gout[at + j];
+                }
+            }
+        }
+    }
+}
+
+impl CustomOp3 for BnActPool {
+    fn name(&self) -> &'static str {
+        "batch-norm-act-max-pool-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+        _s3: &CpuStorage,
+        _l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, d) = Dims::new(l1.shape())?;
+        let y = cpu_slice(s1, l1, "y")?;
+        let (w, c) = (d.w, d.c);
+        let n = b * d.ho * d.wo * c;
+        let (mut out, mut argmax) = (vec![0f32; n], vec![0u8; n]);
+        out.par_chunks_mut(d.wo * c)
+            .zip(argmax.par_chunks_mut(d.wo * c))
+            .enumerate()
+            .for_each(|(row, (dst, am))| {
+                let (bi, oy) = (row / d.ho, row % d.ho);
+                let top = &y[(bi * d.h + 2 * oy) * w * c..][..2 * w * c];
+                for ox in 0..d.wo {
+                    let (l, r) = (2 * ox * c, (2 * ox + 1) * c);
+                    for j in 0..c {
+                        let window = [l + j, r + j, w * c + l + j, w * c + r + j];
+                        // The first maximum, as PyTorch's max pooling picks on ties.
+                        let (mut best, mut at) = (self.z(top[window[0]], j), 0u8);
+                        for (i, &p) in window.iter().enumerate().skip(1) {
+                            let z = self.z(top[p], j);
+                            if z > best {
+                                (best, at) = (z, i as u8);
+                            }
+                        }
+                        dst[ox * c + j] = best;
+                        am[ox * c + j] = at;
+                    }
+                }
+            });
+        *self.argmax.lock().expect("argmax lock") = argmax;
+        Ok((CpuStorage::F32(out), Shape::from((b, d.ho, d.wo, c))))
+    }
+
+    fn bwd(
+        &self,
+        y: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, d) = Dims::new(y.shape())?;
+        let argmax = self.argmax.lock().expect("argmax lock");
+        let res = res.contiguous()?;
+        let (image_len, c) = (d.h * d.w * d.c, d.c);
+        let gamma = gamma.to_vec1::<f32>()?;
+        let Affine { mean, inv_std, .. } = &*self.affine;
+        let n = (b * d.h * d.w) as f32;
+        let mut dy = vec![0f32; b * image_len];
+        let (db, dg) = with_data(y, "y", |yd| {
+            with_data(&grad.contiguous()?, "grad", |gd| {
+                with_data(&res, "pooled", |pd| {
+                    let per_image = d.ho * d.wo * c;
+                    let gout = |bi: usize| &gd[bi * per_image..][..per_image];
+                    let pooled = |bi: usize| &pd[bi * per_image..][..per_image];
+                    let am = |bi: usize| &argmax[bi * per_image..][..per_image];
+                    // Pass 1: Σ g_z and Σ g_z·ŷ per channel.
+                    let sums = (0..b)
+                        .into_par_iter()
+                        .map(|bi| {
+                            let image = &yd[bi * image_len..][..image_len];
+                            let mut acc = vec![0f32; 2 * c];
+                            let mut gz = vec![0f32; 2 * d.w * c];
+                            for oy in 0..d.ho {
+                                self.window_grads(&d, pooled(bi), am(bi), gout(bi), oy, &mut gz);
+                                let rows = &image[2 * oy * d.w * c..][..2 * d.w * c];
+                                for (gr, yr) in gz.chunks_exact(c).zip(rows.chunks_exact(c)) {
+                                    for j in 0..c {
+                                        acc[j] += gr[j];
+                                        acc[c + j] += gr[j] * (yr[j] - mean[j]) * inv_std[j];
+                                    }
+                                }
+                            }
+                            acc
+                        })
+                        .reduce(
+                            || vec![0f32; 2 * c],
+                            |mut a, x| {
+                                a.iter_mut().zip(&x).for_each(|(p, q)| *p += q);
+                                a
+                            },
+                        );
+                    let (db, dg) = sums.split_at(c);
+                    // Pass 2: dy = γ·inv_std/N · (N·g_z − Σg_z − ŷ·Σg_z·ŷ), every element (those
+                    // outside any window, in a last odd row or column, have g_z = 0).
+                    let k: Vec<f32> = (0..c).map(|j| gamma[j] * inv_std[j] / n).collect();
+                    dy.par_chunks_mut(image_len)
+                        .enumerate()
+                        .for_each(|(bi, dyb)| {
+                            let image = &yd[bi * image_len..][..image_len];
+                            let mut gz = vec![0f32; 2 * d.w * c];
+                            let row = d.w * c;
+                            for iy in 0..d.h {
+                                if iy % 2 == 0 && iy / 2 < d.ho {
+                                    self.window_grads(
+                                        &d,
+                                        pooled(bi),
+                                        am(bi),
+                                        gout(bi),
+                                        iy / 2,
+                                        &mut gz,
+                                    );
+                                } else if iy / 2 >= d.ho {
+                                    gz.fill(0.0);
+                                }
+                                let g_row = &gz[(iy % 2) * row..][..row];
+                                let (yr, dr) =
+                                    (&image[iy * row..][..row], &mut dyb[iy * row..][..row]);
+                                for ((dv, gv), yv) in dr
+                                    .chunks_exact_mut(c)
+                                    .zip(g_row.chunks_exact(c))
+                                    .zip(yr.chunks_exact(c))
+                                {
+                                    for j in 0..c {
+                                        let yhat = (yv[j] - mean[j]) * inv_std[j];
+                                        dv[j] = k[j] * (n * gv[j] - db[j] - yhat * dg[j]);
+                                    }
+                                }
+                            }
+                        });
+                    Ok((db.to_vec(), dg.to_vec()))
+                })
+            })
+        })?;
+        let dev = y.device();
+        Ok((
+            Some(Tensor::from_vec(dy, y.shape(), dev)?),
+            Some(Tensor::from_vec(dg, c, dev)?),
+            Some(Tensor::from_vec(db, c, dev)?),
+        ))
+    }
+}
+
+/// `maxpool2(act(batch_norm(y)))` with the batch's statistics, `y` `(B, H, W, C)` →
+/// `(B, H/2, W/2, C)`; also returns the batch's mean and biased variance `(C)`.
+pub fn batch_norm_act_max_pool(
+    y: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Act,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (_, _, _, c) = y.dims4()?;
+    let y = y.contiguous()?;
+    if !seq2seq_nn::cpu::on_cpu_f32(&y) {
+        return twin(&y, gamma, beta, eps, act);
+    }
+    let (mean, var) = with_data(&y, "y", |d| Ok(batch_stats(d, c)))?;
+    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
+    let (g, bt) = (gamma.to_vec1::<f32>()?, beta.to_vec1::<f32>()?);
+    let scale: Vec<f32> = g.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+    let shift = bt
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    let dev = y.device();
+    let (mean_t, var_t) = (
+        Tensor::from_slice(&mean, c, dev)?,
+        Tensor::from_vec(var, c, dev)?,
+    );
+    let op = BnActPool {
+        affine: Arc::new(Affine {
+            scale,
+            shift,
+            inv_std,
+            mean,
+        }),
+        act,
+        argmax: Mutex::new(Vec::new()),
+    };
+    let out = y.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    Ok((out, mean_t, var_t))
+}
+
+/// The op by op form: batch norm's twin, then the pool's.
+pub(crate) fn twin(
+    y: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Act,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, h, w, c) = y.dims4()?;
+    let (z, mean, var) = super::norm::twin(&y.reshape((n * h * w, c))?, gamma, beta, eps, act)?;
+    Ok((super::pool::twin(&z.reshape((n, h, w, c))?)?, mean, var))
+}

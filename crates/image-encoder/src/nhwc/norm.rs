@@ -1,0 +1,230 @@
+//! Batch norm in training form with its activation, on channels-last rows `(N, C)`:
+//! `act((y − μ_B) / √(σ²_B + ε) · γ + β)` with the batch's per-channel mean and biased variance.
+//!
+//! Op by op this is six full-size temporaries (centred, squared, scaled, shifted, activated and
+//! their gradients), which at the small CNN's first layer (32 × 96 × 96 × 32 floats) made page
+//! faults the largest cost of a training step. Here the statistics are one parallel pass, the
+//! output one more, and the backward pass the textbook closed form in two passes.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use seq2seq_nn::cpu::{cpu_slice, with_data};
+
+use super::{par_rows, Act};
+
+/// Rows per parallel chunk of the reductions.
+const CHUNK_ROWS: usize = 1024;
+
+/// The batch statistics the forward pass used, kept for the backward pass.
+struct Stats {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+struct BatchNormTrain {
+    stats: Arc<Stats>,
+    act: Act,
+}
+
+/// Per-channel sums of `f(row)` over the rows of `y` `(n, c)`, chunks of rows in parallel.
+fn channel_sums(y: &[f32], c: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    y.par_chunks(CHUNK_ROWS * c)
+        .map(|chunk| {
+            let mut acc = vec![0f32; c];
+            for row in chunk.chunks_exact(c) {
+                f(row, &mut acc);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f32; c],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+/// The batch mean and biased variance of each channel of `y` `(n, c)` (two passes: the
+/// one-pass `E[y²] − E[y]²` loses the variance to cancellation when the mean is large).
+pub(super) fn batch_stats(y: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = (y.len() / c).max(1) as f32;
+    let mut mean = channel_sums(y, c, |row, acc| {
+        acc.iter_mut().zip(row).for_each(|(a, v)| *a += v)
+    });
+    mean.iter_mut().for_each(|m| *m /= n);
+    let mut var = channel_sums(y, c, |row, acc| {
+        for ((a, v), m) in acc.iter_mut().zip(row).zip(&mean) {
+            *a += (v - m) * (v - m);
+        }
+    });
+    var.iter_mut().for_each(|v| *v /= n);
+    (mean, var)
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c) = l1.shape().dims2()?;
+        let (y, gamma, beta) = (
+            cpu_slice(s1, l1, "y")?,
+            cpu_slice(s2, l2, "gamma")?,
+            cpu_slice(s3, l3, "beta")?,
+        );
+        // y·scale + shift, per channel.
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(&self.stats.inv_std)
+            .map(|(g, s)| g * s)
+            .collect();
+        let shift: Vec<f32> = beta
+            .iter()
+            .zip(&self.stats.mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        let act = self.act;
+        let rows = n.div_ceil(CHUNK_ROWS);
+        let mut out = par_rows(rows, CHUNK_ROWS * c, |r, dst| {
+            let src = &y[r * CHUNK_ROWS * c..((r + 1) * CHUNK_ROWS).min(n) * c];
+            for (o, i) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+                for (((o, &v), &s), &t) in o.iter_mut().zip(i).zip(&scale).zip(&shift) {
+                    *o = act.apply(v * s + t);
+                }
+            }
+        });
+        out.truncate(n * c);
+        Ok((CpuStorage::F32(out), Shape::from((n, c))))
+    }
+
+    fn bwd(
+        &self,
+        y: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = y.dims2()?;
+        let g = self.act.backward(res, grad)?.contiguous()?;
+        let gamma = gamma.to_vec1::<f32>()?;
+        let Stats { mean, inv_std } = &*self.stats;
+        let mut dy = vec![0f32; n * c];
+        let (dbeta, dgamma) = with_data(y, "y", |yd| {
+            with_data(&g, "grad", |gd| {
+                // Σ g and Σ g·ŷ per channel, ŷ = (y − μ)·inv_std.
+                let both = gd
+                    .par_chunks(CHUNK_ROWS * c)
+                    .zip(yd.par_chunks(CHUNK_ROWS * c))
+                    .map(|(gc, yc)| {
+                        let mut acc = vec![0f32; 2 * c];
+                        for (gr, yr) in gc.chunks_exact(c).zip(yc.chunks_exact(c)) {
+                            for j in 0..c {
+                                acc[j] += gr[j];
+                                acc[c + j] += gr[j] * (yr[j] - mean[j]) * inv_std[j];
+                            }
+                        }
+                        acc
+                    })
+                    .reduce(
+                        || vec![0f32; 2 * c],
+                        |mut a, b| {
+                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                            a
+                        },
+                    );
+                let (db, dg) = both.split_at(c);
+                // dy = γ·inv_std/N · (N·g − Σg − ŷ·Σg·ŷ)
+                let nf = n as f32;
+                dy.par_chunks_mut(CHUNK_ROWS * c)
+                    .zip(
+                        gd.par_chunks(CHUNK_ROWS * c)
+                            .zip(yd.par_chunks(CHUNK_ROWS * c)),
+                    )
+                    .for_each(|(dc, (gc, yc))| {
+                        let rows = dc
+                            .chunks_exact_mut(c)
+                            .zip(gc.chunks_exact(c).zip(yc.chunks_exact(c)));
+                        for (dr, (gr, yr)) in rows {
+                            for j in 0..c {
+                                let yhat = (yr[j] - mean[j]) * inv_std[j];
+                                dr[j] = gamma[j] * inv_std[j] / nf
+                                    * (nf * gr[j] - db[j] - yhat * dg[j]);
+                            }
+                        }
+                    });
+                Ok((db.to_vec(), dg.to_vec()))
+            })
+        })?;
+        let dev = y.device();
+        Ok((
+            Some(Tensor::from_vec(dy, (n, c), dev)?),
+            Some(Tensor::from_vec(dgamma, c, dev)?),
+            Some(Tensor::from_vec(dbeta, c, dev)?),
+        ))
+    }
+}
+
+/// Batch norm in training form and `act` on rows `y` `(N, C)`; returns the output and the batch's
+/// mean and biased variance `(C)` (for the running statistics, without gradient).
+pub fn batch_norm_train(
+    y: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Act,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (_, c) = y.dims2()?;
+    let y = y.contiguous()?;
+    if !seq2seq_nn::cpu::on_cpu_f32(&y) {
+        return twin(&y, gamma, beta, eps, act);
+    }
+    let (mean, var) = with_data(&y, "y", |d| Ok(batch_stats(d, c)))?;
+    let inv_std = var.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
+    let dev = y.device();
+    let (mean_t, var_t) = (
+        Tensor::from_slice(&mean, c, dev)?,
+        Tensor::from_vec(var, c, dev)?,
+    );
+    let op = BatchNormTrain {
+        stats: Arc::new(Stats { mean, inv_std }),
+        act,
+    };
+    let out = y.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    Ok((out, mean_t, var_t))
+}
+
+/// The op by op form: the reference the fused op is tested against, and the path off the CPU.
+pub(crate) fn twin(
+    y: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Act,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let mean = y.mean_keepdim(0)?;
+    let centred = y.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(0)?;
+    let out = centred
+        .broadcast_div(&(&var + eps)?.sqrt()?)?
+        .broadcast_mul(gamma)?
+        .broadcast_add(beta)?;
+    Ok((
+        super::act_twin(&out, act)?,
+        mean.flatten_all()?.detach(),
+        var.flatten_all()?.detach(),
+    ))
+}
