@@ -46,8 +46,46 @@ pub fn matmul(
 /// [`matmul`] on the given threads (`Parallelism::None` inside a kernel's own parallel loop).
 pub fn matmul_with(
     par: Parallelism,
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+) {
+    // SAFETY: f32 has no invalid values, so an initialised slice may be viewed as possibly
+    // uninitialised; matmul_into only writes initialised values into it.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+    matmul_into(par, dims, dst, dst_rs, accumulate, lhs, rhs)
+}
+
+/// `dst (m, n) = lhs × rhs` into memory not yet initialised (a new tensor's buffer): every
+/// element `(i, j)` at `i * dst_rs + j` is written, none is read.
+pub fn matmul_uninit(
+    par: Parallelism,
+    dims: (usize, usize, usize),
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    dst_rs: usize,
+    lhs: View,
+    rhs: View,
+) {
+    let (m, n, k) = dims;
+    if k == 0 {
+        // gemm computes nothing for an empty product; its value is 0.
+        for i in 0..m {
+            dst[i * dst_rs..i * dst_rs + n].fill(std::mem::MaybeUninit::new(0.0));
+        }
+        return;
+    }
+    matmul_into(par, dims, dst, dst_rs, false, lhs, rhs)
+}
+
+/// [`matmul_with`] on a destination that is read only when `accumulate` (and then must be
+/// initialised, as `matmul_with`'s is).
+fn matmul_into(
+    par: Parallelism,
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [std::mem::MaybeUninit<f32>],
     dst_rs: usize,
     accumulate: bool,
     lhs: View,
@@ -66,7 +104,9 @@ pub fn matmul_with(
         assert!(rhs.data.len() > last(&rhs, k, n), "matmul: rhs too small");
     }
     // SAFETY: the assertions above keep every index gemm touches inside the three slices, and
-    // `dst` is borrowed mutably, so it aliases neither operand.
+    // `dst` is borrowed mutably, so it aliases neither operand. gemm reads `dst` only when
+    // `accumulate` (beta = 0 and read_dst = false otherwise), so uninitialised memory is only
+    // written.
     unsafe {
         if m <= SWAP_MAX_ROWS && rhs.cs == 1 {
             // Cᵀ = Bᵀ Aᵀ: gemm reads a column-major left operand in place, where it would
@@ -86,7 +126,7 @@ pub fn matmul_with(
             gemm_raw(
                 par,
                 (n, m, k),
-                dst.as_mut_ptr(),
+                dst.as_mut_ptr().cast::<f32>(),
                 (1, dst_rs),
                 accumulate,
                 lhs_t,
@@ -96,7 +136,7 @@ pub fn matmul_with(
             gemm_raw(
                 par,
                 (m, n, k),
-                dst.as_mut_ptr(),
+                dst.as_mut_ptr().cast::<f32>(),
                 (dst_rs, 1),
                 accumulate,
                 lhs,

@@ -9,7 +9,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use seq2seq_nn::cpu::{cpu_slice, with_data};
 
-use super::{out_size, par_rows, Act};
+use std::mem::MaybeUninit;
+
+use super::{out_size, par_uninit, Act};
 
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -87,9 +89,13 @@ impl CustomOp3 for Depthwise {
             cpu_slice(s3, l3, "b")?,
         );
         let act = self.act;
-        let out = par_rows(g.b * g.ho, g.wo * g.c, |row, dst| {
-            forward_row(&g, x, w, bias, act, row, dst)
-        });
+        // SAFETY: forward_row writes every channel of every pixel of its row.
+        let out = unsafe {
+            par_uninit(g.b * g.ho * g.wo * g.c, g.wo * g.c, |row, dst| {
+                forward_row(&g, x, w, bias, act, row, dst)
+            })
+        };
+
         Ok((CpuStorage::F32(out), Shape::from((g.b, g.ho, g.wo, g.c))))
     }
 
@@ -141,7 +147,7 @@ avx2_dispatch!(fn forward_row => forward_row_body(
     bias: &[f32],
     act: Act,
     row: usize,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ));
 
 /// Output row `row` (image `row / ho`, line `row % ho`) into `dst` `(wo, c)`: per output pixel,
@@ -155,7 +161,7 @@ fn forward_row_body(
     bias: &[f32],
     act: Act,
     row: usize,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) {
     let (bi, oy) = (row / g.ho, row % g.ho);
     let c = g.c;
@@ -199,7 +205,7 @@ fn channel_blocks<const B: usize>(
     lines: &[(usize, usize)],
     cols: &[(usize, usize)],
     from: usize,
-    o: &mut [f32],
+    o: &mut [MaybeUninit<f32>],
 ) -> usize {
     let mut cb = from;
     while cb + B <= c {
@@ -213,9 +219,9 @@ fn channel_blocks<const B: usize>(
                 }
             }
         }
-        let out: &mut [f32; B] = (&mut o[cb..cb + B]).try_into().unwrap();
+        let out: &mut [MaybeUninit<f32>; B] = (&mut o[cb..cb + B]).try_into().unwrap();
         for j in 0..B {
-            out[j] = act.apply(acc[j] + bias[cb + j]);
+            out[j].write(act.apply(acc[j] + bias[cb + j]));
         }
         cb += B;
     }

@@ -16,6 +16,8 @@
 //! them), and an op-by-op twin in candle's own ops checked against it in values and gradients
 //! (`tests`). What this module must NOT know: checkpoint names, batch-norm statistics, configs.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 use seq2seq_nn::cpu::with_data;
@@ -138,6 +140,27 @@ fn par_rows(rows: usize, row_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync
     }
     // SAFETY: every one of the `n` elements was written above (the chunks cover `..n`).
     unsafe { out.set_len(n) };
+    out
+}
+
+/// A new buffer of `len` elements whose chunks of `chunk_len` (the last one may be shorter)
+/// `fill(i, chunk)` writes in parallel, straight into the allocation: no zeroing first, no copy
+/// from a scratch buffer.
+///
+/// # Safety
+/// `fill` must write every element of the chunk it is given.
+unsafe fn par_uninit(
+    len: usize,
+    chunk_len: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk_len.max(1))
+        .enumerate()
+        .for_each(|(i, chunk)| fill(i, chunk));
+    // SAFETY: the chunks cover `..len`, and the caller's `fill` wrote each of them whole.
+    unsafe { out.set_len(len) };
     out
 }
 

@@ -6,9 +6,11 @@
 //! bias, clamp), and no `(C, H·W)` transposes around it.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use seq2seq_nn::cpu::{cpu_slice, matmul_with, Parallelism, View};
+use std::mem::MaybeUninit;
 
-use super::{bias_act, par_rows, Act};
+use seq2seq_nn::cpu::{cpu_slice, matmul_uninit, Parallelism, View};
+
+use super::{bias_act, par_uninit, Act};
 
 /// Rows per block: the block's output and input stay in L2 (≤ 256 × 1152 floats).
 const BLOCK_ROWS: usize = 256;
@@ -49,25 +51,27 @@ impl CustomOp3 for Pointwise {
             cpu_slice(s3, l3, "b")?,
         );
         let act = self.act;
-        let blocks = n.div_ceil(BLOCK_ROWS);
-        let mut out = par_rows(blocks, BLOCK_ROWS * m, |blk, dst| {
-            let rows = BLOCK_ROWS.min(n - blk * BLOCK_ROWS);
-            let dst = &mut dst[..rows * m];
-            let lhs = View {
-                data: &x[blk * BLOCK_ROWS * k..(blk * BLOCK_ROWS + rows) * k],
-                rs: k,
-                cs: 1,
-            };
-            let rhs = View {
-                data: w,
-                rs: m,
-                cs: 1,
-            };
-            matmul_with(Parallelism::None, (rows, m, k), dst, m, false, lhs, rhs);
-            finish(dst, bias, act);
-        });
-        // The last block's rows past `n` were scratch.
-        out.truncate(n * m);
+        let rhs = View {
+            data: w,
+            rs: m,
+            cs: 1,
+        };
+        // SAFETY: each block's gemm writes all of its `rows × m` elements.
+        let out = unsafe {
+            par_uninit(n * m, BLOCK_ROWS * m, |blk, dst| {
+                let rows = dst.len() / m;
+                let first = blk * BLOCK_ROWS;
+                let lhs = View {
+                    data: &x[first * k..(first + rows) * k],
+                    rs: k,
+                    cs: 1,
+                };
+                matmul_uninit(Parallelism::None, (rows, m, k), dst, m, lhs, rhs);
+                // SAFETY: written whole by the product above.
+                let dst = &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]);
+                finish(dst, bias, act);
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, m))))
     }
 
