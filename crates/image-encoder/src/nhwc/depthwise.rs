@@ -11,7 +11,7 @@ use seq2seq_nn::cpu::{cpu_slice, with_data};
 
 use std::mem::MaybeUninit;
 
-use super::{out_size, par_uninit, Act};
+use super::{bias_grad, out_size, par_uninit, Act};
 
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -109,7 +109,7 @@ impl CustomOp3 for Depthwise {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(x.shape(), self.k, self.stride)?;
         let gy = self.act.backward(res, grad)?.contiguous()?;
-        let db = gy.sum((0, 1, 2))?;
+        let db = bias_grad(&gy)?;
         let (kk, c) = (g.k * g.k, g.c);
         let mut dx = vec![0f32; g.b * g.h * g.w * c];
         // One partial filter gradient per image, summed after the parallel loop.

@@ -12,10 +12,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use seq2seq_nn::cpu::{cpu_slice, with_data};
 
-use super::{par_rows, Act};
+use super::{channel_sums, par_rows, Act};
 
-/// Rows per parallel chunk of the reductions.
-const CHUNK_ROWS: usize = 1024;
+use super::CHUNK_ROWS;
 
 /// The batch statistics the forward pass used, kept for the backward pass.
 struct Stats {
@@ -26,25 +25,6 @@ struct Stats {
 struct BatchNormTrain {
     stats: Arc<Stats>,
     act: Act,
-}
-
-/// Per-channel sums of `f(row)` over the rows of `y` `(n, c)`, chunks of rows in parallel.
-fn channel_sums(y: &[f32], c: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    y.par_chunks(CHUNK_ROWS * c)
-        .map(|chunk| {
-            let mut acc = vec![0f32; c];
-            for row in chunk.chunks_exact(c) {
-                f(row, &mut acc);
-            }
-            acc
-        })
-        .reduce(
-            || vec![0f32; c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
 }
 
 /// The batch mean and biased variance of each channel of `y` `(n, c)` (two passes: the

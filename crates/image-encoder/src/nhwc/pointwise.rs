@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 
 use seq2seq_nn::cpu::{cpu_slice, matmul_uninit, Parallelism, View};
 
-use super::{bias_act, par_uninit, Act};
+use super::{bias_act, bias_grad, par_uninit, Act};
 
 /// Rows per block: the block's output and input stay in L2 (≤ 256 × 1152 floats).
 const BLOCK_ROWS: usize = 256;
@@ -90,7 +90,7 @@ impl CustomOp3 for Pointwise {
         } else {
             None
         };
-        Ok((dx, Some(x.t()?.matmul(&gy)?), Some(gy.sum(0)?)))
+        Ok((dx, Some(x.t()?.matmul(&gy)?), Some(bias_grad(&gy)?)))
     }
 }
 
