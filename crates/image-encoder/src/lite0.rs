@@ -158,6 +158,9 @@ struct MbConv {
 
 impl MbConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(block) = self.frozen(x) {
+            return block.forward(x);
+        }
         let mut y = x.clone();
         if let Some(e) = &self.expand {
             y = e.forward(&y, true)?;
@@ -168,6 +171,39 @@ impl MbConv {
             y = (y + x)?;
         }
         Ok(y)
+    }
+}
+
+impl MbConv {
+    /// The block as one band-by-band pass, where that applies: frozen (folded) weights, on the
+    /// CPU, and at least one image per thread (the pass runs images in parallel; a smaller batch
+    /// is faster op by op, whose ops split each image).
+    fn frozen(&self, x: &Tensor) -> Option<nhwc::FrozenMbConv<'_>> {
+        fn folded(c: &ConvBn) -> Option<(&Tensor, &Tensor)> {
+            match &c.weights {
+                Weights::Folded { w, b } => Some((w, b)),
+                Weights::Trainable(_) => None,
+            }
+        }
+        let images = x.dim(0).ok()?;
+        if !seq2seq_nn::cpu::on_cpu_f32(x)
+            || x.track_op()
+            || images < candle_core::utils::get_num_threads()
+        {
+            return None;
+        }
+        let expand = match &self.expand {
+            Some(e) => Some(folded(e)?),
+            None => None,
+        };
+        Some(nhwc::FrozenMbConv {
+            expand,
+            depthwise: folded(&self.depthwise)?,
+            k: self.depthwise.kernel,
+            stride: self.depthwise.stride,
+            project: folded(&self.project)?,
+            skip: self.skip,
+        })
     }
 }
 

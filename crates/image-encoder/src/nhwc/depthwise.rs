@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 use super::{bias_grad, out_size, par_uninit, Act};
 
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
+pub(super) struct Geometry {
     b: usize,
     h: usize,
     w: usize,
@@ -28,7 +28,12 @@ struct Geometry {
 impl Geometry {
     fn new(x: &Shape, k: usize, stride: usize) -> Result<Self> {
         let (b, h, w, c) = x.dims4()?;
-        Ok(Self {
+        Ok(Self::of(b, h, w, c, k, stride))
+    }
+
+    /// A `(b, h, w, c)` input filtered by `k`×`k` at `stride`.
+    pub(super) fn of(b: usize, h: usize, w: usize, c: usize, k: usize, stride: usize) -> Self {
+        Self {
             b,
             h,
             w,
@@ -37,7 +42,25 @@ impl Geometry {
             stride,
             ho: out_size(h, k, stride),
             wo: out_size(w, k, stride),
-        })
+        }
+    }
+
+    /// The input's lines and columns.
+    pub(super) fn input_size(&self) -> (usize, usize) {
+        (self.h, self.w)
+    }
+
+    /// The output's lines and columns.
+    pub(super) fn out(&self) -> (usize, usize) {
+        (self.ho, self.wo)
+    }
+
+    /// The input lines `lo..hi` that output lines `oy0..oy1` read.
+    pub(super) fn input_lines(&self, oy0: usize, oy1: usize) -> (usize, usize) {
+        let p = self.k / 2;
+        let lo = (oy0 * self.stride).saturating_sub(p);
+        let hi = ((oy1 - 1) * self.stride + self.k - p).min(self.h);
+        (lo, hi)
     }
 
     /// The input coordinate that tap `t` of output coordinate `o` reads, if inside the image.
@@ -92,7 +115,9 @@ impl CustomOp3 for Depthwise {
         // SAFETY: forward_row writes every channel of every pixel of its row.
         let out = unsafe {
             par_uninit(g.b * g.ho * g.wo * g.c, g.wo * g.c, |row, dst| {
-                forward_row(&g, x, w, bias, act, row, dst)
+                let (bi, oy) = (row / g.ho, row % g.ho);
+                let image = &x[bi * g.h * g.w * g.c..][..g.h * g.w * g.c];
+                forward_row(&g, image, 0, w, bias, act, oy, dst)
             })
         };
 
@@ -140,30 +165,33 @@ impl CustomOp3 for Depthwise {
     }
 }
 
-avx2_dispatch!(fn forward_row => forward_row_body(
+avx2_dispatch!(pub(super) fn forward_row => forward_row_body(
     g: &Geometry,
-    x: &[f32],
+    lines: &[f32],
+    first: usize,
     w: &[f32],
     bias: &[f32],
     act: Act,
-    row: usize,
+    oy: usize,
     dst: &mut [MaybeUninit<f32>],
 ));
 
-/// Output row `row` (image `row / ho`, line `row % ho`) into `dst` `(wo, c)`: per output pixel,
+/// Output line `oy` of one image into `dst` `(wo, c)`, reading input lines `first..` from `lines`
+/// (`(·, w, c)`, every line the output line's taps reach): per output pixel,
 /// channel blocks of 32 (then 8, then 1) accumulate every tap in registers and are written once,
 /// biased and activated (for 32 channels, four AVX2 registers; the output is not reloaded per tap).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn forward_row_body(
     g: &Geometry,
     x: &[f32],
+    first: usize,
     w: &[f32],
     bias: &[f32],
     act: Act,
-    row: usize,
+    oy: usize,
     dst: &mut [MaybeUninit<f32>],
 ) {
-    let (bi, oy) = (row / g.ho, row % g.ho);
     let c = g.c;
     // The taps inside the image: (input line offset, first tap index) per ky, (column offset, kx)
     // per kx; no allocation per pixel (`depthwise` allows k ≤ MAX_K).
@@ -171,7 +199,7 @@ fn forward_row_body(
     let mut nl = 0;
     for ky in 0..g.k {
         if let Some(iy) = g.input(oy, ky, g.h) {
-            lines[nl] = ((bi * g.h + iy) * g.w * c, ky * g.k);
+            lines[nl] = ((iy - first) * g.w * c, ky * g.k);
             nl += 1;
         }
     }

@@ -10,7 +10,8 @@
 //! * [`depthwise`]: `act(dwconv(x) + b)`, a k×k filter per channel, stride 1 or 2, `k/2` padding;
 //! * [`batch_norm_train`]: batch norm with the batch's statistics and an activation, in one op;
 //! * [`max_pool2`]: 2×2 max pooling;
-//! * [`batch_norm_act_max_pool`]: the last three in one op, the normalised map never stored.
+//! * [`batch_norm_act_max_pool`]: the last three in one op, the normalised map never stored;
+//! * [`FrozenMbConv`]: a frozen MBConv block band by band, its expanded map never stored.
 //!
 //! Every op has a backward pass (the fine-tuned Lite0 blocks and the small CNN train through
 //! them), and an op-by-op twin in candle's own ops checked against it in values and gradients
@@ -217,6 +218,7 @@ fn bias_act(rows: &mut [f32], bias: &[f32], act: Act) {
 mod bn_pool;
 mod conv;
 mod depthwise;
+mod mbconv;
 mod norm;
 mod pointwise;
 mod pool;
@@ -226,6 +228,7 @@ mod tests;
 pub use bn_pool::batch_norm_act_max_pool;
 pub use conv::conv2d;
 pub use depthwise::depthwise;
+pub use mbconv::FrozenMbConv;
 pub use norm::batch_norm_train;
 pub use pointwise::pointwise;
 pub use pool::max_pool2;

@@ -226,3 +226,58 @@ fn batch_norm_act_max_pool_equals_its_twin_in_values_gradients_and_statistics() 
     }
     Ok(())
 }
+
+/// A frozen MBConv block, band by band, equals its three ops one after the other: with and
+/// without expansion and skip, strides 1 and 2, kernels 3 and 5, one band per image and many.
+#[test]
+fn frozen_mbconv_equals_its_ops_one_by_one() -> Result<()> {
+    let t = |v: Var| v.as_tensor().detach();
+    for (cin, e, k, stride, cout, h, w) in [
+        (8, 3, 3, 1, 8, 9, 7),
+        (8, 1, 3, 1, 4, 8, 8),
+        (6, 4, 5, 2, 10, 11, 9),
+        (4, 6, 5, 1, 4, 7, 7),
+    ] {
+        let mid = cin * e;
+        let x = t(var(&[3, h, w, cin], 20));
+        let expand = (e != 1).then(|| (t(var(&[cin, mid], 21)) * 0.3, t(var(&[mid], 22))));
+        let expand = match expand {
+            Some((w, b)) => Some((w?, b)),
+            None => None,
+        };
+        let (dw, db) = (t(var(&[k * k, mid], 23)), t(var(&[mid], 24)));
+        let (pw, pb) = (t(var(&[mid, cout], 25)), t(var(&[cout], 26)));
+        let skip = stride == 1 && cin == cout;
+        let block = super::FrozenMbConv {
+            expand: expand.as_ref().map(|(w, b)| (w, b)),
+            depthwise: (&dw, &db),
+            k,
+            stride,
+            project: (&pw, &pb),
+            skip,
+        };
+        let (b, _, _, _) = x.dims4()?;
+        let mut y = x.clone();
+        if let Some((ew, eb)) = &expand {
+            y = pointwise(&y.reshape((b * h * w, cin))?, ew, eb, Act::Relu6)?
+                .reshape((b, h, w, mid))?;
+        }
+        y = depthwise(&y, &dw, &db, k, stride, Act::Relu6)?;
+        let (_, ho, wo, _) = y.dims4()?;
+        y = pointwise(&y.reshape((b * ho * wo, mid))?, &pw, &pb, Act::None)?
+            .reshape((b, ho, wo, cout))?;
+        if skip {
+            y = (y + &x)?;
+        }
+        for budget in [super::mbconv::BUDGET_FOR_TESTS, 1] {
+            let fused = block.forward_in_bands(&x, budget)?;
+            assert_close(
+                &format!("cin {cin} e {e} k {k} s {stride} budget {budget}"),
+                &fused,
+                &y,
+                1e-4,
+            );
+        }
+    }
+    Ok(())
+}
