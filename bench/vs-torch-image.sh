@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 DATA=$(cd "${1:-../shared/datasets}" && pwd)
 ROUNDS=${2:-1}
 REPS=${3:-10}
+# Seconds of rest before each process: the previous one's exit (1.2 GB for PyTorch) leaves the
+# kernel reclaiming pages for a moment, which slowed whichever process came next.
+PAUSE=${PAUSE:-5}
 PY=${PY:-/root/.cache/seq2seq-joeynmt-venv/bin/python}
 "$PY" -c 'import torch' 2>/dev/null || { echo "no torch in $PY (set PY=)"; exit 1; }
 cargo build --release -q
@@ -26,12 +29,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sed 's/fine_tune_blocks: 0/fine_tune_blocks: 2/' configs/flickr8k-lite0.yaml > "$tmp/lite0-ft2.yaml"
 ours() { # CONFIG FIELD
+  sleep "$PAUSE"
   RAYON_NUM_THREADS=2 $S bench "$1" --data-dir "$DATA" --image-reps "$REPS" --json \
     | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"
 }
 summary=()
 for r in $(seq 1 "$ROUNDS"); do
   echo "== round $r: PyTorch (bench/torch_image.py, 2 threads)"
+  sleep "$PAUSE"
   peer=$("$PY" bench/torch_image.py --threads 2 --reps "$REPS" --json)
   echo "$peer"
   echo "== round $r: seq2seq bench (RAYON_NUM_THREADS=2)"

@@ -102,9 +102,11 @@ pub(crate) fn has_avx2() -> bool {
 /// run 8 lanes wide where the CPU can.
 macro_rules! avx2_dispatch {
     ($vis:vis fn $name:ident => $body:ident($($a:ident: $t:ty),* $(,)?)) => {
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name($($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($a: $t),*) {
                     $body($($a),*)
