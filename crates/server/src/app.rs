@@ -242,12 +242,7 @@ impl App {
         // still running for it may stop.
         let _guard = Abandon(abandoned.clone());
         m.jobs
-            .send(Job {
-                work,
-                opts,
-                reply,
-                abandoned,
-            })
+            .send(Job::new(work, opts, reply, abandoned))
             .map_err(|_| stopped())?;
         let limit = Duration::from_secs_f64(self.limits.timeout_s);
         match tokio::time::timeout(limit, answer).await {

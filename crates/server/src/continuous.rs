@@ -112,7 +112,7 @@ pub(crate) fn serve(
     stats: &Stats,
     admissible: &dyn Fn(Job) -> Option<Job>,
 ) {
-    let key = first.first().and_then(Job::key);
+    let key = first.first().and_then(|j| j.key().map(str::to_owned));
     let mut r = Running {
         run,
         jobs: HashMap::new(),
@@ -151,7 +151,7 @@ fn join(
     let mut rows = running;
     let mut jobs = Vec::new();
     loop {
-        if waiting.iter().any(|j| j.key() != r.key) {
+        if waiting.iter().any(|j| j.key() != r.key.as_deref()) {
             break;
         }
         let job = match waiting.pop_front() {
@@ -162,7 +162,7 @@ fn join(
             },
         };
         let fits = rows + job.rows() <= b.max_batch || rows == 0;
-        if job.key() != r.key || !fits {
+        if job.key() != r.key.as_deref() || !fits {
             waiting.push_front(job);
             break;
         }

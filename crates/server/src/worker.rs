@@ -75,6 +75,8 @@ pub struct Job {
     /// Set when nobody awaits the reply any more (the client left, or `--timeout-s` passed):
     /// a generation still running stops at its next token.
     pub abandoned: Arc<AtomicBool>,
+    /// [`Job::key`], computed once when the job is made (it serialises the options).
+    key: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -97,24 +99,46 @@ impl Job {
         }
     }
 
-    /// Jobs with equal keys may share a batch; generation (a prompt each) never does.
-    pub(crate) fn key(&self) -> Option<String> {
-        let kind = match self.work {
-            Work::Translate(_) => "translate",
-            Work::Caption(_) => "caption",
-            Work::Generate { .. } | Work::NextToken { .. } => return None,
-        };
-        let mut o = self.opts.clone();
-        o.seed = 0;
-        o.row_seeds = None;
-        // Every option that can change an output is serialised (the seed is per row), and the
-        // one that changes what is returned.
-        let attention = self.opts.attention;
-        Some(format!(
-            "{kind}{attention}{}",
-            serde_json::to_string(&o).ok()?
-        ))
+    /// A job, its batching key computed once (every pass over the queue compares keys).
+    pub fn new(
+        work: Work,
+        opts: DecodingOptions,
+        reply: Reply,
+        abandoned: Arc<AtomicBool>,
+    ) -> Self {
+        let key = batch_key(&work, &opts);
+        Self {
+            work,
+            opts,
+            reply,
+            abandoned,
+            key,
+        }
     }
+
+    /// Jobs with equal keys may share a batch; generation (a prompt each) never does.
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+}
+
+/// The batching key of a job: its kind and every option that can change an output.
+fn batch_key(work: &Work, opts: &DecodingOptions) -> Option<String> {
+    let kind = match work {
+        Work::Translate(_) => "translate",
+        Work::Caption(_) => "caption",
+        Work::Generate { .. } | Work::NextToken { .. } => return None,
+    };
+    let mut o = opts.clone();
+    o.seed = 0;
+    o.row_seeds = None;
+    // Every option that can change an output is serialised (the seed is per row), and the one
+    // that changes what is returned.
+    let attention = opts.attention;
+    Some(format!(
+        "{kind}{attention}{}",
+        serde_json::to_string(&o).ok()?
+    ))
 }
 
 /// What a worker has done, for `GET /health`.
@@ -240,13 +264,13 @@ fn within_limits(model: &Loaded, job: Job, max_prompt: usize) -> Option<Job> {
 
 /// The first job and the jobs that can join it, queued ones first; others wait their turn.
 fn gather(first: Job, rx: &Receiver<Job>, waiting: &mut VecDeque<Job>, b: Batching) -> Vec<Job> {
-    let Some(key) = first.key() else {
+    let Some(key) = first.key().map(str::to_owned) else {
         return vec![first];
     };
     let mut rows = first.rows();
     let mut batch = vec![first];
     let fits =
-        |j: &Job, rows: usize| rows + j.rows() <= b.max_batch && j.key() == Some(key.clone());
+        |j: &Job, rows: usize| rows + j.rows() <= b.max_batch && j.key() == Some(key.as_str());
     let mut i = 0;
     while i < waiting.len() && rows < b.max_batch {
         if fits(&waiting[i], rows) {
