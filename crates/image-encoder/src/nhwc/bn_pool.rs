@@ -13,8 +13,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use seq2seq_nn::cpu::{cpu_slice, with_data};
 
-use super::norm::batch_stats;
-use super::Act;
+use super::norm::{batch_stats, NormBackward};
+use super::{add_into, Act};
 
 /// Per-channel `z = act(y·scale + shift)`, the batch norm's affine form from the batch statistics.
 struct Affine {
@@ -160,70 +160,43 @@ impl CustomOp3 for BnActPool {
                     let gout = |bi: usize| &gd[bi * per_image..][..per_image];
                     let pooled = |bi: usize| &pd[bi * per_image..][..per_image];
                     let am = |bi: usize| &argmax[bi * per_image..][..per_image];
-                    // Pass 1: Σ g_z and Σ g_z·ŷ per channel.
+                    let nb = NormBackward { mean, inv_std };
+                    let row = d.w * c;
+                    // Pass 1: Σ g_z and Σ g_z·ŷ per channel, window line pair by pair.
                     let sums = (0..b)
                         .into_par_iter()
                         .map(|bi| {
                             let image = &yd[bi * image_len..][..image_len];
                             let mut acc = vec![0f32; 2 * c];
-                            let mut gz = vec![0f32; 2 * d.w * c];
+                            let mut gz = vec![0f32; 2 * row];
                             for oy in 0..d.ho {
                                 self.window_grads(&d, pooled(bi), am(bi), gout(bi), oy, &mut gz);
-                                let rows = &image[2 * oy * d.w * c..][..2 * d.w * c];
-                                for (gr, yr) in gz.chunks_exact(c).zip(rows.chunks_exact(c)) {
-                                    for j in 0..c {
-                                        acc[j] += gr[j];
-                                        acc[c + j] += gr[j] * (yr[j] - mean[j]) * inv_std[j];
-                                    }
-                                }
+                                nb.accumulate(&mut acc, &gz, &image[2 * oy * row..][..2 * row]);
                             }
                             acc
                         })
-                        .reduce(
-                            || vec![0f32; 2 * c],
-                            |mut a, x| {
-                                a.iter_mut().zip(&x).for_each(|(p, q)| *p += q);
-                                a
-                            },
-                        );
-                    let (db, dg) = sums.split_at(c);
-                    // Pass 2: dy = γ·inv_std/N · (N·g_z − Σg_z − ŷ·Σg_z·ŷ), every element (those
-                    // outside any window, in a last odd row or column, have g_z = 0).
-                    let k: Vec<f32> = (0..c).map(|j| gamma[j] * inv_std[j] / n).collect();
+                        .reduce(|| vec![0f32; 2 * c], add_into);
+                    // Pass 2: dy for every element (those outside any window, in a last odd line
+                    // or column, have g_z = 0).
                     dy.par_chunks_mut(image_len)
                         .enumerate()
                         .for_each(|(bi, dyb)| {
                             let image = &yd[bi * image_len..][..image_len];
-                            let mut gz = vec![0f32; 2 * d.w * c];
-                            let row = d.w * c;
+                            let mut gz = vec![0f32; 2 * row];
                             for iy in 0..d.h {
                                 if iy % 2 == 0 && iy / 2 < d.ho {
-                                    self.window_grads(
-                                        &d,
-                                        pooled(bi),
-                                        am(bi),
-                                        gout(bi),
-                                        iy / 2,
-                                        &mut gz,
-                                    );
+                                    let (p, a, g) = (pooled(bi), am(bi), gout(bi));
+                                    self.window_grads(&d, p, a, g, iy / 2, &mut gz);
                                 } else if iy / 2 >= d.ho {
                                     gz.fill(0.0);
                                 }
                                 let g_row = &gz[(iy % 2) * row..][..row];
                                 let (yr, dr) =
                                     (&image[iy * row..][..row], &mut dyb[iy * row..][..row]);
-                                for ((dv, gv), yv) in dr
-                                    .chunks_exact_mut(c)
-                                    .zip(g_row.chunks_exact(c))
-                                    .zip(yr.chunks_exact(c))
-                                {
-                                    for j in 0..c {
-                                        let yhat = (yv[j] - mean[j]) * inv_std[j];
-                                        dv[j] = k[j] * (n * gv[j] - db[j] - yhat * dg[j]);
-                                    }
-                                }
+                                nb.input_grad(dr, g_row, yr, &sums, n, &gamma);
                             }
                         });
+                    let (db, dg) = sums.split_at(c);
                     Ok((db.to_vec(), dg.to_vec()))
                 })
             })

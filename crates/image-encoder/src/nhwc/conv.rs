@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use seq2seq_nn::cpu::{cpu_slice, matmul_with, with_data, Parallelism, View};
 
-use super::{bias_act, out_size, par_rows, Act};
+use super::{add_into, bias_act, out_size, par_rows, Act};
 
 /// Output pixels per block: a block's patches (≤ 128 × 1152 floats) stay in L2.
 const BLOCK: usize = 128;
@@ -233,21 +233,17 @@ impl CustomOp3 for Conv {
                         }
                         dw
                     };
-                    let sum = |mut a: Vec<f32>, b: Vec<f32>| {
-                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                        a
-                    };
                     let zero = || vec![0f32; kk * m + m];
                     Ok(if want_dx {
                         dx.par_chunks_mut(image_len)
                             .enumerate()
                             .map(|(bi, dxb)| image(bi, dxb))
-                            .reduce(zero, sum)
+                            .reduce(zero, add_into)
                     } else {
                         (0..b)
                             .into_par_iter()
                             .map(|bi| image(bi, &mut []))
-                            .reduce(zero, sum)
+                            .reduce(zero, add_into)
                     })
                 })
             })
@@ -296,23 +292,10 @@ pub(crate) fn twin(
     stride: usize,
     act: Act,
 ) -> Result<Tensor> {
-    let (n, h, wd, _) = x.dims4()?;
-    let p = k / 2;
-    let xp = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
-    let (h1, w1) = (h + 2 * p - k + 1, wd + 2 * p - k + 1);
-    let mut taps = Vec::with_capacity(k * k);
-    for ky in 0..k {
-        for kx in 0..k {
-            taps.push(xp.narrow(1, ky, h1)?.narrow(2, kx, w1)?);
-        }
-    }
-    let mut cols = Tensor::cat(&taps, 3)?.contiguous()?;
+    let n = x.dim(0)?;
+    let mut cols = Tensor::cat(&super::shifted_taps(x, k)?, 3)?;
     if stride == 2 {
-        let every2 = |n: usize| Tensor::arange_step(0u32, n as u32, 2, x.device());
-        cols = cols
-            .index_select(&every2(h1)?, 1)?
-            .contiguous()?
-            .index_select(&every2(w1)?, 2)?;
+        cols = super::every_second(&cols)?;
     }
     let (_, ho, wo, patch) = cols.dims4()?;
     let y = cols

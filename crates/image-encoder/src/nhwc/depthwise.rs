@@ -342,23 +342,14 @@ pub(crate) fn twin(
     stride: usize,
     act: Act,
 ) -> Result<Tensor> {
-    let (_, h, wd, c) = x.dims4()?;
-    let p = k / 2;
-    let xp = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
-    let (h1, w1) = (h + 2 * p - k + 1, wd + 2 * p - k + 1);
+    let c = x.dim(3)?;
     let mut acc = b.reshape((1, 1, 1, c))?;
-    for ky in 0..k {
-        for kx in 0..k {
-            let tap = w.get(ky * k + kx)?.reshape((1, 1, 1, c))?;
-            let shifted = xp.narrow(1, ky, h1)?.narrow(2, kx, w1)?;
-            acc = shifted.broadcast_mul(&tap)?.broadcast_add(&acc)?;
-        }
+    for (t, shifted) in super::shifted_taps(x, k)?.iter().enumerate() {
+        let tap = w.get(t)?.reshape((1, 1, 1, c))?;
+        acc = shifted.broadcast_mul(&tap)?.broadcast_add(&acc)?;
     }
     if stride == 2 {
-        let every2 = |n: usize| Tensor::arange_step(0u32, n as u32, 2, x.device());
-        acc = acc
-            .index_select(&every2(h1)?, 1)?
-            .index_select(&every2(w1)?, 2)?;
+        acc = super::every_second(&acc)?;
     }
     super::act_twin(&acc, act)
 }

@@ -180,13 +180,40 @@ pub(super) fn channel_sums(y: &[f32], c: usize, f: impl Fn(&[f32], &mut [f32]) +
             }
             acc
         })
-        .reduce(
-            || vec![0f32; c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+        .reduce(|| vec![0f32; c], add_into)
+}
+
+/// `a + b`, elementwise: the reduction of per-thread partial sums.
+fn add_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+    a
+}
+
+/// The `k`×`k` shifted views of `x` `(B, H, W, C)` padded by `k/2` (stride 1, tap-major): what
+/// the twins of the k×k ops combine.
+fn shifted_taps(x: &Tensor, k: usize) -> Result<Vec<Tensor>> {
+    let (_, h, w, _) = x.dims4()?;
+    let p = k / 2;
+    let xp = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
+    let (h1, w1) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
+    let mut taps = Vec::with_capacity(k * k);
+    for ky in 0..k {
+        for kx in 0..k {
+            taps.push(xp.narrow(1, ky, h1)?.narrow(2, kx, w1)?);
+        }
+    }
+    Ok(taps)
+}
+
+/// Every second line and column of `t` `(B, H, W, C)`, from the first: a stride-1 result made
+/// stride 2.
+fn every_second(t: &Tensor) -> Result<Tensor> {
+    let (_, h, w, _) = t.dims4()?;
+    let every2 = |n: usize| Tensor::arange_step(0u32, n as u32, 2, t.device());
+    t.contiguous()?
+        .index_select(&every2(h)?, 1)?
+        .contiguous()?
+        .index_select(&every2(w)?, 2)
 }
 
 /// The sum over every leading dimension of `t` `(…, C)` → `(C)`: a bias's gradient. candle's

@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use seq2seq_nn::cpu::{cpu_slice, with_data};
 
-use super::{channel_sums, par_rows, Act};
+use super::{add_into, channel_sums, par_rows, Act};
 
 use super::CHUNK_ROWS;
 
@@ -42,6 +42,50 @@ pub(super) fn batch_stats(y: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     });
     var.iter_mut().for_each(|v| *v /= n);
     (mean, var)
+}
+
+/// Batch norm's backward pass per channel, in closed form: with `ŷ = (y − μ)·inv_std`, the sums
+/// `Σg` and `Σg·ŷ` over the batch, then `dy = γ·inv_std/N · (N·g − Σg − ŷ·Σg·ŷ)`.
+pub(super) struct NormBackward<'a> {
+    pub mean: &'a [f32],
+    pub inv_std: &'a [f32],
+}
+
+impl NormBackward<'_> {
+    /// Adds rows of `g` and `y` (`C` channels each) to `acc` `(2, C)`: `Σg`, then `Σg·ŷ`.
+    pub fn accumulate(&self, acc: &mut [f32], g: &[f32], y: &[f32]) {
+        let c = self.mean.len();
+        for (gr, yr) in g.chunks_exact(c).zip(y.chunks_exact(c)) {
+            for j in 0..c {
+                acc[j] += gr[j];
+                acc[c + j] += gr[j] * (yr[j] - self.mean[j]) * self.inv_std[j];
+            }
+        }
+    }
+
+    /// Rows of `dy` from rows of `g` and `y`, the sums `acc` `(2, C)` over `n` values per
+    /// channel, and `gamma`.
+    pub fn input_grad(
+        &self,
+        dy: &mut [f32],
+        g: &[f32],
+        y: &[f32],
+        sums: &[f32],
+        n: f32,
+        gamma: &[f32],
+    ) {
+        let c = self.mean.len();
+        let (db, dg) = sums.split_at(c);
+        let rows = dy
+            .chunks_exact_mut(c)
+            .zip(g.chunks_exact(c).zip(y.chunks_exact(c)));
+        for (dr, (gr, yr)) in rows {
+            for j in 0..c {
+                let yhat = (yr[j] - self.mean[j]) * self.inv_std[j];
+                dr[j] = gamma[j] * self.inv_std[j] / n * (n * gr[j] - db[j] - yhat * dg[j]);
+            }
+        }
+    }
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -105,47 +149,23 @@ impl CustomOp3 for BatchNormTrain {
         let mut dy = vec![0f32; n * c];
         let (dbeta, dgamma) = with_data(y, "y", |yd| {
             with_data(&g, "grad", |gd| {
-                // Σ g and Σ g·ŷ per channel, ŷ = (y − μ)·inv_std.
-                let both = gd
+                let nb = NormBackward { mean, inv_std };
+                let sums = gd
                     .par_chunks(CHUNK_ROWS * c)
                     .zip(yd.par_chunks(CHUNK_ROWS * c))
                     .map(|(gc, yc)| {
                         let mut acc = vec![0f32; 2 * c];
-                        for (gr, yr) in gc.chunks_exact(c).zip(yc.chunks_exact(c)) {
-                            for j in 0..c {
-                                acc[j] += gr[j];
-                                acc[c + j] += gr[j] * (yr[j] - mean[j]) * inv_std[j];
-                            }
-                        }
+                        nb.accumulate(&mut acc, gc, yc);
                         acc
                     })
-                    .reduce(
-                        || vec![0f32; 2 * c],
-                        |mut a, b| {
-                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                            a
-                        },
-                    );
-                let (db, dg) = both.split_at(c);
-                // dy = γ·inv_std/N · (N·g − Σg − ŷ·Σg·ŷ)
-                let nf = n as f32;
+                    .reduce(|| vec![0f32; 2 * c], add_into);
+                let chunks = gd
+                    .par_chunks(CHUNK_ROWS * c)
+                    .zip(yd.par_chunks(CHUNK_ROWS * c));
                 dy.par_chunks_mut(CHUNK_ROWS * c)
-                    .zip(
-                        gd.par_chunks(CHUNK_ROWS * c)
-                            .zip(yd.par_chunks(CHUNK_ROWS * c)),
-                    )
-                    .for_each(|(dc, (gc, yc))| {
-                        let rows = dc
-                            .chunks_exact_mut(c)
-                            .zip(gc.chunks_exact(c).zip(yc.chunks_exact(c)));
-                        for (dr, (gr, yr)) in rows {
-                            for j in 0..c {
-                                let yhat = (yr[j] - mean[j]) * inv_std[j];
-                                dr[j] = gamma[j] * inv_std[j] / nf
-                                    * (nf * gr[j] - db[j] - yhat * dg[j]);
-                            }
-                        }
-                    });
+                    .zip(chunks)
+                    .for_each(|(dc, (gc, yc))| nb.input_grad(dc, gc, yc, &sums, n as f32, &gamma));
+                let (db, dg) = sums.split_at(c);
                 Ok((db.to_vec(), dg.to_vec()))
             })
         })?;
