@@ -20,6 +20,7 @@ use crate::config::Task;
 use crate::model::{build_model, Encoder};
 use crate::tasks::captioning::cache::load_backbone;
 use crate::train::optim::Adam;
+use crate::train::run::trainable;
 use crate::train::weights::seed_backbone;
 use crate::{Config, Error, Result};
 
@@ -92,16 +93,14 @@ pub fn bench_image_encoder(
         enc.forward(&pixels, &mut Ctx::eval())?;
         Ok(())
     })?;
-    let vars: HashMap<String, Var> = vm
-        .var_map()
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| k.starts_with("encoder."))
-        .filter(|(k, _)| !(k.ends_with(".running_mean") || k.ends_with(".running_var")))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let vars = trainable(
+        vm.var_map()
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("encoder.")),
+    );
     let train_images_per_s = if vars.is_empty() {
         None
     } else {

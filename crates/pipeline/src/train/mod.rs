@@ -16,7 +16,7 @@ mod feed;
 mod finish;
 mod init;
 pub(crate) mod optim;
-mod run;
+pub(crate) mod run;
 pub(crate) mod schedule;
 pub(crate) mod step;
 pub(crate) mod validate;

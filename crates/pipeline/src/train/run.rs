@@ -194,15 +194,20 @@ fn apply_overrides(cfg: &mut Config, opts: &TrainOptions) -> Result<()> {
     Ok(())
 }
 
+/// The variables an optimizer updates: all but batch-norm running statistics.
+pub(crate) fn trainable<'a>(
+    vars: impl Iterator<Item = (&'a String, &'a Var)>,
+) -> HashMap<String, Var> {
+    vars.filter(|(k, _)| !(k.ends_with(".running_mean") || k.ends_with(".running_var")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Adam(W) over the trainable variables: batch-norm statistics of a fine-tuned backbone stay as
 /// they are.
 fn optimizer(cfg: &Config, all_vars: &HashMap<String, Var>, lr: f64) -> Result<Adam> {
     let t = &cfg.train;
-    let vars: HashMap<String, Var> = all_vars
-        .iter()
-        .filter(|(k, _)| !(k.ends_with(".running_mean") || k.ends_with(".running_var")))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let vars = trainable(all_vars.iter());
     Ok(Adam::new(
         &vars,
         lr,
