@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod captions;
 pub mod corpus;
+pub mod detok;
 pub mod error;
 pub mod stream;
 pub mod synthetic;
@@ -15,6 +16,7 @@ pub use batch::{
     batches, bucket_batches, grouped_batches, token_batches, Batch, BatchSize, Example,
 };
 pub use corpus::{read_csv, read_parallel, read_tsv, seeded_split, Pair};
+pub use detok::{capitalise_sentences, detokenize};
 pub use error::DataError;
 pub use stream::{PairStream, StreamPos, StreamSource};
 pub use vocab::{Level, Vocab, VocabSpec};

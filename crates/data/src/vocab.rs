@@ -14,10 +14,11 @@ use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
 use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
-    Tokenizer,
+    AddedToken, DecoderWrapper, NormalizedString, Normalizer, NormalizerWrapper,
+    PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
 };
 
+use crate::detok::{capitalise_sentences, detokenize};
 use crate::DataError;
 
 pub const PAD: &str = "<pad>";
@@ -52,6 +53,8 @@ pub struct VocabSpec {
 #[derive(Clone)]
 pub struct Vocab {
     tok: Tokenizer,
+    /// Whether the normaliser lowercases (then decoded text gets its sentence starts back).
+    lowercase: bool,
     pub pad: u32,
     pub unk: u32,
     pub bos: u32,
@@ -195,7 +198,12 @@ impl Vocab {
             tok.token_to_id(s)
                 .ok_or_else(|| format!("the vocabulary lacks the special token {s}"))
         };
+        let lowercase = tok.get_normalizer().is_some_and(|n| {
+            let mut probe = NormalizedString::from("A");
+            n.normalize(&mut probe).is_ok() && probe.get() == "a"
+        });
         Ok(Self {
+            lowercase,
             pad: id(PAD)?,
             unk: id(UNK)?,
             bos: id(BOS)?,
@@ -247,11 +255,33 @@ impl Vocab {
             .to_vec())
     }
 
-    /// Text of token ids, special tokens skipped.
+    /// Text of token ids, special tokens skipped: the tokenizer's own decoder where it has one
+    /// (char level and BPE restore the text exactly), else the word level's rule-based
+    /// [`detokenize`]; sentence starts capitalised when the vocabulary is lowercased.
     pub fn decode(&self, ids: &[u32]) -> Result<String, DataError> {
-        self.tok
-            .decode(ids, true)
-            .map_err(|e| DataError::Tokenizer(e.to_string()))
+        let text = if self.tok.get_decoder().is_some() {
+            self.tok
+                .decode(ids, true)
+                .map_err(|e| DataError::Tokenizer(e.to_string()))?
+        } else {
+            let special = [self.pad, self.unk, self.bos, self.eos];
+            let words: Vec<String> = ids
+                .iter()
+                .filter(|i| !special.contains(i))
+                .filter_map(|&i| self.tok.id_to_token(i))
+                .collect();
+            detokenize(&words)
+        };
+        Ok(if self.lowercase {
+            capitalise_sentences(&text)
+        } else {
+            text
+        })
+    }
+
+    /// Whether the vocabulary lowercases its text.
+    pub fn lowercases(&self) -> bool {
+        self.lowercase
     }
 
     /// The surface form of each token (for inspection and attention plots).
@@ -318,10 +348,53 @@ mod tests {
         )
         .unwrap();
         let ids = v.encode("A MAN is riding a cat .").unwrap();
-        assert_eq!(v.decode(&ids).unwrap(), "a man is riding a .");
+        // Rule-based spacing, and the sentence start a lowercased vocabulary lost.
+        assert_eq!(v.decode(&ids).unwrap(), "A man is riding a.");
         assert_eq!(ids[5], v.unk);
         // 4 specials + words seen twice or more: a, man, is, riding, .
         assert_eq!(v.len(), 9);
+    }
+
+    #[test]
+    fn every_level_gives_text_back() {
+        let text = "A man, riding. “Two dogs” play in the snow!";
+        let texts = [text, "A woman is riding a bike."];
+        for (level, lowercase, want) in [
+            (Level::Char, false, text),
+            (Level::Bpe, false, text),
+            (Level::Word, false, text),
+            (
+                Level::Char,
+                true,
+                "A man, riding. “Two dogs” play in the snow!",
+            ),
+            (
+                Level::Bpe,
+                true,
+                "A man, riding. “Two dogs” play in the snow!",
+            ),
+            (
+                Level::Word,
+                true,
+                "A man, riding. “Two dogs” play in the snow!",
+            ),
+        ] {
+            let v = Vocab::train(&spec(level, lowercase), &texts).unwrap();
+            assert_eq!(v.lowercases(), lowercase);
+            let ids = v.encode(text).unwrap();
+            assert_eq!(
+                v.decode(&ids).unwrap(),
+                want,
+                "{level:?} lowercase {lowercase}"
+            );
+            // A saved and reloaded vocabulary decodes the same way.
+            let again = Vocab::from_tokenizer(v.to_json().unwrap().parse().unwrap()).unwrap();
+            assert_eq!(again.decode(&ids).unwrap(), want);
+        }
+        // Lowercased, only sentence starts come back.
+        let v = Vocab::train(&spec(Level::Bpe, true), &texts).unwrap();
+        let ids = v.encode("a Woman is riding. Two dogs").unwrap();
+        assert_eq!(v.decode(&ids).unwrap(), "A woman is riding. Two dogs");
     }
 
     #[test]

@@ -174,7 +174,9 @@ pub(crate) fn for_task(kind: config::Task) -> Box<dyn Task> {
 /// How an output is compared with its references for exact match.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Normalise {
-    /// Trimmed, and lowercased when the model's data is (`data.lowercase`).
+    /// Split into words and punctuation runs (`\w+|[^\w\s]+`, so that spacing around
+    /// punctuation does not count: references may be tokenised, outputs are detokenised), and
+    /// lowercased when the model's data is (`data.lowercase`).
     Text { lowercase: bool },
     /// pycocoevalcap's caption tokenisation.
     Caption,
@@ -183,8 +185,8 @@ pub(crate) enum Normalise {
 impl Normalise {
     pub fn apply(self, s: &str) -> String {
         match self {
-            Self::Text { lowercase: true } => s.trim().to_lowercase(),
-            Self::Text { lowercase: false } => s.trim().to_string(),
+            Self::Text { lowercase: true } => words(&s.to_lowercase()),
+            Self::Text { lowercase: false } => words(s),
             Self::Caption => seq2seq_metrics::caption_tokenize(s),
         }
     }
@@ -206,9 +208,44 @@ impl Normalise {
     }
 }
 
+/// `s` as its words and punctuation runs (`\w+|[^\w\s]+`) joined by single spaces.
+fn words(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut prev: Option<bool> = None; // was the previous character a word character?
+    for c in s.chars() {
+        if c.is_whitespace() {
+            prev = None;
+            continue;
+        }
+        let word = c.is_alphanumeric() || c == '_';
+        if prev != Some(word) && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push(c);
+        prev = Some(word);
+    }
+    out
+}
+
 /// The text of each input's best hypothesis.
 pub(crate) fn best_texts(vocab: &Vocab, hyps: &[Vec<Hypothesis>]) -> Result<Vec<String>> {
     hyps.iter()
         .map(|h| Ok(vocab.decode(&h[0].tokens)?))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_match_ignores_spacing_around_punctuation_only() {
+        let n = Normalise::Text { lowercase: false };
+        assert_eq!(n.apply(" ein kind rennt . "), n.apply("ein kind rennt."));
+        assert_eq!(n.apply("“Hi,” she said"), "“ Hi ,” she said");
+        assert_ne!(n.apply("Ein Kind"), n.apply("ein kind"));
+        assert_ne!(n.apply("einkind"), n.apply("ein kind"));
+        let lc = Normalise::Text { lowercase: true };
+        assert_eq!(lc.apply("Ein Kind."), lc.apply("ein kind ."));
+    }
 }
