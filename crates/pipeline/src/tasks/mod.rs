@@ -174,12 +174,17 @@ pub(crate) fn for_task(kind: config::Task) -> Box<dyn Task> {
 /// How an output is compared with its references for exact match.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Normalise {
-    /// Split into words and punctuation runs (`\w+|[^\w\s]+`, so that spacing around
-    /// punctuation does not count: references may be tokenised, outputs are detokenised), and
-    /// lowercased when the model's data is (`data.lowercase`).
+    /// sacreBLEU's `intl` tokenisation (punctuation split off, so that spacing around it does
+    /// not count: references may be tokenised, outputs are detokenised), and lowercased when the
+    /// model's data is (`data.lowercase`).
     Text { lowercase: bool },
     /// pycocoevalcap's caption tokenisation.
     Caption,
+}
+
+/// `s` tokenised as sacreBLEU's `intl` does, words separated by single spaces.
+fn words(s: &str) -> String {
+    seq2seq_metrics::Tokenizer::Intl.tokenize(s)
 }
 
 impl Normalise {
@@ -208,25 +213,6 @@ impl Normalise {
     }
 }
 
-/// `s` as its words and punctuation runs (`\w+|[^\w\s]+`) joined by single spaces.
-fn words(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut prev: Option<bool> = None; // was the previous character a word character?
-    for c in s.chars() {
-        if c.is_whitespace() {
-            prev = None;
-            continue;
-        }
-        let word = c.is_alphanumeric() || c == '_';
-        if prev != Some(word) && !out.is_empty() {
-            out.push(' ');
-        }
-        out.push(c);
-        prev = Some(word);
-    }
-    out
-}
-
 /// The text of each input's best hypothesis.
 pub(crate) fn best_texts(vocab: &Vocab, hyps: &[Vec<Hypothesis>]) -> Result<Vec<String>> {
     hyps.iter()
@@ -242,7 +228,8 @@ mod tests {
     fn exact_match_ignores_spacing_around_punctuation_only() {
         let n = Normalise::Text { lowercase: false };
         assert_eq!(n.apply(" ein kind rennt . "), n.apply("ein kind rennt."));
-        assert_eq!(n.apply("“Hi,” she said"), "“ Hi ,” she said");
+        assert_eq!(n.apply("“Hi,” she said"), n.apply("“ Hi , ” she said"));
+        assert_eq!(n.apply("don’t"), n.apply("don ’ t"));
         assert_ne!(n.apply("Ein Kind"), n.apply("ein kind"));
         assert_ne!(n.apply("einkind"), n.apply("ein kind"));
         let lc = Normalise::Text { lowercase: true };
