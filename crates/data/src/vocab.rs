@@ -255,6 +255,22 @@ impl Vocab {
             .to_vec())
     }
 
+    /// The pieces of `text` that encode to the unknown token, in order (a prompt's words a
+    /// cased vocabulary never saw in that case, say), so that a caller can say what was lost.
+    pub fn unknown_words(&self, text: &str) -> Result<Vec<String>, DataError> {
+        let enc = self
+            .tok
+            .encode(text, false)
+            .map_err(|e| DataError::Tokenizer(e.to_string()))?;
+        Ok(enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_offsets())
+            .filter(|(&id, _)| id == self.unk)
+            .map(|(_, &(a, b))| text.get(a..b).unwrap_or(UNK).to_string())
+            .collect())
+    }
+
     /// Text of token ids, special tokens skipped: the tokenizer's own decoder where it has one
     /// (char level and BPE restore the text exactly), else the word level's rule-based
     /// [`detokenize`]; sentence starts capitalised when the vocabulary is lowercased.
@@ -310,6 +326,20 @@ mod tests {
             min_freq: 1,
             max_size: 0,
         }
+    }
+
+    #[test]
+    fn unknown_words_are_named_as_written() {
+        let cased = Vocab::train(&spec(Level::Word, false), &TEXTS).unwrap();
+        assert_eq!(
+            cased.unknown_words("a Man is riding a zebra.").unwrap(),
+            ["Man", "zebra"]
+        );
+        let lc = Vocab::train(&spec(Level::Word, true), &TEXTS).unwrap();
+        assert_eq!(
+            lc.unknown_words("A MAN is riding").unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub(crate) fn run(a: GenerateArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut all = Vec::new();
     for p in &prompts {
+        warn_unknown(&g, p)?;
         for s in g.generate(p, a.num, &opts)? {
             writeln!(stdout, "{}", s.text)?;
             all.push(s);
@@ -60,6 +61,29 @@ pub(crate) fn run(a: GenerateArgs) -> Result<()> {
     }
     if a.stats {
         print_stats(&all);
+    }
+    Ok(())
+}
+
+/// A prompt's words the vocabulary does not know are read as `<unk>` and lost from the
+/// output: say which, on stderr (a cased vocabulary knows "Alice", not "alice").
+fn warn_unknown(g: &Generator, prompt: &str) -> Result<()> {
+    let unknown = g.vocab().unknown_words(prompt)?;
+    if !unknown.is_empty() {
+        let case = if g.vocab().lowercases() {
+            ""
+        } else {
+            " (the vocabulary is cased)"
+        };
+        eprintln!(
+            "warning: the prompt's {} not in the model's vocabulary{case}, read as <unk>: {}",
+            if unknown.len() == 1 {
+                "word is"
+            } else {
+                "words are"
+            },
+            unknown.join(" ")
+        );
     }
     Ok(())
 }
