@@ -593,8 +593,24 @@ impl Decoder {
         mem: &PreparedMemory,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, DecoderState)> {
-        let (att, last) = self.teacher_att(tgt_in, state, mem, ctx)?;
+        let (att, last, _) = self.teacher_att(tgt_in, state, mem, false, ctx)?;
         Ok((self.readout(&att, ctx)?, last))
+    }
+
+    /// [`Decoder::forward_teacher_readout`] that also returns the attention weights (B, T, S) of
+    /// every step, differentiable (for a loss on them, such as Show, Attend and Tell's doubly
+    /// stochastic regularisation); `None` when the decoder does not attend. The fused
+    /// whole-sequence ops do not expose the weights, so where they would apply the step loop
+    /// runs instead: same values, slower.
+    pub fn forward_teacher_attending(
+        &self,
+        tgt_in: &Tensor,
+        state: &DecoderState,
+        mem: &PreparedMemory,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, DecoderState, Option<Tensor>)> {
+        let (att, last, alphas) = self.teacher_att(tgt_in, state, mem, true, ctx)?;
+        Ok((self.readout(&att, ctx)?, last, alphas))
     }
 
     /// Teacher-forced pass over a whole target prefix `tgt_in` (B, T): logits (B, T, V).
@@ -610,7 +626,7 @@ impl Decoder {
         mem: &PreparedMemory,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, DecoderState)> {
-        let (att, last) = self.teacher_att(tgt_in, state, mem, ctx)?;
+        let (att, last, _) = self.teacher_att(tgt_in, state, mem, false, ctx)?;
         Ok((self.logits(&att, ctx)?, last))
     }
 
@@ -677,42 +693,48 @@ impl Decoder {
         Ok(Some((att, last)))
     }
 
-    /// The attentional vectors (B, T, D) of a teacher-forced pass and the final state.
+    /// The attentional vectors (B, T, D) of a teacher-forced pass, the final state and, when
+    /// `with_alphas` and the decoder attends, the attention weights (B, T, S).
     fn teacher_att(
         &self,
         tgt_in: &Tensor,
         state: &DecoderState,
         mem: &PreparedMemory,
+        with_alphas: bool,
         ctx: &mut Ctx,
-    ) -> Result<(Tensor, DecoderState)> {
+    ) -> Result<(Tensor, DecoderState, Option<Tensor>)> {
         let e = ctx.word_dropout(&self.embed.forward(tgt_in)?, self.cfg.word_dropout)?;
         let e = ctx.dropout(&e, self.cfg.emb_dropout)?;
-        let (att, last) = if state.prev_att.is_none() && !self.bahdanau {
+        if state.prev_att.is_none() && !self.bahdanau {
             let (h, finals) = self.rnn.forward(&e, None, Some(&state.layers), ctx)?;
-            let (att, _) = self.attend(&h, mem)?;
-            (
-                att,
-                DecoderState {
-                    layers: finals,
-                    prev_att: None,
-                },
-            )
-        } else if let Some(fused) = self.fused_bahdanau(&e, state, mem)? {
-            fused
-        } else if let Some(fused) = self.fused_feeding(&e, state, mem)? {
-            fused
-        } else {
-            let t = e.dim(1)?;
-            let mut state = state.clone();
-            let mut atts = Vec::with_capacity(t);
-            for i in 0..t {
-                let (a, s, _) =
-                    self.step_embedded(&e.narrow(1, i, 1)?.squeeze(1)?, &state, mem, ctx)?;
-                atts.push(a);
-                state = s;
+            let (att, alphas) = self.attend(&h, mem)?;
+            let last = DecoderState {
+                layers: finals,
+                prev_att: None,
+            };
+            return Ok((att, last, alphas.filter(|_| with_alphas)));
+        }
+        if !with_alphas {
+            if let Some((att, last)) = self.fused_bahdanau(&e, state, mem)? {
+                return Ok((att, last, None));
             }
-            (Tensor::stack(&atts, 1)?, state)
-        };
-        Ok((att, last))
+            if let Some((att, last)) = self.fused_feeding(&e, state, mem)? {
+                return Ok((att, last, None));
+            }
+        }
+        let t = e.dim(1)?;
+        let mut state = state.clone();
+        let (mut atts, mut alphas) = (Vec::with_capacity(t), Vec::with_capacity(t));
+        for i in 0..t {
+            let (a, s, al) =
+                self.step_embedded(&e.narrow(1, i, 1)?.squeeze(1)?, &state, mem, ctx)?;
+            atts.push(a);
+            alphas.extend(al.filter(|_| with_alphas));
+            state = s;
+        }
+        let alphas = (!alphas.is_empty() && alphas.len() == t)
+            .then(|| Tensor::stack(&alphas, 1))
+            .transpose()?;
+        Ok((Tensor::stack(&atts, 1)?, state, alphas))
     }
 }

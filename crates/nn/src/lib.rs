@@ -11,6 +11,7 @@ pub mod adam;
 pub mod additive;
 mod attend;
 pub mod attention;
+pub mod attention_reg;
 pub mod attentive;
 pub mod cell;
 pub mod cpu;
@@ -29,6 +30,7 @@ pub mod siphash;
 mod twin;
 
 pub use attention::{attention, Attention, AttentionKeys, AttentionKind};
+pub use attention_reg::doubly_stochastic_penalty;
 pub use cell::{CellKind, CellState};
 pub use ctx::Ctx;
 pub use init::SeededVarMap;

@@ -310,6 +310,26 @@ fn a_schedule_without_what_it_needs_is_refused() {
 }
 
 #[test]
+fn attention_reg_needs_attention_and_a_sane_weight() {
+    let e = err("data:\n  root: x\ntrain:\n  attention_reg: -1\n");
+    assert!(e.contains("train.attention_reg") && e.contains("-1"), "{e}");
+    let e = err(
+        "data:\n  root: x\nmodel:\n  decoder:\n    attention: none\ntrain:\n  attention_reg: 1\n",
+    );
+    assert!(
+        e.contains("train.attention_reg") && e.contains("none"),
+        "{e}"
+    );
+    let e = err("task: generation\ndata:\n  format: text\n  root: x\ntrain:\n  attention_reg: 1\n");
+    assert!(e.contains("train.attention_reg"), "{e}");
+    let c = Config::from_yaml(
+        "task: captioning\ndata:\n  format: shapes\ntrain:\n  attention_reg: 1\n",
+    )
+    .unwrap();
+    assert_eq!(c.train.attention_reg, 1.0);
+}
+
+#[test]
 fn token_batches_and_accumulation_are_checked() {
     let e = err("task: captioning\ndata:\n  format: shapes\ntrain:\n  batch_type: tokens\n");
     assert!(e.contains("train.batch_type"), "{e}");

@@ -213,6 +213,17 @@ impl Config {
         if d.style == Style::Bahdanau && d.tied_embeddings {
             errs.push("model.decoder.tied_embeddings: not available with style `bahdanau` (its output layer reads [h; c; e])".into());
         }
+        let reg = self.train.attention_reg;
+        if !(reg >= 0.0 && reg.is_finite()) {
+            errs.push(format!(
+                "train.attention_reg: must be a finite number >= 0, got {reg}"
+            ));
+        } else if reg > 0.0 && (d.attention == AttentionType::None || self.task == Task::Generation)
+        {
+            errs.push(
+                "train.attention_reg: regularises attention weights, but this decoder attends to nothing (attention: none, or a generation task); set it to 0".into(),
+            );
+        }
         if d.attention == AttentionType::Dot && enc_out != d.hidden_size {
             errs.push(format!(
                 "model.decoder.attention: `dot` needs the encoder output size ({enc_out}) == decoder hidden_size ({}); use `luong` or `bahdanau`",

@@ -411,6 +411,10 @@ pub struct TrainConfig {
     /// Rescale gradients whose global L2 norm exceeds this (0 = off).
     pub clip_grad_norm: f64,
     pub label_smoothing: f64,
+    /// λ of the doubly stochastic attention regularisation (Show, Attend and Tell): the loss
+    /// gains λ · mean over memory positions of (1 − Σ_t α_t,i)² (0 = off; the fused decoder
+    /// ops, which do not expose α, then give way to the step loop).
+    pub attention_reg: f64,
     /// Multiply the learning rate by this after `lr_patience` validations without improvement.
     pub lr_decay_factor: f64,
     pub lr_patience: usize,
@@ -480,6 +484,7 @@ impl Default for TrainConfig {
             max_time_s: 0.0,
             clip_grad_norm: 1.0,
             label_smoothing: 0.0,
+            attention_reg: 0.0,
             lr_decay_factor: 0.5,
             lr_patience: 2,
             min_lr: 1e-5,

@@ -7,7 +7,10 @@ use seq2seq_decoder::{
     decoder_sharing, Bridge, Decoder, DecoderConfig, DecoderStyle, EncoderOutput,
 };
 use seq2seq_image_encoder::{BackboneKind, ImageEncoder};
-use seq2seq_nn::{loss::TokenLoss, projection_cross_entropy, AttentionKind, CellKind, Ctx};
+use seq2seq_nn::{
+    doubly_stochastic_penalty, loss::TokenLoss, projection_cross_entropy, AttentionKind, CellKind,
+    Ctx,
+};
 use seq2seq_text_encoder::{text_encoder, TextEncoder, TextEncoderConfig};
 
 use crate::config::{
@@ -270,7 +273,7 @@ pub fn held_out_loss(
         let b = Batch::new(examples, &idx, vocab.pad, vocab.bos, vocab.eos);
         let t = tensors(&b)?;
         if let [m] = models {
-            let l = m.loss(&t, 0.0, &mut Ctx::eval())?;
+            let l = m.loss(&t, 0.0, 0.0, &mut Ctx::eval())?;
             nll += l.nll_sum;
             tokens += l.tokens;
             continue;
@@ -321,17 +324,27 @@ impl Seq2Seq {
 
     /// Teacher-forced loss of a batch; the output projection and the loss run over all target
     /// positions at once, as one fused op on the CPU (`nn::projection_cross_entropy`).
-    pub fn loss(&self, b: &BatchTensors, label_smoothing: f64, ctx: &mut Ctx) -> Result<TokenLoss> {
-        let x = self.readout(b, ctx)?;
+    ///
+    /// `attention_reg` > 0 adds λ times the doubly stochastic attention penalty
+    /// (`nn::doubly_stochastic_penalty`) to the back-propagated loss; `nll_sum` stays the data's
+    /// alone, so perplexities do not move with λ.
+    pub fn loss(
+        &self,
+        b: &BatchTensors,
+        label_smoothing: f64,
+        attention_reg: f64,
+        ctx: &mut Ctx,
+    ) -> Result<TokenLoss> {
+        let (x, attention) = self.readout_attending(b, attention_reg > 0.0, ctx)?;
         let (weight, bias) = self.decoder.output_projection();
-        Ok(projection_cross_entropy(
-            &x,
-            weight,
-            bias,
-            &b.tgt_out,
-            &b.tgt_mask,
-            label_smoothing,
-        )?)
+        let mut l =
+            projection_cross_entropy(&x, weight, bias, &b.tgt_out, &b.tgt_mask, label_smoothing)?;
+        if let Some((alphas, mem_mask)) = attention {
+            let tgt_mask = b.tgt_mask.reshape(b.tgt_in.dims2()?)?;
+            let p = doubly_stochastic_penalty(&alphas, &tgt_mask, mem_mask.as_ref())?;
+            l.loss = (l.loss + (p * attention_reg)?)?;
+        }
+        Ok(l)
     }
 
     /// `log p(y_t | y_<t, x)` of every target position (flattened like `tgt_out`; padding
@@ -349,6 +362,18 @@ impl Seq2Seq {
 
     /// The decoder's readout vectors (the output projection's input), one row per target position.
     fn readout(&self, b: &BatchTensors, ctx: &mut Ctx) -> Result<Tensor> {
+        Ok(self.readout_attending(b, false, ctx)?.0)
+    }
+
+    /// [`Self::readout`] and, when `with_alphas` and the decoder attends, the attention weights
+    /// (B, T, S) with the memory's mask (B, S; `None` for an image grid, all real).
+    #[allow(clippy::type_complexity)]
+    fn readout_attending(
+        &self,
+        b: &BatchTensors,
+        with_alphas: bool,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Option<(Tensor, Option<Tensor>)>)> {
         let (enc, rows) = self.encode_distinct(&b.src, ctx)?;
         let (batch, _) = b.tgt_in.dims2()?;
         // Attention keys are computed once per distinct input, then shared by its rows.
@@ -363,10 +388,23 @@ impl Seq2Seq {
                 self.decoder.prepare(&enc)?,
             ),
         };
-        let (x, _) = self
-            .decoder
-            .forward_teacher_readout(&b.tgt_in, &state, &mem, ctx)?;
+        let (x, alphas) = if with_alphas {
+            let (x, _, alphas) = self
+                .decoder
+                .forward_teacher_attending(&b.tgt_in, &state, &mem, ctx)?;
+            (x, alphas)
+        } else {
+            let d = &self.decoder;
+            (
+                d.forward_teacher_readout(&b.tgt_in, &state, &mem, ctx)?.0,
+                None,
+            )
+        };
+        let mem_mask = match (&enc.mask, rows) {
+            (Some(m), Some(r)) => Some(m.index_select(r, 0)?),
+            (m, _) => m.clone(),
+        };
         let d = x.dim(2)?;
-        Ok(x.reshape(((), d))?)
+        Ok((x.reshape(((), d))?, alphas.map(|a| (a, mem_mask))))
     }
 }

@@ -50,6 +50,7 @@ pub(crate) fn step(
         let l = model.loss(
             bt,
             t.label_smoothing,
+            t.attention_reg,
             &mut Ctx::train(seed.wrapping_add(j as u64)),
         )?;
         forward += t0.elapsed().as_secs_f64();
@@ -161,8 +162,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn accumulated_batches_are_one_batch_of_their_union() {
+    /// A tiny translation config without clipping.
+    fn tiny() -> Config {
         let mut cfg = Config::from_yaml("seed: 4\ndata:\n  format: dates\n").unwrap();
         cfg.model.encoder.embedding_dim = 8;
         cfg.model.encoder.hidden_size = 8;
@@ -170,15 +171,26 @@ mod tests {
         cfg.model.decoder.hidden_size = 16;
         cfg.model.decoder.attention_dim = 8;
         cfg.train.clip_grad_norm = 0.0;
-        // Sources and targets of different lengths: the batches hold different token counts,
-        // so an unweighted mean of their gradients would not be the union's.
-        let examples: Vec<Example> = (0..24u32)
+        cfg
+    }
+
+    /// Sources and targets of different lengths (padding on both sides of a batch).
+    fn examples() -> Vec<Example> {
+        (0..24u32)
             .map(|i| {
                 let src = (0..3 + i % 7).map(|j| 4 + (i + j) % 8).collect();
                 let tgt = (0..1 + i % 5).map(|j| 4 + (i * j) % 10).collect();
                 Example::new(src, tgt)
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn accumulated_batches_are_one_batch_of_their_union() {
+        let cfg = tiny();
+        // The batches hold different token counts, so an unweighted mean of their gradients
+        // would not be the union's.
+        let examples = examples();
         let dev = Device::Cpu;
         let tensors =
             |idx: &[usize]| BatchTensors::new(&Batch::new(&examples, idx, 0, 2, 3), &dev).unwrap();
@@ -213,6 +225,85 @@ mod tests {
         assert!(
             worst < 1e-5,
             "weights differ by up to {worst} after one update"
+        );
+    }
+
+    /// The loss (eval mode, no smoothing) with attention weight λ, and its data part.
+    fn loss_at(m: &Seq2Seq, b: &BatchTensors, lambda: f64) -> (f64, f64) {
+        let l = m.loss(b, 0.0, lambda, &mut Ctx::eval()).unwrap();
+        (l.loss.to_scalar::<f32>().unwrap() as f64, l.nll_sum)
+    }
+
+    /// With λ > 0 the fused whole-sequence ops give way to the step loop: the data's loss is
+    /// the same either way, and λ adds λ times one penalty, for every decoder style.
+    #[test]
+    fn attention_reg_adds_lambda_times_the_penalty_to_the_same_data_loss() {
+        use crate::config::Style;
+        let examples = examples();
+        let all: Vec<usize> = (0..24).collect();
+        let b = BatchTensors::new(&Batch::new(&examples, &all, 0, 2, 3), &Device::Cpu).unwrap();
+        for (style, feeding) in [
+            (Style::Bahdanau, false),
+            (Style::Luong, true),
+            (Style::Luong, false),
+        ] {
+            let mut cfg = tiny();
+            cfg.model.decoder.style = style;
+            cfg.model.decoder.input_feeding = feeding;
+            let (m, _) = model(&cfg);
+            let (l0, nll0) = loss_at(&m, &b, 0.0);
+            let (l1, nll1) = loss_at(&m, &b, 1.0);
+            let (l3, nll3) = loss_at(&m, &b, 3.0);
+            let case = format!("{style:?}, input feeding {feeding}");
+            for nll in [nll1, nll3] {
+                assert!((nll - nll0).abs() < 1e-5 * nll0, "{case}: {nll} vs {nll0}");
+            }
+            let p = l1 - l0;
+            assert!(p > 1e-3, "{case}: penalty {p}");
+            assert!(
+                ((l3 - l0) - 3.0 * p).abs() < 1e-4,
+                "{case}: {l3} − {l0} ≠ 3 × {p}"
+            );
+        }
+    }
+
+    /// Training with λ > 0 brings each source position's attention, summed over the target
+    /// steps, closer to one than training without it from the same start. The target repeats
+    /// the first source token once per source token: the data alone pulls every step's
+    /// attention onto the first position, while as many steps as positions could cover each
+    /// position once.
+    #[test]
+    fn attention_reg_trains_attention_toward_coverage() {
+        let examples: Vec<Example> = (0..24u32)
+            .map(|i| {
+                let src: Vec<u32> = (0..4 + i % 3).map(|j| 4 + (i * 3 + j * 5) % 8).collect();
+                Example::new(src.clone(), vec![src[0]; src.len()])
+            })
+            .collect();
+        let all: Vec<usize> = (0..24).collect();
+        let b = BatchTensors::new(&Batch::new(&examples, &all, 0, 2, 3), &Device::Cpu).unwrap();
+        let mut penalties = Vec::new();
+        for lambda in [0.0, 5.0] {
+            let mut cfg = tiny();
+            cfg.train.attention_reg = lambda;
+            let (m, mut opt) = model(&cfg);
+            for s in 0..60 {
+                step(
+                    &m,
+                    &mut opt,
+                    std::slice::from_ref(&b),
+                    &cfg.train,
+                    1e-2,
+                    s,
+                    false,
+                )
+                .unwrap();
+            }
+            penalties.push(loss_at(&m, &b, 1.0).0 - loss_at(&m, &b, 0.0).0);
+        }
+        assert!(
+            penalties[1] < 0.5 * penalties[0],
+            "penalty after training without and with λ: {penalties:?}"
         );
     }
 }
