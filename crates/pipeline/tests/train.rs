@@ -372,24 +372,35 @@ fn checkpoint_ensembles_decode_and_score_as_a_mixture() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Trains a small LSTM language model on `text` repeated 60 times as `dir/book/book.txt`;
+/// `data` holds the data section's keys beyond the file's (window, vocabulary, …).
+fn train_book_lm(
+    dir: &Path,
+    text: &str,
+    data: &str,
+    max_length: usize,
+) -> seq2seq_pipeline::TrainSummary {
+    std::fs::create_dir_all(dir.join("book")).unwrap();
+    std::fs::write(dir.join("book/book.txt"), text.repeat(60)).unwrap();
+    let cfg = Config::from_yaml(&format!(
+        "task: generation
+seed: 2
+data: {{format: text, root: book, file: book.txt, valid_size: 4, test_size: 4, {data}}}
+model:
+  decoder: {{cell: lstm, embedding_dim: 16, hidden_size: 64, attention: none, bridge: zero}}
+train: {{batch_size: 16, learning_rate: 0.01, max_steps: 250, max_epochs: 0, valid_every: 50, patience: 0}}
+decoding: {{max_length: {max_length}}}
+"
+    ))
+    .unwrap();
+    train(cfg, &opts(&dir.join("run"), dir), &mut ()).unwrap()
+}
+
 #[test]
 fn language_model_learns_a_text_and_continues_a_prompt() {
     let dir = tmp("lm");
-    std::fs::create_dir_all(dir.join("book")).unwrap();
-    let text = "the quick brown fox jumps over the lazy dog.\n".repeat(60);
-    std::fs::write(dir.join("book/book.txt"), &text).unwrap();
-    let cfg = Config::from_yaml(
-        "task: generation
-seed: 2
-data: {format: text, root: book, file: book.txt, window: 30, valid_size: 4, test_size: 4, tgt_vocab: {level: char}}
-model:
-  decoder: {cell: lstm, embedding_dim: 16, hidden_size: 64, attention: none, bridge: zero}
-train: {batch_size: 16, learning_rate: 0.01, max_steps: 250, max_epochs: 0, valid_every: 50, patience: 0}
-decoding: {max_length: 40}
-",
-    )
-    .unwrap();
-    let s = train(cfg, &opts(&dir.join("run"), &dir), &mut ()).unwrap();
+    let text = "the quick brown fox jumps over the lazy dog.\n";
+    let s = train_book_lm(&dir, text, "window: 30, tgt_vocab: {level: char}", 40);
     assert!(
         s.held_out.as_ref().unwrap().loss < 0.1,
         "held-out loss {:?}",
@@ -418,21 +429,9 @@ decoding: {max_length: 40}
 #[test]
 fn word_level_generation_reads_as_text() {
     let dir = tmp("lm-word");
-    std::fs::create_dir_all(dir.join("book")).unwrap();
-    let text = "The cat sat , and the dog ran . It ' s late .\n".repeat(60);
-    std::fs::write(dir.join("book/book.txt"), &text).unwrap();
-    let cfg = Config::from_yaml(
-        "task: generation
-seed: 2
-data: {format: text, root: book, file: book.txt, window: 12, valid_size: 4, test_size: 4, lowercase: true, tgt_vocab: {level: word}}
-model:
-  decoder: {cell: lstm, embedding_dim: 16, hidden_size: 64, attention: none, bridge: zero}
-train: {batch_size: 16, learning_rate: 0.01, max_steps: 250, max_epochs: 0, valid_every: 50, patience: 0}
-decoding: {max_length: 12}
-",
-    )
-    .unwrap();
-    train(cfg, &opts(&dir.join("run"), &dir), &mut ()).unwrap();
+    let text = "The cat sat , and the dog ran . It ' s late .\n";
+    let data = "window: 12, lowercase: true, tgt_vocab: {level: word}";
+    train_book_lm(&dir, text, data, 12);
     let g = seq2seq_pipeline::Generator::load(&dir.join("run")).unwrap();
     let out = g.generate("the dog", 1, &g.config().decoding).unwrap();
     assert!(
