@@ -197,6 +197,10 @@ fn image_encoder(
     })
 }
 
+/// A teacher-forced pass's attention weights (B, T, S) and the memory's mask (B, S; `None` for
+/// an image grid, whose positions are all real).
+type Attending = (Tensor, Option<Tensor>);
+
 /// A batch as tensors.
 pub struct BatchTensors {
     pub src: Source,
@@ -365,15 +369,13 @@ impl Seq2Seq {
         Ok(self.readout_attending(b, false, ctx)?.0)
     }
 
-    /// [`Self::readout`] and, when `with_alphas` and the decoder attends, the attention weights
-    /// (B, T, S) with the memory's mask (B, S; `None` for an image grid, all real).
-    #[allow(clippy::type_complexity)]
+    /// [`Self::readout`] and, when `with_alphas` and the decoder attends, its [`Attending`].
     fn readout_attending(
         &self,
         b: &BatchTensors,
         with_alphas: bool,
         ctx: &mut Ctx,
-    ) -> Result<(Tensor, Option<(Tensor, Option<Tensor>)>)> {
+    ) -> Result<(Tensor, Option<Attending>)> {
         let (enc, rows) = self.encode_distinct(&b.src, ctx)?;
         let (batch, _) = b.tgt_in.dims2()?;
         // Attention keys are computed once per distinct input, then shared by its rows.
@@ -400,11 +402,17 @@ impl Seq2Seq {
                 None,
             )
         };
-        let mem_mask = match (&enc.mask, rows) {
-            (Some(m), Some(r)) => Some(m.index_select(r, 0)?),
-            (m, _) => m.clone(),
+        let attending = match alphas {
+            Some(alphas) => {
+                let mem_mask = match (&enc.mask, rows) {
+                    (Some(m), Some(r)) => Some(m.index_select(r, 0)?),
+                    (m, _) => m.clone(),
+                };
+                Some((alphas, mem_mask))
+            }
+            None => None,
         };
         let d = x.dim(2)?;
-        Ok((x.reshape(((), d))?, alphas.map(|a| (a, mem_mask))))
+        Ok((x.reshape(((), d))?, attending))
     }
 }
