@@ -35,6 +35,12 @@ impl Ctx {
         self.train
     }
 
+    /// A uniform draw in [0, 1) from the context's generator, for training-time choices other
+    /// than dropout (scheduled sampling's); deterministic for the seed, like the masks.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.random::<f32>()
+    }
+
     /// Inverted dropout: zero each element with probability `p`, scale the rest by `1/(1-p)`.
     pub fn dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
         self.masked(x, p, x.dims().to_vec())

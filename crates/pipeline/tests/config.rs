@@ -337,6 +337,31 @@ fn attention_reg_needs_attention_and_a_sane_weight() {
 }
 
 #[test]
+fn scheduled_sampling_is_parsed_and_checked() {
+    let c = Config::from_yaml(
+        "data:\n  root: x\ntrain:\n  scheduled_sampling: {max_rate: 0.25, ramp_steps: 100, tokens: sample}\n",
+    )
+    .unwrap();
+    let s = c.train.scheduled_sampling.unwrap();
+    assert_eq!((s.max_rate, s.start_step, s.ramp_steps), (0.25, 0, 100));
+    assert_eq!(s.tokens, seq2seq_pipeline::config::SampledTokens::Sample);
+    let e = err("data:\n  root: x\ntrain:\n  scheduled_sampling: {max_rate: 2}\n");
+    assert!(
+        e.contains("train.scheduled_sampling.max_rate") && e.contains('2'),
+        "{e}"
+    );
+    let e = err(
+        "data:\n  root: x\ntrain:\n  scheduled_sampling:\n    max_rate: 0.1\n    tokens: beam\n",
+    );
+    assert!(e.contains("line 6") && e.contains("greedy"), "{e}");
+    let e = err("data:\n  root: x\ntrain:\n  scheduled_sampling:\n    max_rat: 0.1\n");
+    assert!(
+        e.contains("train.scheduled_sampling.max_rat") && e.contains("max_rate"),
+        "{e}"
+    );
+}
+
+#[test]
 fn token_batches_and_accumulation_are_checked() {
     let e = err("task: captioning\ndata:\n  format: shapes\ntrain:\n  batch_type: tokens\n");
     assert!(e.contains("train.batch_type"), "{e}");

@@ -224,6 +224,9 @@ impl Config {
                 "train.attention_reg: regularises attention weights, but this decoder attends to nothing (attention: none, or a generation task); set it to 0".into(),
             );
         }
+        if let Some(s) = &self.train.scheduled_sampling {
+            errs.extend(s.errors());
+        }
         if d.attention == AttentionType::Dot && enc_out != d.hidden_size {
             errs.push(format!(
                 "model.decoder.attention: `dot` needs the encoder output size ({enc_out}) == decoder hidden_size ({}); use `luong` or `bahdanau`",

@@ -415,6 +415,9 @@ pub struct TrainConfig {
     /// gains λ · mean over memory positions of (1 − Σ_t α_t,i)² (0 = off; the fused decoder
     /// ops, which do not expose α, then give way to the step loop).
     pub attention_reg: f64,
+    /// Scheduled sampling: a growing share of the decoder's inputs are its own predictions
+    /// (None = teacher forcing throughout).
+    pub scheduled_sampling: Option<ScheduledSampling>,
     /// Multiply the learning rate by this after `lr_patience` validations without improvement.
     pub lr_decay_factor: f64,
     pub lr_patience: usize,
@@ -485,6 +488,7 @@ impl Default for TrainConfig {
             clip_grad_norm: 1.0,
             label_smoothing: 0.0,
             attention_reg: 0.0,
+            scheduled_sampling: None,
             lr_decay_factor: 0.5,
             lr_patience: 2,
             min_lr: 1e-5,
@@ -509,5 +513,7 @@ pub type DecodingConfig = seq2seq_decoder::DecodingOptions;
 
 mod checks;
 mod load;
+mod scheduled;
 pub use checks::ConfigError;
 pub use load::{resolve_data_dir, resolve_path};
+pub use scheduled::{SampledTokens, ScheduledSampling};

@@ -19,6 +19,19 @@ use crate::config::{
 };
 use crate::Result;
 
+mod scheduled;
+pub use scheduled::Sampling;
+
+/// What a training loss adds to plain teacher forcing (all off by default: the held-out loss).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossTerms {
+    pub label_smoothing: f64,
+    /// λ of the doubly stochastic attention penalty (0 = off).
+    pub attention_reg: f64,
+    /// Scheduled sampling's share of predicted inputs this update (None or rate 0 = off).
+    pub sampling: Option<Sampling>,
+}
+
 /// What feeds the shared decoder.
 pub enum Encoder {
     /// Nothing: a language model.
@@ -277,7 +290,7 @@ pub fn held_out_loss(
         let b = Batch::new(examples, &idx, vocab.pad, vocab.bos, vocab.eos);
         let t = tensors(&b)?;
         if let [m] = models {
-            let l = m.loss(&t, 0.0, 0.0, &mut Ctx::eval())?;
+            let l = m.loss(&t, LossTerms::default(), &mut Ctx::eval())?;
             nll += l.nll_sum;
             tokens += l.tokens;
             continue;
@@ -329,24 +342,20 @@ impl Seq2Seq {
     /// Teacher-forced loss of a batch; the output projection and the loss run over all target
     /// positions at once, as one fused op on the CPU (`nn::projection_cross_entropy`).
     ///
-    /// `attention_reg` > 0 adds λ times the doubly stochastic attention penalty
+    /// `terms.attention_reg` > 0 adds λ times the doubly stochastic attention penalty
     /// (`nn::doubly_stochastic_penalty`) to the back-propagated loss; `nll_sum` stays the data's
-    /// alone, so perplexities do not move with λ.
-    pub fn loss(
-        &self,
-        b: &BatchTensors,
-        label_smoothing: f64,
-        attention_reg: f64,
-        ctx: &mut Ctx,
-    ) -> Result<TokenLoss> {
-        let (x, attention) = self.readout_attending(b, attention_reg > 0.0, ctx)?;
+    /// alone, so perplexities do not move with λ. `terms.sampling` feeds the decoder a share of
+    /// its own predictions (scheduled sampling) instead of the reference's previous tokens.
+    pub fn loss(&self, b: &BatchTensors, terms: LossTerms, ctx: &mut Ctx) -> Result<TokenLoss> {
+        let reg = terms.attention_reg;
+        let (x, attention) = self.readout_attending(b, reg > 0.0, terms.sampling, ctx)?;
         let (weight, bias) = self.decoder.output_projection();
-        let mut l =
-            projection_cross_entropy(&x, weight, bias, &b.tgt_out, &b.tgt_mask, label_smoothing)?;
+        let smoothing = terms.label_smoothing;
+        let mut l = projection_cross_entropy(&x, weight, bias, &b.tgt_out, &b.tgt_mask, smoothing)?;
         if let Some((alphas, mem_mask)) = attention {
             let tgt_mask = b.tgt_mask.reshape(b.tgt_in.dims2()?)?;
             let p = doubly_stochastic_penalty(&alphas, &tgt_mask, mem_mask.as_ref())?;
-            l.loss = (l.loss + (p * attention_reg)?)?;
+            l.loss = (l.loss + (p * reg)?)?;
         }
         Ok(l)
     }
@@ -366,14 +375,16 @@ impl Seq2Seq {
 
     /// The decoder's readout vectors (the output projection's input), one row per target position.
     fn readout(&self, b: &BatchTensors, ctx: &mut Ctx) -> Result<Tensor> {
-        Ok(self.readout_attending(b, false, ctx)?.0)
+        Ok(self.readout_attending(b, false, None, ctx)?.0)
     }
 
-    /// [`Self::readout`] and, when `with_alphas` and the decoder attends, its [`Attending`].
+    /// [`Self::readout`] and, when `with_alphas` and the decoder attends, its [`Attending`];
+    /// with `sampling`, over inputs partly replaced by the model's predictions.
     fn readout_attending(
         &self,
         b: &BatchTensors,
         with_alphas: bool,
+        sampling: Option<Sampling>,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Attending>)> {
         let (enc, rows) = self.encode_distinct(&b.src, ctx)?;
@@ -390,15 +401,19 @@ impl Seq2Seq {
                 self.decoder.prepare(&enc)?,
             ),
         };
+        let tgt_in = match sampling {
+            Some(s) if s.rate > 0.0 => {
+                self.sampled_inputs(&b.tgt_in, &b.tgt_mask, (&state, &mem), s, ctx)?
+            }
+            _ => b.tgt_in.clone(),
+        };
+        let d = &self.decoder;
         let (x, alphas) = if with_alphas {
-            let (x, _, alphas) = self
-                .decoder
-                .forward_teacher_attending(&b.tgt_in, &state, &mem, ctx)?;
+            let (x, _, alphas) = d.forward_teacher_attending(&tgt_in, &state, &mem, ctx)?;
             (x, alphas)
         } else {
-            let d = &self.decoder;
             (
-                d.forward_teacher_readout(&b.tgt_in, &state, &mem, ctx)?.0,
+                d.forward_teacher_readout(&tgt_in, &state, &mem, ctx)?.0,
                 None,
             )
         };

@@ -9,7 +9,7 @@ use seq2seq_nn::loss::TokenLoss;
 use seq2seq_nn::Ctx;
 
 use crate::config::TrainConfig;
-use crate::model::{BatchTensors, Seq2Seq};
+use crate::model::{BatchTensors, LossTerms, Sampling, Seq2Seq};
 use crate::train::optim::Adam;
 use crate::Result;
 
@@ -45,14 +45,10 @@ pub(crate) fn step(
 ) -> Result<StepResult> {
     let (mut nll_sum, mut tokens, mut forward, mut backward) = (0.0, 0.0, 0.0, 0.0);
     let mut sum: Option<GradStore> = None;
+    let terms = loss_terms(t, opt.step + 1);
     for (j, bt) in bts.iter().enumerate() {
         let t0 = Instant::now();
-        let l = model.loss(
-            bt,
-            t.label_smoothing,
-            t.attention_reg,
-            &mut Ctx::train(seed.wrapping_add(j as u64)),
-        )?;
+        let l = model.loss(bt, terms, &mut Ctx::train(seed.wrapping_add(j as u64)))?;
         forward += t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let grads = l.loss.backward()?;
@@ -96,6 +92,19 @@ pub(crate) fn step(
         applied,
         seconds: [forward, backward, update],
     })
+}
+
+/// The training loss's terms for update `step` (1-based; the optimizer's count, which a resumed
+/// run restores, so the sampling schedule resumes where it was).
+fn loss_terms(t: &TrainConfig, step: u64) -> LossTerms {
+    LossTerms {
+        label_smoothing: t.label_smoothing,
+        attention_reg: t.attention_reg,
+        sampling: t.scheduled_sampling.map(|s| Sampling {
+            rate: s.rate(step),
+            tokens: s.tokens,
+        }),
+    }
 }
 
 /// `acc` (or nothing) plus `weight` times the optimizer's variables' gradients in `grads`; only
@@ -230,7 +239,11 @@ mod tests {
 
     /// The loss (eval mode, no smoothing) with attention weight λ, and its data part.
     fn loss_at(m: &Seq2Seq, b: &BatchTensors, lambda: f64) -> (f64, f64) {
-        let l = m.loss(b, 0.0, lambda, &mut Ctx::eval()).unwrap();
+        let terms = LossTerms {
+            attention_reg: lambda,
+            ..LossTerms::default()
+        };
+        let l = m.loss(b, terms, &mut Ctx::eval()).unwrap();
         (l.loss.to_scalar::<f32>().unwrap() as f64, l.nll_sum)
     }
 
@@ -305,5 +318,33 @@ mod tests {
             penalties[1] < 0.5 * penalties[0],
             "penalty after training without and with λ: {penalties:?}"
         );
+    }
+
+    /// Scheduled sampling follows the optimizer's update count: up to `start_step` the updates
+    /// are teacher forcing's, bit for bit; the first one past it feeds predictions and differs.
+    #[test]
+    fn scheduled_sampling_starts_after_start_step() {
+        use crate::config::{SampledTokens, ScheduledSampling};
+        let examples = examples();
+        let all: Vec<usize> = (0..24).collect();
+        let b = BatchTensors::new(&Batch::new(&examples, &all, 0, 2, 3), &Device::Cpu).unwrap();
+        let run = |sampling: Option<ScheduledSampling>, steps: u64| {
+            let mut cfg = tiny();
+            cfg.train.scheduled_sampling = sampling;
+            let (m, mut opt) = model(&cfg);
+            for s in 0..steps {
+                let one = std::slice::from_ref(&b);
+                step(&m, &mut opt, one, &cfg.train, 1e-2, s, false).unwrap();
+            }
+            weights(&opt)
+        };
+        let sampling = Some(ScheduledSampling {
+            max_rate: 1.0,
+            start_step: 3,
+            ramp_steps: 0,
+            tokens: SampledTokens::Greedy,
+        });
+        assert_eq!(run(sampling, 3), run(None, 3));
+        assert_ne!(run(sampling, 4), run(None, 4));
     }
 }
