@@ -6,7 +6,8 @@
 //! batch-norm-folded weights and a bias, and applies its activation in the same pass:
 //!
 //! * [`pointwise`]: `act(x W + b)` on rows, a gemm per block of rows (1×1 convolutions);
-//! * [`conv2d`]: a dense k×k convolution, im2col and gemm a block of output pixels at a time;
+//! * [`conv2d`]: a dense k×k convolution, im2col and gemm a block of output pixels at a time
+//!   (3×3 at stride 1 on 16 channels or more: Winograd's F(2×2, 3×3), `winograd`);
 //! * [`depthwise`]: `act(dwconv(x) + b)`, a k×k filter per channel, stride 1 or 2, `k/2` padding;
 //! * [`batch_norm_train`]: batch norm with the batch's statistics and an activation, in one op;
 //! * [`max_pool2`]: 2×2 max pooling;
@@ -253,6 +254,7 @@ mod pointwise;
 mod pool;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 pub use bn_pool::batch_norm_act_max_pool;
 pub use conv::conv2d;

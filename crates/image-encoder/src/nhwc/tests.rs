@@ -118,9 +118,11 @@ fn pointwise_equals_its_twin_in_values_and_gradients() -> Result<()> {
 
 #[test]
 fn conv2d_equals_its_twin_in_values_and_gradients_and_candles_conv2d() -> Result<()> {
-    // 13x11 and 9x9 outputs: images whose last block of pixels is short.
+    // 13x11 and 9x9 outputs: images whose last block of pixels is short; 16 channels at 3×3,
+    // stride 1: Winograd.
     for (k, stride, h, w, c) in [
         (3, 1, 13, 11, 5),
+        (3, 1, 10, 9, 16),
         (3, 2, 18, 18, 3),
         (5, 2, 8, 7, 4),
         (1, 1, 4, 4, 6),
@@ -165,6 +167,51 @@ fn conv2d_skips_the_input_gradient_of_constants() -> Result<()> {
     let twin = super::conv::twin(&x, &wt, &b, 3, 1, Act::None)?;
     let gt = twin.sum_all()?.backward()?;
     assert_close("dw", g.get(&wt).unwrap(), gt.get(&wt).unwrap(), 1e-4);
+    Ok(())
+}
+
+/// Winograd's F(2×2, 3×3) against the 3×3 twin: odd sizes (tiles past the image's edge), one
+/// pixel, several blocks of tiles per image (48×48 with 40 + 24 channels), small images grouped
+/// (12×12: groups of 3 images, the last one short), every activation; the weights' gradient also
+/// without the input's.
+#[test]
+fn winograd_conv3x3_equals_the_twin_in_values_and_gradients() -> Result<()> {
+    for (n, h, w, c, m) in [
+        (2, 6, 6, 4, 5),
+        (2, 7, 9, 3, 8),
+        (2, 1, 1, 2, 3),
+        (2, 48, 48, 40, 24),
+        (5, 12, 12, 8, 8),
+    ] {
+        for act in ACTS {
+            let x = var(&[n, h, w, c], 21);
+            let (wt, b) = (var(&[9 * c, m], 22), var(&[m], 23));
+            let fast = super::winograd::conv3x3(&x, &wt, &b, act)?;
+            let twin = super::conv::twin(&x, &wt, &b, 3, 1, act)?;
+            let what = format!("winograd {n}x{h}x{w}x{c}→{m} {act:?}");
+            assert_close(&what, &fast, &twin, 1e-5);
+            let gf = grads(&fast, &[&x, &wt, &b])?;
+            let gt = grads(&twin, &[&x, &wt, &b])?;
+            for (name, (a, b)) in ["x", "w", "b"].iter().zip(gf.iter().zip(&gt)) {
+                assert_close(&format!("{what} d{name}"), a, b, 1e-4);
+            }
+        }
+    }
+    let x = var(&[2, 5, 6, 3], 24).as_tensor().detach();
+    let (wt, b) = (var(&[27, 4], 25), var(&[4], 26));
+    let g = super::winograd::conv3x3(&x, &wt, &b, Act::Relu)?
+        .sum_all()?
+        .backward()?;
+    assert!(g.get(&x).is_none());
+    let gt = super::conv::twin(&x, &wt, &b, 3, 1, Act::Relu)?
+        .sum_all()?
+        .backward()?;
+    assert_close(
+        "winograd dw alone",
+        g.get(&wt).unwrap(),
+        gt.get(&wt).unwrap(),
+        1e-4,
+    );
     Ok(())
 }
 
