@@ -32,6 +32,22 @@ pub struct LossTerms {
     pub sampling: Option<Sampling>,
 }
 
+/// A tiny translation config for unit tests: embeddings of 8, encoder 8, decoder 16, attention 8,
+/// dropout off, gradients unclipped.
+#[cfg(test)]
+pub(crate) fn tiny_config(seed: u64) -> crate::config::Config {
+    let mut cfg =
+        crate::config::Config::from_yaml(&format!("seed: {seed}\ndata:\n  format: dates\n"))
+            .unwrap();
+    cfg.model.encoder.embedding_dim = 8;
+    cfg.model.encoder.hidden_size = 8;
+    cfg.model.decoder.embedding_dim = 8;
+    cfg.model.decoder.hidden_size = 16;
+    cfg.model.decoder.attention_dim = 8;
+    cfg.train.clip_grad_norm = 0.0;
+    cfg
+}
+
 /// What feeds the shared decoder.
 pub enum Encoder {
     /// Nothing: a language model.

@@ -97,17 +97,12 @@ mod tests {
     use seq2seq_nn::SeededVarMap;
 
     use super::*;
-    use crate::config::{Config, Task};
-    use crate::model::{build_model, BatchTensors, LossTerms};
+    use crate::config::Task;
+    use crate::model::{build_model, tiny_config, BatchTensors, LossTerms};
 
     /// An untrained tiny translation model (dropout off) and a padded batch of 16 pairs.
     fn model_and_batch() -> (Seq2Seq, Batch) {
-        let mut cfg = Config::from_yaml("seed: 3\ndata:\n  format: dates\n").unwrap();
-        cfg.model.encoder.embedding_dim = 8;
-        cfg.model.encoder.hidden_size = 8;
-        cfg.model.decoder.embedding_dim = 8;
-        cfg.model.decoder.hidden_size = 16;
-        cfg.model.decoder.attention_dim = 8;
+        let cfg = tiny_config(3);
         let vm = SeededVarMap::new(cfg.seed);
         let vb = vm.var_builder(&Device::Cpu);
         let m = build_model(&cfg.model, Task::Translation, 12, 14, vb, None).unwrap();

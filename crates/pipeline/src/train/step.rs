@@ -173,14 +173,7 @@ mod tests {
 
     /// A tiny translation config without clipping.
     fn tiny() -> Config {
-        let mut cfg = Config::from_yaml("seed: 4\ndata:\n  format: dates\n").unwrap();
-        cfg.model.encoder.embedding_dim = 8;
-        cfg.model.encoder.hidden_size = 8;
-        cfg.model.decoder.embedding_dim = 8;
-        cfg.model.decoder.hidden_size = 16;
-        cfg.model.decoder.attention_dim = 8;
-        cfg.train.clip_grad_norm = 0.0;
-        cfg
+        crate::model::tiny_config(4)
     }
 
     /// Sources and targets of different lengths (padding on both sides of a batch).
