@@ -184,10 +184,13 @@ impl SmallCnn {
             .weight
             .permute((2, 3, 1, 0))?
             .reshape((k * k * cin, cout))?;
+        // (B, H, W, C'): no reshape on the way to the fused norm-and-pool op, since candle's
+        // backward pass gives every graph node a zeroed gradient buffer and a sum (two
+        // full-size buffers per reshape, 38 MB each at the first layer of a 32-image batch).
         let conv = |f: &Tensor, bias: &Tensor, act: Act| -> Result<Tensor> {
-            let y = nhwc::conv2d(x, &f.contiguous()?, bias, k, 1, act)?;
-            y.reshape((n * h * w, cout))
+            nhwc::conv2d(x, &f.contiguous()?, bias, k, 1, act)
         };
+        let rows = |y: Tensor| y.reshape((n * h * w, cout));
         let zero = || Tensor::zeros(cout, x.dtype(), x.device());
         let fused = match self.cfg.activation {
             Activation::Relu => Act::Relu,
@@ -197,25 +200,24 @@ impl SmallCnn {
         let y = match (&b.bn, train) {
             (Some(bn), true) if self.cfg.pool == Pool::Max && fused != Act::None => {
                 let y = conv(&filters, &zero()?, Act::None)?;
-                return bn.forward_train_pool(&y.reshape((n, h, w, cout))?, fused);
+                return bn.forward_train_pool(&y, fused);
             }
             (Some(bn), true) => {
-                let y = conv(&filters, &zero()?, Act::None)?;
-                self.activate_rest(&bn.forward_train(&y, fused)?)?
+                let y = rows(conv(&filters, &zero()?, Act::None)?)?;
+                let z = self.activate_rest(&bn.forward_train(&y, fused)?)?;
+                z.reshape((n, h, w, cout))?
             }
             (Some(bn), false) => {
                 let (scale, shift) = bn.folded()?;
                 filters = filters.broadcast_mul(&scale)?;
-                let y = conv(&filters, &shift, fused)?;
-                self.activate_rest(&y)?
+                self.activate_rest(&conv(&filters, &shift, fused)?)?
             }
             (None, _) => {
                 let bias = b.bias.clone().map_or_else(zero, Ok)?;
-                let y = conv(&filters, &bias, fused)?;
-                self.activate_rest(&y)?
+                self.activate_rest(&conv(&filters, &bias, fused)?)?
             }
         };
-        self.pool(&y.reshape((n, h, w, cout))?)
+        self.pool(&y)
     }
 
     fn activate(&self, x: &Tensor) -> Result<Tensor> {
