@@ -195,6 +195,34 @@ impl Tiles {
     }
 }
 
+/// Row `r` (`width` floats) of each of the 16 planes of a block of `n` tiles: where one tile's
+/// transform points are written. Slices of a known length keep the channel loops free of index
+/// checks.
+#[inline(always)]
+fn plane_rows(buf: &mut [f32], n: usize, width: usize, r: usize) -> [&mut [f32]; XI] {
+    let mut planes = buf.chunks_mut(plane(n, width));
+    std::array::from_fn(|_| &mut planes.next().expect("16 planes")[r * width..][..width])
+}
+
+/// [`plane_rows`] to read.
+#[inline(always)]
+fn plane_rows_ref(buf: &[f32], n: usize, width: usize, r: usize) -> [&[f32]; XI] {
+    std::array::from_fn(|xi| &buf[xi * plane(n, width) + r * width..][..width])
+}
+
+/// The `K` runs of `len` floats of `buf` that start at the increasing, non-overlapping offsets
+/// `at`, as separate mutable slices.
+#[inline(always)]
+fn disjoint_rows<const K: usize>(buf: &mut [f32], at: [usize; K], len: usize) -> [&mut [f32]; K] {
+    let (mut rest, mut offset) = (buf, 0);
+    std::array::from_fn(|i| {
+        let tail = std::mem::take(&mut rest).split_at_mut(at[i] - offset).1;
+        let (row, tail) = tail.split_at_mut(len);
+        (rest, offset) = (tail, at[i] + len);
+        row
+    })
+}
+
 avx2_dispatch!(fn transform_input => transform_input_body(
     tiles: &Tiles, image: &[f32], c: usize, first: usize, n: usize, zero: &[f32], v: &mut [f32]
 ));
@@ -214,16 +242,30 @@ fn transform_input_body(
         let rows: [&[f32]; XI] =
             std::array::from_fn(|p| match tiles.patch(first + r, p / 4, p % 4) {
                 Some(px) => &image[px * c..][..c],
-                None => zero,
+                None => &zero[..c],
             });
+        let mut dst = plane_rows(v, n, c, r);
         for k in 0..c {
-            let d: [f32; XI] = std::array::from_fn(|p| rows[p][k]);
-            let t = both_ways(d, bt);
-            for (xi, val) in t.into_iter().enumerate() {
-                v[xi * plane(n, c) + r * c + k] = val;
+            let t = both_ways(std::array::from_fn(|p| rows[p][k]), bt);
+            for (d, val) in dst.iter_mut().zip(t) {
+                d[k] = val;
             }
         }
     }
+}
+
+/// `Aᵀ X A` of one tile's 4×4 transform points: its 2×2 outputs, row-major.
+#[inline(always)]
+fn output_tile(x: [f32; XI]) -> [f32; 4] {
+    // Aᵀ along the columns (4 → 2 rows), then along the rows.
+    let mut s = [[0f32; 4]; 2];
+    for j in 0..4 {
+        let c = at([x[j], x[4 + j], x[8 + j], x[12 + j]]);
+        s[0][j] = c[0];
+        s[1][j] = c[1];
+    }
+    let (top, bottom) = (at(s[0]), at(s[1]));
+    [top[0], top[1], bottom[0], bottom[1]]
 }
 
 avx2_dispatch!(fn transform_output => transform_output_body(
@@ -242,21 +284,23 @@ fn transform_output_body(
 ) {
     for r in 0..n {
         let px: [Option<usize>; 4] = std::array::from_fn(|q| tiles.output(first + r, q / 2, q % 2));
-        for k in 0..m {
-            let x: [f32; XI] = std::array::from_fn(|xi| mb[xi * plane(n, m) + r * m + k]);
-            // Aᵀ along the rows (4 → 2), then along the columns.
-            let mut s = [[0f32; 4]; 2];
-            for j in 0..4 {
-                let c = at([x[j], x[4 + j], x[8 + j], x[12 + j]]);
-                s[0][j] = c[0];
-                s[1][j] = c[1];
+        let src = plane_rows_ref(mb, n, m, r);
+        if let [Some(p0), Some(_), Some(p2), Some(_)] = px {
+            // A whole tile: two pairs of adjacent pixels, one pair per output row.
+            let [top, bottom] = disjoint_rows(out, [p0 * m, p2 * m], 2 * m);
+            let (t0, t1) = top.split_at_mut(m);
+            let (b0, b1) = bottom.split_at_mut(m);
+            for k in 0..m {
+                let y = output_tile(std::array::from_fn(|xi| src[xi][k]));
+                (t0[k], t1[k], b0[k], b1[k]) = (y[0], y[1], y[2], y[3]);
             }
-            for (i, row) in s.iter().enumerate() {
-                let y = at(*row);
-                for (jj, val) in y.into_iter().enumerate() {
-                    if let Some(p) = px[i * 2 + jj] {
-                        out[p * m + k] = val;
-                    }
+            continue;
+        }
+        for k in 0..m {
+            let y = output_tile(std::array::from_fn(|xi| src[xi][k]));
+            for (q, val) in y.into_iter().enumerate() {
+                if let Some(p) = px[q] {
+                    out[p * m + k] = val;
                 }
             }
         }
@@ -282,15 +326,15 @@ fn transform_grad_body(
         let rows: [&[f32]; 4] =
             std::array::from_fn(|q| match tiles.output(first + r, q / 2, q % 2) {
                 Some(p) => &gy[p * m..][..m],
-                None => zero,
+                None => &zero[..m],
             });
+        let dst = plane_rows(gh, n, m, r);
         for k in 0..m {
-            let c0 = a([rows[0][k], rows[2][k]]);
-            let c1 = a([rows[1][k], rows[3][k]]);
+            let (c0, c1) = (a([rows[0][k], rows[2][k]]), a([rows[1][k], rows[3][k]]));
             for i in 0..4 {
                 let row = a([c0[i], c1[i]]);
                 for (j, val) in row.into_iter().enumerate() {
-                    gh[(i * 4 + j) * plane(n, m) + r * m + k] = val;
+                    dst[i * 4 + j][k] = val;
                 }
             }
         }
@@ -314,9 +358,23 @@ fn scatter_patches_body(
 ) {
     for r in 0..n {
         let px: [Option<usize>; XI] = std::array::from_fn(|p| tiles.patch(first + r, p / 4, p % 4));
+        let src = plane_rows_ref(sb, n, c, r);
+        if px.iter().all(Option::is_some) {
+            // A whole patch: four lines of four adjacent pixels.
+            let at: [usize; 4] = std::array::from_fn(|i| px[i * 4].unwrap_or(0) * c);
+            let mut lines = disjoint_rows(dx, at, 4 * c);
+            for k in 0..c {
+                let d = both_ways(std::array::from_fn(|xi| src[xi][k]), b);
+                for (i, line) in lines.iter_mut().enumerate() {
+                    for j in 0..4 {
+                        line[j * c + k] += d[i * 4 + j];
+                    }
+                }
+            }
+            continue;
+        }
         for k in 0..c {
-            let s: [f32; XI] = std::array::from_fn(|xi| sb[xi * plane(n, c) + r * c + k]);
-            let d = both_ways(s, b);
+            let d = both_ways(std::array::from_fn(|xi| src[xi][k]), b);
             for (p, val) in d.into_iter().enumerate() {
                 if let Some(q) = px[p] {
                     dx[q * c + k] += val;
