@@ -1,25 +1,10 @@
-//! A 3×3, stride-1, zero-padded convolution on channels-last images by Winograd's minimal
-//! filtering F(2×2, 3×3) (Lavin & Gray 2016): `act(conv(x, W) + b)` with the same operands as
-//! [`super::conv2d`], 2.25× fewer multiplications in the gemms.
-//!
-//! Each 2×2 block of output pixels (a tile) reads a 4×4 input patch `d`. With the 4×4 transforms
-//! `V = Bᵀ d B` of the patch and `U = G g Gᵀ` of each 3×3 filter, the tile is `Aᵀ (U ⊙ V) A`; summed
-//! over the input channels, the 16 elementwise products become 16 gemms `(tiles × C)·(C × M)`, one
-//! per transform point ξ. The backward pass is the same algebra transposed: with `Ĝ = A g Aᵀ` of
-//! each output-gradient tile, `dU[ξ] = V[ξ]ᵀ Ĝ[ξ]` (then `dW = Gᵀ dU G`) and the patch gradient is
-//! `B (Σ_m Ĝ ⊙ U) Bᵀ`, added onto the overlapping 4×4 patches. Everything runs a block of one
-//! image's tiles at a time, so the transformed tiles stay in cache and are never a tensor.
-
-use std::mem::MaybeUninit;
-
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-use seq2seq_nn::cpu::{cpu_slice, matmul_with, with_data, Parallelism, View};
-
-use super::{add_into, bias_act, par_uninit, Act};
+//! Winograd F(2×2, 3×3)'s transforms and the tiles of a group of images: the filter transform
+//! `U = G g Gᵀ` and its gradient, the input tiles' `Bᵀ d B`, the output tiles' `Aᵀ M A`, the
+//! output-gradient tiles' `A g Aᵀ` and the patch gradients' `B S Bᵀ`, each vectorised over the
+//! channels of a block of tiles laid out as 16 planes `(tiles, channels)`.
 
 /// Transform points of a tile: the 4×4 of F(2×2, 3×3).
-const XI: usize = 16;
+pub(super) const XI: usize = 16;
 
 /// Floats between two transform points' planes of a block beyond their `tiles × channels`: planes
 /// a multiple of 4 KiB apart would map the 16 streams of a tile's transform onto the same cache
@@ -29,7 +14,7 @@ const PAD: usize = 16;
 /// The distance between two transform points' planes in a block of `n` tiles of `width`
 /// channels.
 #[inline(always)]
-fn plane(n: usize, width: usize) -> usize {
+pub(super) fn plane(n: usize, width: usize) -> usize {
     n * width + PAD
 }
 
@@ -90,7 +75,7 @@ fn both_ways(x: [f32; 16], t: impl Fn([f32; 4]) -> [f32; 4]) -> [f32; 16] {
 
 /// The filters `w` `(9·C, M)` (rows `[ky][kx][c]`) transformed: `U` `(16, C, M)`, `G g Gᵀ` per
 /// input and output channel.
-fn filter_transform(w: &[f32], cm: usize) -> Vec<f32> {
+pub(super) fn filter_transform(w: &[f32], cm: usize) -> Vec<f32> {
     let mut u = vec![0f32; XI * cm];
     for (xi, dst) in u.chunks_exact_mut(cm).enumerate() {
         let (i, j) = (xi / 4, xi % 4);
@@ -108,7 +93,7 @@ fn filter_transform(w: &[f32], cm: usize) -> Vec<f32> {
 }
 
 /// `dW = Gᵀ dU G`: the gradient of [`filter_transform`]'s input, `(9·C, M)`.
-fn filter_transform_grad(du: &[f32], cm: usize) -> Vec<f32> {
+pub(super) fn filter_transform_grad(du: &[f32], cm: usize) -> Vec<f32> {
     let mut dw = vec![0f32; 9 * cm];
     for (tap, dst) in dw.chunks_exact_mut(cm).enumerate() {
         let (ky, kx) = (tap / 3, tap % 3);
@@ -127,15 +112,15 @@ fn filter_transform_grad(du: &[f32], cm: usize) -> Vec<f32> {
 /// image `t / (th·tw)`, covering its output rows `2·(t' / tw)..` and columns `2·(t' % tw)..`
 /// with `t' = t % (th·tw)`. Pixel indices count from the group's first image.
 #[derive(Clone, Copy, Debug)]
-struct Tiles {
-    h: usize,
-    w: usize,
+pub(super) struct Tiles {
+    pub(super) h: usize,
+    pub(super) w: usize,
     th: usize,
     tw: usize,
 }
 
 impl Tiles {
-    fn new(h: usize, w: usize) -> Self {
+    pub(super) fn new(h: usize, w: usize) -> Self {
         Self {
             h,
             w,
@@ -145,7 +130,7 @@ impl Tiles {
     }
 
     /// Tiles per image.
-    fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.th * self.tw
     }
 
@@ -180,7 +165,7 @@ impl Tiles {
     /// Images per parallel group and tiles per block. A block holds about `target` tiles: an
     /// image's tiles split evenly, or whole small images grouped (so that the gemms get enough
     /// rows; a group owns its images' input gradient, so groups never write the same pixel).
-    fn blocking(&self) -> (usize, usize) {
+    pub(super) fn blocking(&self) -> (usize, usize) {
         // Measured on the small CNN's layers (one thread): 256 tiles beat 64 and 128 by up to
         // 25 % on the wider layers, and 512 buys nothing more.
         let target = 256;
@@ -223,7 +208,7 @@ fn disjoint_rows<const K: usize>(buf: &mut [f32], at: [usize; K], len: usize) ->
     })
 }
 
-avx2_dispatch!(fn transform_input => transform_input_body(
+avx2_dispatch!(pub(super) fn transform_input => transform_input_body(
     tiles: &Tiles, image: &[f32], c: usize, first: usize, n: usize, zero: &[f32], v: &mut [f32]
 ));
 
@@ -268,7 +253,7 @@ fn output_tile(x: [f32; XI]) -> [f32; 4] {
     [top[0], top[1], bottom[0], bottom[1]]
 }
 
-avx2_dispatch!(fn transform_output => transform_output_body(
+avx2_dispatch!(pub(super) fn transform_output => transform_output_body(
     tiles: &Tiles, mb: &[f32], m: usize, first: usize, n: usize, out: &mut [f32]
 ));
 
@@ -307,7 +292,7 @@ fn transform_output_body(
     }
 }
 
-avx2_dispatch!(fn transform_grad => transform_grad_body(
+avx2_dispatch!(pub(super) fn transform_grad => transform_grad_body(
     tiles: &Tiles, gy: &[f32], m: usize, first: usize, n: usize, zero: &[f32], gh: &mut [f32]
 ));
 
@@ -341,7 +326,7 @@ fn transform_grad_body(
     }
 }
 
-avx2_dispatch!(fn scatter_patches => scatter_patches_body(
+avx2_dispatch!(pub(super) fn scatter_patches => scatter_patches_body(
     tiles: &Tiles, sb: &[f32], c: usize, first: usize, n: usize, dx: &mut [f32]
 ));
 
@@ -382,199 +367,4 @@ fn scatter_patches_body(
             }
         }
     }
-}
-
-fn view(data: &[f32], rs: usize, cs: usize) -> View<'_> {
-    View { data, rs, cs }
-}
-
-struct Winograd {
-    act: Act,
-}
-
-/// The operands' sizes: batch, the image's tiles, input and output channels.
-fn sizes(x: &Shape, w: &Shape) -> Result<(usize, Tiles, usize, usize)> {
-    let (n, h, wd, c) = x.dims4()?;
-    let (kk, m) = w.dims2()?;
-    if kk != 9 * c {
-        candle_core::bail!("winograd conv: x {x:?}, w {w:?} (want {} rows)", 9 * c);
-    }
-    Ok((n, Tiles::new(h, wd), c, m))
-}
-
-impl CustomOp3 for Winograd {
-    fn name(&self) -> &'static str {
-        "conv3x3-winograd-nhwc"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, tiles, c, m) = sizes(l1.shape(), l2.shape())?;
-        if l3.shape().dims() != [m] {
-            candle_core::bail!("winograd conv: bias {:?}, want ({m})", l3.shape());
-        }
-        let (x, w, bias) = (
-            cpu_slice(s1, l1, "x")?,
-            cpu_slice(s2, l2, "w")?,
-            cpu_slice(s3, l3, "b")?,
-        );
-        let u = filter_transform(w, c * m);
-        let (pixels, act) = (tiles.h * tiles.w, self.act);
-        let (images, block) = tiles.blocking();
-        let zero = vec![0f32; c];
-        let fill = |gi: usize, dst: &mut [MaybeUninit<f32>]| {
-            // SAFETY: f32 has no invalid values; every element is written below before it is
-            // read (each output pixel belongs to exactly one tile).
-            let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            let imgs = dst.len() / (pixels * m);
-            let xs = &x[gi * images * pixels * c..][..imgs * pixels * c];
-            let total = imgs * tiles.count();
-            let mut v = vec![0f32; XI * plane(block, c)];
-            let mut mb = vec![0f32; XI * plane(block, m)];
-            for first in (0..total).step_by(block) {
-                let nb = block.min(total - first);
-                let (v, mb) = (&mut v[..XI * plane(nb, c)], &mut mb[..XI * plane(nb, m)]);
-                transform_input(&tiles, xs, c, first, nb, &zero, v);
-                for xi in 0..XI {
-                    let (lhs, rhs) = (
-                        view(&v[xi * plane(nb, c)..], c, 1),
-                        view(&u[xi * c * m..], m, 1),
-                    );
-                    let dst = &mut mb[xi * plane(nb, m)..][..nb * m];
-                    matmul_with(Parallelism::None, (nb, m, c), dst, m, false, lhs, rhs);
-                }
-                transform_output(&tiles, mb, m, first, nb, dst);
-            }
-            bias_act(dst, bias, act);
-        };
-        // SAFETY: `fill` writes every element of its chunk (whole images).
-        let out = unsafe { par_uninit(n * pixels * m, images * pixels * m, fill) };
-        Ok((CpuStorage::F32(out), Shape::from((n, tiles.h, tiles.w, m))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, tiles, c, m) = sizes(x.shape(), w.shape())?;
-        let gy = self.act.backward(res, grad)?.contiguous()?;
-        let want_dx = x.track_op();
-        let pixels = tiles.h * tiles.w;
-        let (images, block) = tiles.blocking();
-        let mut dx = vec![0f32; if want_dx { n * pixels * c } else { 0 }];
-        let acc = with_data(x, "x", |xd| {
-            with_data(w, "w", |wd| {
-                with_data(&gy, "grad", |gd| {
-                    let u = filter_transform(wd, c * m);
-                    let group = |gi: usize, dxg: &mut [f32], acc: &mut [f32]| {
-                        let (first, imgs) = (gi * images, images.min(n - gi * images));
-                        let xs = &xd[first * pixels * c..][..imgs * pixels * c];
-                        let g = &gd[first * pixels * m..][..imgs * pixels * m];
-                        let shape = (imgs * tiles.count(), block, c);
-                        grad_group(&tiles, shape, xs, g, &u, acc, dxg);
-                    };
-                    // One partial sum per group, added in group order: the same bits on every
-                    // run, however the threads split the work.
-                    let zero = || vec![0f32; XI * c * m + m];
-                    let partial: Vec<Vec<f32>> = if want_dx {
-                        dx.par_chunks_mut(images * pixels * c)
-                            .enumerate()
-                            .map(|(gi, dxg)| {
-                                let mut acc = zero();
-                                group(gi, dxg, &mut acc);
-                                acc
-                            })
-                            .collect()
-                    } else {
-                        (0..n.div_ceil(images))
-                            .into_par_iter()
-                            .map(|gi| {
-                                let mut acc = zero();
-                                group(gi, &mut [], &mut acc);
-                                acc
-                            })
-                            .collect()
-                    };
-                    Ok(partial.into_iter().reduce(add_into).unwrap_or_else(zero))
-                })
-            })
-        })?;
-        let dev = x.device();
-        let dw = filter_transform_grad(&acc[..XI * c * m], c * m);
-        let dx = if want_dx {
-            Some(Tensor::from_vec(dx, x.shape(), dev)?)
-        } else {
-            None
-        };
-        Ok((
-            dx,
-            Some(Tensor::from_vec(dw, (9 * c, m), dev)?),
-            Some(Tensor::from_slice(&acc[XI * c * m..], m, dev)?),
-        ))
-    }
-}
-
-/// One group of images' share of the gradients: `dU` (16 × C × M) and `db` (M) added into `acc`,
-/// and the input gradient into `dx` (empty when not wanted). `shape` is the group's tiles, the
-/// tiles per block and the input channels; `u` is the transformed filters.
-fn grad_group(
-    tiles: &Tiles,
-    (total, block, c): (usize, usize, usize),
-    xs: &[f32],
-    g: &[f32],
-    u: &[f32],
-    acc: &mut [f32],
-    dx: &mut [f32],
-) {
-    let m = u.len() / (XI * c);
-    let (zero_c, zero_m) = (vec![0f32; c], vec![0f32; m]);
-    let mut v = vec![0f32; XI * plane(block, c)];
-    let mut gh = vec![0f32; XI * plane(block, m)];
-    let (du, db) = acc.split_at_mut(XI * c * m);
-    for row in g.chunks_exact(m) {
-        db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
-    }
-    for first in (0..total).step_by(block) {
-        let nb = block.min(total - first);
-        let (v, gh) = (&mut v[..XI * plane(nb, c)], &mut gh[..XI * plane(nb, m)]);
-        transform_input(tiles, xs, c, first, nb, &zero_c, v);
-        transform_grad(tiles, g, m, first, nb, &zero_m, gh);
-        for xi in 0..XI {
-            let vx = &v[xi * plane(nb, c)..][..nb * c];
-            let gx = &gh[xi * plane(nb, m)..][..nb * m];
-            // dU[ξ] (C × M) += V[ξ]ᵀ · Ĝ[ξ]
-            let dst = &mut du[xi * c * m..][..c * m];
-            let (lhs, rhs) = (view(vx, 1, c), view(gx, m, 1));
-            matmul_with(Parallelism::None, (c, m, nb), dst, m, true, lhs, rhs);
-        }
-        if dx.is_empty() {
-            continue;
-        }
-        // S[ξ] (tiles × C) = Ĝ[ξ] · U[ξ]ᵀ, written over V (no longer needed).
-        for xi in 0..XI {
-            let gx = &gh[xi * plane(nb, m)..][..nb * m];
-            let (lhs, rhs) = (view(gx, m, 1), view(&u[xi * c * m..], 1, m));
-            let dst = &mut v[xi * plane(nb, c)..][..nb * c];
-            matmul_with(Parallelism::None, (nb, c, m), dst, c, false, lhs, rhs);
-        }
-        scatter_patches(tiles, v, c, first, nb, dx);
-    }
-}
-
-/// `act(conv3x3(x, w) + b)` with stride 1 and zero padding 1 by Winograd's F(2×2, 3×3): the
-/// operands and result of [`super::conv2d`] with `k = 3`, on the CPU in f32.
-pub(crate) fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, Winograd { act })
 }
