@@ -10,9 +10,9 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use seq2seq_nn::cpu::{cpu_slice, matmul_with, with_data, Parallelism, View};
+use seq2seq_nn::cpu::{cpu_slice, matmul_with, with_data, Parallelism};
 
-use super::{add_into, bias_act, out_size, par_rows, Act};
+use super::{add_into, bias_act, out_size, par_rows, view, Act};
 
 /// Output pixels per block: a block's patches (≤ 128 × 1152 floats) stay in L2.
 const BLOCK: usize = 128;
@@ -114,10 +114,6 @@ fn scatter_body(g: &Geometry, cols: &[f32], first: usize, dx: &mut [f32]) {
             }
         }
     }
-}
-
-fn view(data: &[f32], rs: usize, cs: usize) -> View<'_> {
-    View { data, rs, cs }
 }
 
 struct Conv {

@@ -184,6 +184,12 @@ pub(super) fn channel_sums(y: &[f32], c: usize, f: impl Fn(&[f32], &mut [f32]) +
         .reduce(|| vec![0f32; c], add_into)
 }
 
+/// A row-major or transposed operand of [`seq2seq_nn::cpu::matmul_with`]: element `(i, j)` at
+/// `data[i·rs + j·cs]`.
+fn view(data: &[f32], rs: usize, cs: usize) -> seq2seq_nn::cpu::View<'_> {
+    seq2seq_nn::cpu::View { data, rs, cs }
+}
+
 /// `a + b`, elementwise: the reduction of per-thread partial sums.
 fn add_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
     a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);

@@ -15,19 +15,15 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use seq2seq_nn::cpu::{cpu_slice, matmul_with, with_data, Parallelism, View};
+use seq2seq_nn::cpu::{cpu_slice, matmul_with, with_data, Parallelism};
 
-use super::{add_into, bias_act, par_uninit, Act};
+use super::{add_into, bias_act, par_uninit, view, Act};
 use tiles::{
     filter_transform, filter_transform_grad, plane, scatter_patches, transform_grad,
     transform_input, transform_output, Tiles, XI,
 };
 
 mod tiles;
-
-fn view(data: &[f32], rs: usize, cs: usize) -> View<'_> {
-    View { data, rs, cs }
-}
 
 struct Winograd {
     act: Act,
