@@ -362,6 +362,28 @@ fn scheduled_sampling_is_parsed_and_checked() {
 }
 
 #[test]
+fn lr_multipliers_are_parsed_and_checked() {
+    let c = Config::from_yaml(
+        "data:\n  root: x\ntrain:\n  lr_multipliers: {encoder.backbone: 0.1, decoder: 2}\n",
+    )
+    .unwrap();
+    assert_eq!(c.train.lr_multipliers["encoder.backbone"], 0.1);
+    assert_eq!(c.train.lr_multipliers["decoder"], 2.0);
+    let e = err("data:\n  root: x\ntrain:\n  lr_multipliers: {encoder: 0}\n");
+    assert!(
+        e.contains("train.lr_multipliers.encoder: must be a finite factor > 0"),
+        "{e}"
+    );
+    let e = err("data:\n  root: x\ntrain:\n  lr_multipliers: {encoder.: 0.5}\n");
+    assert!(
+        e.contains("`encoder.` is not a parameter-name prefix"),
+        "{e}"
+    );
+    let e = err("data:\n  root: x\ntrain:\n  lr_multipliers: {encoder: fast}\n");
+    assert!(e.contains("line 4"), "{e}");
+}
+
+#[test]
 fn token_batches_and_accumulation_are_checked() {
     let e = err("task: captioning\ndata:\n  format: shapes\ntrain:\n  batch_type: tokens\n");
     assert!(e.contains("train.batch_type"), "{e}");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{assert_same_weights, small_model, weights};
+use common::{assert_same_weights, small_model, weights, Lines};
 use seq2seq_data::synthetic;
 use seq2seq_pipeline::{model_dir, train, Config, TrainOptions};
 
@@ -45,14 +45,6 @@ fn cfg(streaming: bool, buffer: usize, max_steps: usize) -> Config {
     c.decoding.max_length = 12;
     c.validate().unwrap();
     c
-}
-
-struct Lines<'a>(&'a mut Vec<String>);
-
-impl seq2seq_pipeline::Observer for Lines<'_> {
-    fn line(&mut self, l: &str) {
-        self.0.push(l.to_string());
-    }
 }
 
 fn opts(out: &Path, data: &Path) -> TrainOptions {

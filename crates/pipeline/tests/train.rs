@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_same_weights, weights};
+use common::{assert_same_weights, weights, Lines};
 
 use seq2seq_decoder::Strategy;
 use seq2seq_pipeline::config::{DecodingConfig, EarlyStopMetric};
@@ -684,12 +684,6 @@ fn a_run_starts_from_another_models_weights() {
         ..opts(&dir.join("c"), &dir)
     };
     let mut lines = Vec::new();
-    struct Lines<'a>(&'a mut Vec<String>);
-    impl seq2seq_pipeline::Observer for Lines<'_> {
-        fn line(&mut self, l: &str) {
-            self.0.push(l.to_string());
-        }
-    }
     train(cfg.clone(), &with_moments, &mut Lines(&mut lines)).unwrap();
     assert!(
         lines.iter().any(|l| l.contains("weights and Adam moments")),
@@ -757,6 +751,68 @@ fn a_run_starts_from_another_models_weights() {
 
 /// `data.joint_vocab` + `model.tied_source_target`: one vocabulary for both sides, one embedding
 /// matrix (saved once) that the decoder trains too.
+/// `train.lr_multipliers` slows exactly the parameters it names: with the encoder's factor at
+/// 1e-9 the encoder ends where a run at a negligible rate ends, while the decoder trains; a
+/// prefix naming no parameter stops the run before it trains.
+#[test]
+fn lr_multipliers_slow_only_the_named_parameters() {
+    let dir = tmp("lr-mult");
+    write_corpus(&dir);
+    let run = |name: &str, edit: &dyn Fn(&mut Config)| {
+        let cfg = tiny_with(PARALLEL, |c| {
+            c.train.max_steps = 20;
+            c.train.max_epochs = 0;
+            edit(c);
+        });
+        let mut lines = Vec::new();
+        let r = train(cfg, &opts(&dir.join(name), &dir), &mut Lines(&mut lines));
+        (r.map(|_| weights(&dir.join(name))), lines)
+    };
+    let factor = |prefix: &str, f: f64| {
+        let prefix = prefix.to_string();
+        move |c: &mut Config| {
+            c.train.lr_multipliers = [(prefix.clone(), f)].into();
+        }
+    };
+    let (slowed, lines) = run("slowed", &factor("encoder", 1e-9));
+    let slowed = slowed.unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("learning rate ×0.000000001")
+                && l.contains("parameter tensors under encoder")),
+        "{lines:?}"
+    );
+    let (still, _) = run("still", &|c: &mut Config| c.train.learning_rate = 1e-12);
+    let still = still.unwrap();
+    let (mut encoder, mut decoder) = (0, 0);
+    for ((name, a), (_, b)) in slowed.iter().zip(&still) {
+        let moved = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        if name.starts_with("encoder.") {
+            assert!(moved < 1e-6, "{name} moved by {moved}");
+            encoder += 1;
+        } else if name.starts_with("decoder.") {
+            decoder += usize::from(moved > 1e-3);
+        }
+    }
+    assert!(
+        encoder > 0 && decoder > 3,
+        "{encoder} encoder tensors, {decoder} decoder tensors moved"
+    );
+    let (err, _) = run("typo", &factor("encoder.rnnn", 0.1));
+    let err = err.unwrap_err().to_string();
+    assert!(
+        err.contains("train.lr_multipliers: `encoder.rnnn` names no trained parameter")
+            && err.contains("encoder.rnn"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_joint_vocabulary_shares_one_embedding() {
     let dir = tmp("joint");

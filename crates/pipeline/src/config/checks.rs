@@ -227,6 +227,19 @@ impl Config {
         if let Some(s) = &self.train.scheduled_sampling {
             errs.extend(s.errors());
         }
+        for (prefix, f) in &self.train.lr_multipliers {
+            let parts_ok = !prefix.is_empty() && prefix.split('.').all(|c| !c.is_empty());
+            if !parts_ok {
+                errs.push(format!(
+                    "train.lr_multipliers: `{prefix}` is not a parameter-name prefix (dot-separated names such as encoder.backbone)"
+                ));
+            }
+            if !(*f > 0.0 && f.is_finite()) {
+                errs.push(format!(
+                    "train.lr_multipliers.{prefix}: must be a finite factor > 0, got {f} (freeze a backbone with model.image_encoder.fine_tune_blocks instead)"
+                ));
+            }
+        }
         if d.attention == AttentionType::Dot && enc_out != d.hidden_size {
             errs.push(format!(
                 "model.decoder.attention: `dot` needs the encoder output size ({enc_out}) == decoder hidden_size ({}); use `luong` or `bahdanau`",

@@ -418,6 +418,11 @@ pub struct TrainConfig {
     /// Scheduled sampling: a growing share of the decoder's inputs are its own predictions
     /// (None = teacher forcing throughout).
     pub scheduled_sampling: Option<ScheduledSampling>,
+    /// Per-parameter learning-rate factors, keyed by a parameter-name prefix of whole
+    /// components (`encoder.backbone` covers `encoder.backbone._blocks.15.…`); the longest
+    /// matching prefix wins, parameters matched by none train at the schedule's rate. PyTorch's
+    /// optimizer parameter groups, e.g. a fine-tuned backbone at a tenth of the decoder's rate.
+    pub lr_multipliers: std::collections::BTreeMap<String, f64>,
     /// Multiply the learning rate by this after `lr_patience` validations without improvement.
     pub lr_decay_factor: f64,
     pub lr_patience: usize,
@@ -489,6 +494,7 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             attention_reg: 0.0,
             scheduled_sampling: None,
+            lr_multipliers: Default::default(),
             lr_decay_factor: 0.5,
             lr_patience: 2,
             min_lr: 1e-5,

@@ -1,7 +1,7 @@
 //! Adam / AdamW with moments that can be saved and restored (candle-nn's are private), and
 //! global gradient-norm clipping (candle-nn has none).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
@@ -18,6 +18,8 @@ pub struct Adam {
     /// Parameters in name order, so updates and saved moments are deterministic.
     params: Vec<(String, Var)>,
     moments: Vec<Moments>,
+    /// Each parameter's factor on `lr` (`train.lr_multipliers`; 1 for most).
+    lr_scales: Vec<f64>,
     pub lr: f64,
     pub betas: [f64; 2],
     pub eps: f64,
@@ -53,6 +55,7 @@ impl Adam {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
+            lr_scales: vec![1.0; params.len()],
             params,
             moments,
             lr,
@@ -65,14 +68,55 @@ impl Adam {
         })
     }
 
-    /// Global L2 norm of the gradients; scales them to `max_norm` when it is exceeded.
-    /// Returns the norm before clipping.
     /// Global gradient-norm clipping (as `torch.nn.utils.clip_grad_norm_`): returns the norm and
     /// has the next [`Adam::update`] scale the gradients by `max_norm / (norm + 1e-6)` when the
     /// norm exceeds `max_norm`. The gradients themselves are left as they are.
     /// The variables it updates.
     pub fn vars(&self) -> impl Iterator<Item = &Var> {
         self.params.iter().map(|(_, v)| v)
+    }
+
+    /// Scales each parameter's rate by the factor of the longest prefix of whole name components
+    /// that names it (`a.b` names `a.b` and `a.b.c`, not `a.bc`). Returns how many parameter
+    /// tensors each prefix governs; a prefix that names no parameter is an error naming it and
+    /// the parameters' top-level groups, so a misspelt key does not silently train at full rate.
+    pub fn set_lr_multipliers(
+        &mut self,
+        multipliers: &BTreeMap<String, f64>,
+    ) -> std::result::Result<Vec<(String, usize)>, String> {
+        let names = |prefix: &str, name: &str| {
+            name.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        };
+        let mut governed: BTreeMap<&str, usize> = BTreeMap::new();
+        for ((name, _), scale) in self.params.iter().zip(&mut self.lr_scales) {
+            let best = multipliers
+                .iter()
+                .filter(|(prefix, _)| names(prefix, name))
+                .max_by_key(|(prefix, _)| prefix.len());
+            *scale = best.map_or(1.0, |(_, f)| *f);
+            if let Some((prefix, _)) = best {
+                *governed.entry(prefix).or_default() += 1;
+            }
+        }
+        for prefix in multipliers.keys() {
+            if !self.params.iter().any(|(name, _)| names(prefix, name)) {
+                let mut groups: Vec<String> = self
+                    .params
+                    .iter()
+                    .map(|(n, _)| n.split('.').take(2).collect::<Vec<_>>().join("."))
+                    .collect();
+                groups.dedup();
+                return Err(format!(
+                    "`{prefix}` names no trained parameter (frozen backbone blocks have none); the trained groups are {}",
+                    groups.join(", ")
+                ));
+            }
+        }
+        Ok(multipliers
+            .keys()
+            .map(|p| (p.clone(), governed.get(p.as_str()).copied().unwrap_or(0)))
+            .collect())
     }
 
     pub fn clip(&mut self, grads: &GradStore, max_norm: f64) -> Result<f64> {
@@ -105,11 +149,17 @@ impl Adam {
             bias1: 1.0 - b1.powi(self.step as i32),
             bias2: 1.0 - b2.powi(self.step as i32),
         };
-        for ((_, p), moments) in self.params.iter().zip(&mut self.moments) {
+        let each = self
+            .params
+            .iter()
+            .zip(&mut self.moments)
+            .zip(&self.lr_scales);
+        for (((_, p), moments), &scale) in each {
             let Some(g) = grads.get(p) else { continue };
+            let lr = self.lr * scale;
             let (m, v) = match moments {
                 Moments::Host(m, v) => {
-                    adam_step_host(p.as_tensor(), g, m, v, h)?;
+                    adam_step_host(p.as_tensor(), g, m, v, AdamStep { lr, ..h })?;
                     continue;
                 }
                 Moments::Tensors(m, v) => (m, v),
@@ -127,7 +177,7 @@ impl Adam {
             if self.weight_decay > 0.0 && self.decoupled {
                 delta = (delta + (p.as_tensor() * self.weight_decay)?)?;
             }
-            p.set(&(p.as_tensor() - (delta * self.lr)?)?)?;
+            p.set(&(p.as_tensor() - (delta * lr)?)?)?;
         }
         Ok(())
     }
@@ -291,6 +341,94 @@ mod tests {
             let err = opt.load_state(&HashMap::new()).unwrap_err();
             assert!(err.contains("missing tensor m.p"), "{err}");
         }
+        Ok(())
+    }
+
+    /// A parameter under a multiplier moves exactly as it would alone at the scaled rate, on
+    /// both update paths; a parameter outside every prefix keeps the full rate.
+    #[test]
+    fn lr_multipliers_scale_only_the_named_parameters() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let var = || Var::from_tensor(&Tensor::new(START, &dev)?.to_dtype(dtype)?);
+            let run = |lr: f64, names: &[&str], mult: &[(&str, f64)]| -> Result<Vec<Vec<f64>>> {
+                let vars: HashMap<String, Var> = names
+                    .iter()
+                    .map(|n| Ok((n.to_string(), var()?)))
+                    .collect::<Result<_>>()?;
+                let mut opt = Adam::new(&vars, lr, [0.9, 0.999], 1e-8, 0.0, false)?;
+                let mult = mult.iter().map(|(k, f)| (k.to_string(), *f)).collect();
+                opt.set_lr_multipliers(&mult)
+                    .map_err(candle_core::Error::msg)?;
+                for g in GRADS {
+                    let g = Tensor::new(&g, &dev)?.to_dtype(dtype)?;
+                    let loss = vars
+                        .values()
+                        .map(|p| (p.as_tensor() * &g)?.sum_all())
+                        .reduce(|a, b| a? + b?)
+                        .unwrap()?;
+                    let store = loss.backward()?;
+                    opt.clip(&store, 0.0)?;
+                    opt.update(&store)?;
+                }
+                names
+                    .iter()
+                    .map(|n| {
+                        vars[*n]
+                            .as_tensor()
+                            .flatten_all()?
+                            .to_dtype(DType::F64)?
+                            .to_vec1()
+                    })
+                    .collect()
+            };
+            let both = run(0.1, &["enc.backbone.w", "dec.w"], &[("enc.backbone", 0.25)])?;
+            assert_eq!(both[0], run(0.025, &["w"], &[])?[0], "{dtype:?}");
+            assert_eq!(both[1], run(0.1, &["w"], &[])?[0], "{dtype:?}");
+        }
+        Ok(())
+    }
+
+    /// Whole components match, the longest prefix wins, and a prefix naming nothing is refused.
+    #[test]
+    fn lr_multiplier_prefixes_match_whole_components() -> Result<()> {
+        let names = [
+            "enc.backbone",
+            "enc.backbone.x",
+            "enc.backbonex.y",
+            "enc.z",
+            "dec.w",
+        ];
+        let vars: HashMap<String, Var> = names
+            .iter()
+            .map(|n| Ok((n.to_string(), Var::zeros(2, DType::F32, &Device::Cpu)?)))
+            .collect::<Result<_>>()?;
+        let mut opt = Adam::new(&vars, 0.1, [0.9, 0.999], 1e-8, 0.0, false)?;
+        let mult = BTreeMap::from([("enc".to_string(), 2.0), ("enc.backbone".to_string(), 0.1)]);
+        let governed = opt.set_lr_multipliers(&mult).unwrap();
+        assert_eq!(
+            governed,
+            vec![("enc".to_string(), 2), ("enc.backbone".to_string(), 2)]
+        );
+        let scale = |n: &str| {
+            let i = opt.params.iter().position(|(k, _)| k == n).unwrap();
+            opt.lr_scales[i]
+        };
+        assert_eq!(scale("enc.backbone"), 0.1);
+        assert_eq!(scale("enc.backbone.x"), 0.1);
+        assert_eq!(scale("enc.backbonex.y"), 2.0);
+        assert_eq!(scale("enc.z"), 2.0);
+        assert_eq!(scale("dec.w"), 1.0);
+        let typo = BTreeMap::from([("enc.backbon".to_string(), 0.1)]);
+        let err = opt.set_lr_multipliers(&typo).unwrap_err();
+        assert!(
+            err.contains("`enc.backbon` names no trained parameter"),
+            "{err}"
+        );
+        assert!(
+            err.contains("dec.w, enc.backbone, enc.backbonex, enc.z"),
+            "{err}"
+        );
         Ok(())
     }
 

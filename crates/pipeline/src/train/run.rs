@@ -127,6 +127,18 @@ impl<'a> Run<'a> {
         };
         let all_vars = vm.var_map().data().lock().unwrap().clone();
         let mut opt = optimizer(&cfg, &all_vars, state.lr)?;
+        let governed = opt
+            .set_lr_multipliers(&cfg.train.lr_multipliers)
+            .map_err(|msg| Error::Config {
+                path: out.join(CONFIG),
+                msg: format!("train.lr_multipliers: {msg}"),
+            })?;
+        for (prefix, n) in governed {
+            let f = cfg.train.lr_multipliers[&prefix];
+            obs.line(&format!(
+                "learning rate ×{f} for {n} parameter tensors under {prefix}"
+            ));
+        }
         if let Some(init) = &init {
             apply(init, &all_vars, &mut opt)?;
             obs.line(&format!(

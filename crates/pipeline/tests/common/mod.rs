@@ -41,3 +41,12 @@ pub fn assert_same_weights(a: &Path, b: &Path) {
         assert_eq!(va, vb, "{na} differs");
     }
 }
+
+/// An observer that keeps the run's log lines.
+pub struct Lines<'a>(pub &'a mut Vec<String>);
+
+impl seq2seq_pipeline::Observer for Lines<'_> {
+    fn line(&mut self, l: &str) {
+        self.0.push(l.to_string());
+    }
+}
