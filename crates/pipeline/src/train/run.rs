@@ -127,18 +127,7 @@ impl<'a> Run<'a> {
         };
         let all_vars = vm.var_map().data().lock().unwrap().clone();
         let mut opt = optimizer(&cfg, &all_vars, state.lr)?;
-        let governed = opt
-            .set_lr_multipliers(&cfg.train.lr_multipliers)
-            .map_err(|msg| Error::Config {
-                path: out.join(CONFIG),
-                msg: format!("train.lr_multipliers: {msg}"),
-            })?;
-        for (prefix, n) in governed {
-            let f = cfg.train.lr_multipliers[&prefix];
-            obs.line(&format!(
-                "learning rate ×{f} for {n} parameter tensors under {prefix}"
-            ));
-        }
+        lr_multipliers(&cfg, &mut opt, &out, obs)?;
         if let Some(init) = &init {
             apply(init, &all_vars, &mut opt)?;
             obs.line(&format!(
@@ -228,6 +217,30 @@ fn optimizer(cfg: &Config, all_vars: &HashMap<String, Var>, lr: f64) -> Result<A
         t.weight_decay,
         t.optimizer == OptimizerKind::Adamw,
     )?)
+}
+
+/// `train.lr_multipliers` applied to the optimizer, each prefix's reach reported; a prefix that
+/// names no trained parameter is the config's error.
+fn lr_multipliers(
+    cfg: &Config,
+    opt: &mut Adam,
+    out: &std::path::Path,
+    obs: &mut dyn Observer,
+) -> Result<()> {
+    let factors = &cfg.train.lr_multipliers;
+    let governed = opt
+        .set_lr_multipliers(factors)
+        .map_err(|msg| Error::Config {
+            path: out.join(CONFIG),
+            msg: format!("train.lr_multipliers: {msg}"),
+        })?;
+    for (prefix, n) in governed {
+        let f = factors[&prefix];
+        obs.line(&format!(
+            "learning rate ×{f} for {n} parameter tensors under {prefix}"
+        ));
+    }
+    Ok(())
 }
 
 impl Run<'_> {
