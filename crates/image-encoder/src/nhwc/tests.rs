@@ -172,8 +172,9 @@ fn conv2d_skips_the_input_gradient_of_constants() -> Result<()> {
 
 /// Winograd's F(2×2, 3×3) against the 3×3 twin: odd sizes (tiles past the image's edge), one
 /// pixel, several blocks of tiles per image (48×48 with 40 + 24 channels), small images grouped
-/// (12×12: groups of 3 images, the last one short), every activation; the weights' gradient also
-/// without the input's.
+/// (12×12: groups of 3 images, the last one short), channel counts below, at and past a multiple
+/// of the transforms' 8 lanes (19 → 13: two lanes and three channels in, one lane and five out),
+/// every activation; the weights' gradient also without the input's.
 #[test]
 fn winograd_conv3x3_equals_the_twin_in_values_and_gradients() -> Result<()> {
     for (n, h, w, c, m) in [
@@ -182,6 +183,7 @@ fn winograd_conv3x3_equals_the_twin_in_values_and_gradients() -> Result<()> {
         (2, 1, 1, 2, 3),
         (2, 48, 48, 40, 24),
         (5, 12, 12, 8, 8),
+        (2, 7, 5, 19, 13),
     ] {
         for act in ACTS {
             let x = var(&[n, h, w, c], 21);

@@ -23,6 +23,7 @@ use tiles::{
     transform_input, transform_output, Tiles, XI,
 };
 
+mod lanes;
 mod tiles;
 
 struct Winograd {

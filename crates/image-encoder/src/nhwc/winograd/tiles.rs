@@ -1,7 +1,10 @@
 //! Winograd F(2×2, 3×3)'s transforms and the tiles of a group of images: the filter transform
 //! `U = G g Gᵀ` and its gradient, the input tiles' `Bᵀ d B`, the output tiles' `Aᵀ M A`, the
 //! output-gradient tiles' `A g Aᵀ` and the patch gradients' `B S Bᵀ`, each vectorised over the
-//! channels of a block of tiles laid out as 16 planes `(tiles, channels)`.
+//! channels (eight at a time, `lanes`) of a block of tiles laid out as 16 planes
+//! `(tiles, channels)`.
+
+use super::lanes::{by_lanes, gather, Lane};
 
 /// Transform points of a tile: the 4×4 of F(2×2, 3×3).
 pub(super) const XI: usize = 16;
@@ -28,49 +31,40 @@ const G: [[f32; 3]; 4] = [
 
 /// `Bᵀ x` for a 4-vector (the input transform, one dimension).
 #[inline(always)]
-fn bt(x: [f32; 4]) -> [f32; 4] {
+fn bt<T: Lane>(x: [T; 4]) -> [T; 4] {
     [x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]]
 }
 
 /// `B x` (the input transform's transpose: the patch gradient, one dimension).
 #[inline(always)]
-fn b(x: [f32; 4]) -> [f32; 4] {
+fn b<T: Lane>(x: [T; 4]) -> [T; 4] {
     [x[0], x[1] - x[2] + x[3], x[1] + x[2] - x[0], -x[3]]
 }
 
 /// `Aᵀ x` (the output transform, 4 → 2).
 #[inline(always)]
-fn at(x: [f32; 4]) -> [f32; 2] {
+fn at<T: Lane>(x: [T; 4]) -> [T; 2] {
     [x[0] + x[1] + x[2], x[1] - x[2] - x[3]]
 }
 
 /// `A x` (the output gradient's transform, 2 → 4).
 #[inline(always)]
-fn a(x: [f32; 2]) -> [f32; 4] {
+fn a<T: Lane>(x: [T; 2]) -> [T; 4] {
     [x[0], x[0] + x[1], x[0] - x[1], -x[1]]
 }
 
 /// A 4×4 (row-major) through a 1-D transform along both dimensions: `T X Tᵀ`.
 #[inline(always)]
-fn both_ways(x: [f32; 16], t: impl Fn([f32; 4]) -> [f32; 4]) -> [f32; 16] {
-    let mut cols = [0f32; 16];
-    for j in 0..4 {
-        let c = t([x[j], x[4 + j], x[8 + j], x[12 + j]]);
-        for i in 0..4 {
-            cols[i * 4 + j] = c[i];
-        }
-    }
-    let mut out = [0f32; 16];
-    for i in 0..4 {
-        let r = t([
-            cols[i * 4],
-            cols[i * 4 + 1],
-            cols[i * 4 + 2],
-            cols[i * 4 + 3],
-        ]);
-        out[i * 4..i * 4 + 4].copy_from_slice(&r);
-    }
-    out
+fn both_ways<T: Lane>(x: [T; 16], t: impl Fn([T; 4]) -> [T; 4]) -> [T; 16] {
+    // Column j's transform, then row i's: the transform of (column 0's i-th, …, column 3's i-th).
+    let col = |j: usize| t([x[j], x[4 + j], x[8 + j], x[12 + j]]);
+    let c = [col(0), col(1), col(2), col(3)];
+    let row = |i: usize| t([c[0][i], c[1][i], c[2][i], c[3][i]]);
+    let r = [row(0), row(1), row(2), row(3)];
+    [
+        r[0][0], r[0][1], r[0][2], r[0][3], r[1][0], r[1][1], r[1][2], r[1][3], r[2][0], r[2][1],
+        r[2][2], r[2][3], r[3][0], r[3][1], r[3][2], r[3][3],
+    ]
 }
 
 /// The filters `w` `(9·C, M)` (rows `[ky][kx][c]`) transformed: `U` `(16, C, M)`, `G g Gᵀ` per
@@ -230,26 +224,23 @@ fn transform_input_body(
                 None => &zero[..c],
             });
         let mut dst = plane_rows(v, n, c, r);
-        for k in 0..c {
-            let t = both_ways(std::array::from_fn(|p| rows[p][k]), bt);
+        by_lanes!(c, |k, T| {
+            let t = both_ways(gather::<T, XI>(&rows, k), bt);
             for (d, val) in dst.iter_mut().zip(t) {
-                d[k] = val;
+                val.store(d, k);
             }
-        }
+        });
     }
 }
 
 /// `Aᵀ X A` of one tile's 4×4 transform points: its 2×2 outputs, row-major.
 #[inline(always)]
-fn output_tile(x: [f32; XI]) -> [f32; 4] {
+fn output_tile<T: Lane>(x: [T; XI]) -> [T; 4] {
     // Aᵀ along the columns (4 → 2 rows), then along the rows.
-    let mut s = [[0f32; 4]; 2];
-    for j in 0..4 {
-        let c = at([x[j], x[4 + j], x[8 + j], x[12 + j]]);
-        s[0][j] = c[0];
-        s[1][j] = c[1];
-    }
-    let (top, bottom) = (at(s[0]), at(s[1]));
+    let col = |j: usize| at([x[j], x[4 + j], x[8 + j], x[12 + j]]);
+    let c = [col(0), col(1), col(2), col(3)];
+    let top = at([c[0][0], c[1][0], c[2][0], c[3][0]]);
+    let bottom = at([c[0][1], c[1][1], c[2][1], c[3][1]]);
     [top[0], top[1], bottom[0], bottom[1]]
 }
 
@@ -275,20 +266,23 @@ fn transform_output_body(
             let [top, bottom] = disjoint_rows(out, [p0 * m, p2 * m], 2 * m);
             let (t0, t1) = top.split_at_mut(m);
             let (b0, b1) = bottom.split_at_mut(m);
-            for k in 0..m {
-                let y = output_tile(std::array::from_fn(|xi| src[xi][k]));
-                (t0[k], t1[k], b0[k], b1[k]) = (y[0], y[1], y[2], y[3]);
-            }
+            by_lanes!(m, |k, T| {
+                let y = output_tile(gather::<T, XI>(&src, k));
+                y[0].store(t0, k);
+                y[1].store(t1, k);
+                y[2].store(b0, k);
+                y[3].store(b1, k);
+            });
             continue;
         }
-        for k in 0..m {
-            let y = output_tile(std::array::from_fn(|xi| src[xi][k]));
+        by_lanes!(m, |k, T| {
+            let y = output_tile(gather::<T, XI>(&src, k));
             for (q, val) in y.into_iter().enumerate() {
                 if let Some(p) = px[q] {
-                    out[p * m + k] = val;
+                    val.store(&mut out[p * m..][..m], k);
                 }
             }
-        }
+        });
     }
 }
 
@@ -314,15 +308,16 @@ fn transform_grad_body(
                 None => &zero[..m],
             });
         let dst = plane_rows(gh, n, m, r);
-        for k in 0..m {
-            let (c0, c1) = (a([rows[0][k], rows[2][k]]), a([rows[1][k], rows[3][k]]));
+        by_lanes!(m, |k, T| {
+            let g = gather::<T, 4>(&rows, k);
+            let (c0, c1) = (a([g[0], g[2]]), a([g[1], g[3]]));
             for i in 0..4 {
                 let row = a([c0[i], c1[i]]);
                 for (j, val) in row.into_iter().enumerate() {
-                    dst[i * 4 + j][k] = val;
+                    val.store(dst[i * 4 + j], k);
                 }
             }
-        }
+        });
     }
 }
 
@@ -348,23 +343,23 @@ fn scatter_patches_body(
             // A whole patch: four lines of four adjacent pixels.
             let at: [usize; 4] = std::array::from_fn(|i| px[i * 4].unwrap_or(0) * c);
             let mut lines = disjoint_rows(dx, at, 4 * c);
-            for k in 0..c {
-                let d = both_ways(std::array::from_fn(|xi| src[xi][k]), b);
+            by_lanes!(c, |k, T| {
+                let d = both_ways(gather::<T, XI>(&src, k), b);
                 for (i, line) in lines.iter_mut().enumerate() {
                     for j in 0..4 {
-                        line[j * c + k] += d[i * 4 + j];
+                        d[i * 4 + j].add_to(line, j * c + k);
                     }
                 }
-            }
+            });
             continue;
         }
-        for k in 0..c {
-            let d = both_ways(std::array::from_fn(|xi| src[xi][k]), b);
+        by_lanes!(c, |k, T| {
+            let d = both_ways(gather::<T, XI>(&src, k), b);
             for (p, val) in d.into_iter().enumerate() {
                 if let Some(q) = px[p] {
-                    dx[q * c + k] += val;
+                    val.add_to(&mut dx[q * c..][..c], k);
                 }
             }
-        }
+        });
     }
 }
