@@ -57,12 +57,6 @@ impl Dims {
 }
 
 impl BnActPool {
-    #[inline(always)]
-    fn z(&self, y: f32, j: usize) -> f32 {
-        self.act
-            .apply(y * self.affine.scale[j] + self.affine.shift[j])
-    }
-
     /// The gradient reaching `z` for one image's rows `2·oy, 2·oy + 1`: each window's pooled
     /// gradient goes to the maximum the forward pass chose (`argmax`, 0..4 in PyTorch's order:
     /// top-left, top-right, bottom-left, bottom-right), where the activation let it through
@@ -76,17 +70,101 @@ impl BnActPool {
         oy: usize,
         dst: &mut [f32],
     ) {
-        let (w, c) = (d.w, d.c);
-        dst.fill(0.0);
-        for ox in 0..d.wo {
-            let (l, r) = (2 * ox * c, (2 * ox + 1) * c);
-            let window = [l, r, w * c + l, w * c + r];
-            let at = (oy * d.wo + ox) * c;
+        let at = oy * d.wo * d.c..(oy + 1) * d.wo * d.c;
+        let (p, a, g) = (&pooled[at.clone()], &argmax[at.clone()], &gout[at]);
+        window_grad_rows(d, self.act, p, a, g, dst);
+    }
+}
+
+avx2_dispatch!(fn window_grad_rows => window_grads_body(
+    d: &Dims, act: Act, pooled: &[f32], argmax: &[u8], gout: &[f32], dst: &mut [f32]
+));
+
+/// [`BnActPool::window_grads`] for one line of windows (`pooled`, `argmax`, `gout`: `(wo, c)`):
+/// each of a window's four positions gets the gradient where it was the maximum and zero
+/// elsewhere, channel by channel without branches, so the loops run on vectors.
+#[inline(always)]
+fn window_grads_body(
+    d: &Dims,
+    act: Act,
+    pooled: &[f32],
+    argmax: &[u8],
+    gout: &[f32],
+    dst: &mut [f32],
+) {
+    let (w, c) = (d.w, d.c);
+    // A last odd column belongs to no window.
+    if w % 2 == 1 {
+        for line in 0..2 {
+            dst[(line * w + w - 1) * c..][..c].fill(0.0);
+        }
+    }
+    for ox in 0..d.wo {
+        let at = ox * c;
+        let (p, a, g) = (&pooled[at..][..c], &argmax[at..][..c], &gout[at..][..c]);
+        for (pos, line, col) in [
+            (0u8, 0, 2 * ox),
+            (1, 0, 2 * ox + 1),
+            (2, 1, 2 * ox),
+            (3, 1, 2 * ox + 1),
+        ] {
+            let out = &mut dst[(line * w + col) * c..][..c];
             for j in 0..c {
-                if self.act.passes(pooled[at + j]) {
-                    dst[window[argmax[at + j] as usize] + j] = gout[at + j];
-                }
+                let through = a[j] == pos && act.passes(p[j]);
+                out[j] = if through { g[j] } else { 0.0 };
             }
+        }
+    }
+}
+
+avx2_dispatch!(fn pool_row => pool_row_body(
+    d: &Dims, act: Act, affine: &Affine, top: &[f32], dst: &mut [f32], am: &mut [u8]
+));
+
+/// One line of windows of the forward pass: `top` holds the two input lines `(2, w, c)`; `dst`
+/// and `am` `(wo, c)` get each window's maximum of `act(y·scale + shift)` and which position it
+/// came from. Per activation, so the channel loop has no branch and runs on vectors.
+#[inline(always)]
+fn pool_row_body(d: &Dims, act: Act, affine: &Affine, top: &[f32], dst: &mut [f32], am: &mut [u8]) {
+    match act {
+        Act::None => pool_windows(d, |x| x, affine, top, dst, am),
+        Act::Relu => pool_windows(d, |x| x.max(0.0), affine, top, dst, am),
+        Act::Relu6 => pool_windows(d, |x| x.clamp(0.0, 6.0), affine, top, dst, am),
+    }
+}
+
+#[inline(always)]
+fn pool_windows(
+    d: &Dims,
+    act: impl Fn(f32) -> f32,
+    affine: &Affine,
+    top: &[f32],
+    dst: &mut [f32],
+    am: &mut [u8],
+) {
+    let (w, c) = (d.w, d.c);
+    let (scale, shift) = (&affine.scale[..c], &affine.shift[..c]);
+    for ox in 0..d.wo {
+        let (l, r) = (2 * ox * c, (2 * ox + 1) * c);
+        let window = [
+            &top[l..][..c],
+            &top[r..][..c],
+            &top[w * c + l..][..c],
+            &top[w * c + r..][..c],
+        ];
+        let (out, at) = (&mut dst[ox * c..][..c], &mut am[ox * c..][..c]);
+        for j in 0..c {
+            let z = |p: usize| act(window[p][j] * scale[j] + shift[j]);
+            // The first maximum, as PyTorch's max pooling picks on ties.
+            let (mut best, mut arg) = (z(0), 0u8);
+            for p in 1..4 {
+                let zp = z(p);
+                let more = zp > best;
+                best = if more { zp } else { best };
+                arg = if more { p as u8 } else { arg };
+            }
+            out[j] = best;
+            at[j] = arg;
         }
     }
 }
@@ -116,22 +194,7 @@ impl CustomOp3 for BnActPool {
             .for_each(|(row, (dst, am))| {
                 let (bi, oy) = (row / d.ho, row % d.ho);
                 let top = &y[(bi * d.h + 2 * oy) * w * c..][..2 * w * c];
-                for ox in 0..d.wo {
-                    let (l, r) = (2 * ox * c, (2 * ox + 1) * c);
-                    for j in 0..c {
-                        let window = [l + j, r + j, w * c + l + j, w * c + r + j];
-                        // The first maximum, as PyTorch's max pooling picks on ties.
-                        let (mut best, mut at) = (self.z(top[window[0]], j), 0u8);
-                        for (i, &p) in window.iter().enumerate().skip(1) {
-                            let z = self.z(top[p], j);
-                            if z > best {
-                                (best, at) = (z, i as u8);
-                            }
-                        }
-                        dst[ox * c + j] = best;
-                        am[ox * c + j] = at;
-                    }
-                }
+                pool_row(&d, self.act, &self.affine, top, dst, am);
             });
         *self.argmax.lock().expect("argmax lock") = argmax;
         Ok((CpuStorage::F32(out), Shape::from((b, d.ho, d.wo, c))))

@@ -54,13 +54,7 @@ pub(super) struct NormBackward<'a> {
 impl NormBackward<'_> {
     /// Adds rows of `g` and `y` (`C` channels each) to `acc` `(2, C)`: `Σg`, then `Σg·ŷ`.
     pub fn accumulate(&self, acc: &mut [f32], g: &[f32], y: &[f32]) {
-        let c = self.mean.len();
-        for (gr, yr) in g.chunks_exact(c).zip(y.chunks_exact(c)) {
-            for j in 0..c {
-                acc[j] += gr[j];
-                acc[c + j] += gr[j] * (yr[j] - self.mean[j]) * self.inv_std[j];
-            }
-        }
+        accumulate_rows(self.mean, self.inv_std, acc, g, y);
     }
 
     /// Rows of `dy` from rows of `g` and `y`, the sums `acc` `(2, C)` over `n` values per
@@ -74,16 +68,59 @@ impl NormBackward<'_> {
         n: f32,
         gamma: &[f32],
     ) {
-        let c = self.mean.len();
-        let (db, dg) = sums.split_at(c);
-        let rows = dy
-            .chunks_exact_mut(c)
-            .zip(g.chunks_exact(c).zip(y.chunks_exact(c)));
-        for (dr, (gr, yr)) in rows {
-            for j in 0..c {
-                let yhat = (yr[j] - self.mean[j]) * self.inv_std[j];
-                dr[j] = gamma[j] * self.inv_std[j] / n * (n * gr[j] - db[j] - yhat * dg[j]);
-            }
+        input_grad_rows(self.mean, self.inv_std, dy, g, y, sums, n, gamma);
+    }
+}
+
+// The two passes over every activation of batch norm's backward: compiled for AVX2 where the
+// CPU has it (8 channels an instruction rather than SSE's 4). Each channel's sums still run
+// row by row, so the results do not change.
+avx2_dispatch!(fn accumulate_rows => accumulate_body(
+    mean: &[f32], inv_std: &[f32], acc: &mut [f32], g: &[f32], y: &[f32]
+));
+
+#[inline(always)]
+fn accumulate_body(mean: &[f32], inv_std: &[f32], acc: &mut [f32], g: &[f32], y: &[f32]) {
+    let c = mean.len();
+    let (sum_g, sum_gy) = acc.split_at_mut(c);
+    for (gr, yr) in g.chunks_exact(c).zip(y.chunks_exact(c)) {
+        let sums = sum_g.iter_mut().zip(sum_gy.iter_mut());
+        let stats = mean.iter().zip(inv_std);
+        for (((sg, sgy), (&gv, &yv)), (&m, &is)) in sums.zip(gr.iter().zip(yr)).zip(stats) {
+            *sg += gv;
+            *sgy += gv * (yv - m) * is;
+        }
+    }
+}
+
+avx2_dispatch!(fn input_grad_rows => input_grad_body(
+    mean: &[f32], inv_std: &[f32], dy: &mut [f32], g: &[f32], y: &[f32], sums: &[f32], n: f32,
+    gamma: &[f32]
+));
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn input_grad_body(
+    mean: &[f32],
+    inv_std: &[f32],
+    dy: &mut [f32],
+    g: &[f32],
+    y: &[f32],
+    sums: &[f32],
+    n: f32,
+    gamma: &[f32],
+) {
+    let c = mean.len();
+    let (db, dg) = sums.split_at(c);
+    let (db, dg, gamma) = (&db[..c], &dg[..c], &gamma[..c]);
+    let rows = dy
+        .chunks_exact_mut(c)
+        .zip(g.chunks_exact(c).zip(y.chunks_exact(c)));
+    for (dr, (gr, yr)) in rows {
+        let (gr, yr) = (&gr[..c], &yr[..c]);
+        for j in 0..c {
+            let yhat = (yr[j] - mean[j]) * inv_std[j];
+            dr[j] = gamma[j] * inv_std[j] / n * (n * gr[j] - db[j] - yhat * dg[j]);
         }
     }
 }

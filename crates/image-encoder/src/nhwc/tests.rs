@@ -254,15 +254,21 @@ fn max_pool_equals_its_twin_in_values_and_gradients() -> Result<()> {
 #[test]
 fn batch_norm_act_max_pool_equals_its_twin_in_values_gradients_and_statistics() -> Result<()> {
     // Odd sides (a last row and column outside every window); a negative γ (the max of the
-    // normalised map is then not at the max of y).
-    for (h, w) in [(6, 8), (7, 5)] {
+    // normalised map is then not at the max of y); 4 channels and 12 (the kernels' vectors of 8
+    // and a remainder).
+    for (h, w, c) in [(6, 8, 4), (7, 5, 4), (5, 7, 12)] {
         for act in ACTS {
-            let y = Var::from_tensor(&(var(&[3, h, w, 4], 17).as_tensor() + 1.5)?)?;
-            let gamma = Var::from_tensor(&Tensor::new(&[1.2f32, -0.7, 0.3, 2.0], &Device::Cpu)?)?;
-            let beta = var(&[4], 18);
+            let y = Var::from_tensor(&(var(&[3, h, w, c], 17).as_tensor() + 1.5)?)?;
+            let g: Vec<f32> = [1.2f32, -0.7, 0.3, 2.0]
+                .into_iter()
+                .cycle()
+                .take(c)
+                .collect();
+            let gamma = Var::from_tensor(&Tensor::new(g, &Device::Cpu)?)?;
+            let beta = var(&[c], 18);
             let (fused, m1, v1) = super::batch_norm_act_max_pool(&y, &gamma, &beta, 1e-5, act)?;
             let (twin, m2, v2) = super::bn_pool::twin(&y, &gamma, &beta, 1e-5, act)?;
-            let what = format!("{h}x{w} {act:?}");
+            let what = format!("{h}x{w}x{c} {act:?}");
             assert_close(&what, &fused, &twin, 1e-5);
             assert_close("mean", &m1, &m2, 1e-5);
             assert_close("variance", &v1, &v2, 1e-5);
