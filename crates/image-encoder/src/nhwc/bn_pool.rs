@@ -7,6 +7,7 @@
 //! gradient store, so three ops here (norm, activation, pool) were nine full-size buffers of page
 //! faults per layer in the backward pass; this is three.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -14,7 +15,7 @@ use rayon::prelude::*;
 use seq2seq_nn::cpu::{cpu_slice, with_data};
 
 use super::norm::{batch_stats, NormBackward};
-use super::{add_into, Act};
+use super::{add_into, par_uninit, Act};
 
 /// Per-channel `z = act(y·scale + shift)`, the batch norm's affine form from the batch statistics.
 struct Affine {
@@ -215,55 +216,53 @@ impl CustomOp3 for BnActPool {
         let gamma = gamma.to_vec1::<f32>()?;
         let Affine { mean, inv_std, .. } = &*self.affine;
         let n = (b * d.h * d.w) as f32;
-        let mut dy = vec![0f32; b * image_len];
-        let (db, dg) = with_data(y, "y", |yd| {
+        let row = d.w * c;
+        let per_image = d.ho * d.wo * c;
+        let per_image_sums: Vec<Mutex<Vec<f32>>> = (0..b).map(|_| Mutex::default()).collect();
+        let dy = with_data(y, "y", |yd| {
             with_data(&grad.contiguous()?, "grad", |gd| {
                 with_data(&res, "pooled", |pd| {
-                    let per_image = d.ho * d.wo * c;
-                    let gout = |bi: usize| &gd[bi * per_image..][..per_image];
-                    let pooled = |bi: usize| &pd[bi * per_image..][..per_image];
-                    let am = |bi: usize| &argmax[bi * per_image..][..per_image];
                     let nb = NormBackward { mean, inv_std };
-                    let row = d.w * c;
-                    // Pass 1: Σ g_z and Σ g_z·ŷ per channel, window line pair by pair.
-                    let sums = (0..b)
-                        .into_par_iter()
-                        .map(|bi| {
-                            let image = &yd[bi * image_len..][..image_len];
-                            let mut acc = vec![0f32; 2 * c];
-                            let mut gz = vec![0f32; 2 * row];
-                            for oy in 0..d.ho {
-                                self.window_grads(&d, pooled(bi), am(bi), gout(bi), oy, &mut gz);
-                                nb.accumulate(&mut acc, &gz, &image[2 * oy * row..][..2 * row]);
-                            }
-                            acc
-                        })
-                        .reduce(|| vec![0f32; 2 * c], add_into);
-                    // Pass 2: dy for every element (those outside any window, in a last odd line
-                    // or column, have g_z = 0).
+                    // Pass 1: the gradient reaching z, written once into dy (every element: the
+                    // windows' four positions, zeros outside any window), and per image
+                    // Σ g_z and Σ g_z·ŷ per channel.
+                    let fill = |bi: usize, dyb: &mut [MaybeUninit<f32>]| {
+                        // SAFETY: f32 has no invalid values; every element is written below
+                        // (window lines by `window_grads`, a last odd line by `fill`) before
+                        // anything reads it.
+                        let dyb = unsafe { &mut *(dyb as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                        let image = &yd[bi * image_len..][..image_len];
+                        let at = bi * per_image..(bi + 1) * per_image;
+                        let (p, a, g) = (&pd[at.clone()], &argmax[at.clone()], &gd[at]);
+                        let mut acc = vec![0f32; 2 * c];
+                        for oy in 0..d.ho {
+                            let lines = 2 * oy * row..2 * (oy + 1) * row;
+                            self.window_grads(&d, p, a, g, oy, &mut dyb[lines.clone()]);
+                            nb.accumulate(&mut acc, &dyb[lines.clone()], &image[lines]);
+                        }
+                        dyb[2 * d.ho * row..].fill(0.0);
+                        *per_image_sums[bi].lock().unwrap_or_else(|e| e.into_inner()) = acc;
+                    };
+                    // SAFETY: `fill` writes every element of its image.
+                    let mut dy = unsafe { par_uninit(b * image_len, image_len, fill) };
+                    // Added in image order: the same bits however the threads split the work.
+                    let sums = per_image_sums
+                        .into_iter()
+                        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+                        .reduce(add_into)
+                        .unwrap_or_else(|| vec![0f32; 2 * c]);
+                    // Pass 2: dy from g_z in place.
                     dy.par_chunks_mut(image_len)
-                        .enumerate()
-                        .for_each(|(bi, dyb)| {
-                            let image = &yd[bi * image_len..][..image_len];
-                            let mut gz = vec![0f32; 2 * row];
-                            for iy in 0..d.h {
-                                if iy % 2 == 0 && iy / 2 < d.ho {
-                                    let (p, a, g) = (pooled(bi), am(bi), gout(bi));
-                                    self.window_grads(&d, p, a, g, iy / 2, &mut gz);
-                                } else if iy / 2 >= d.ho {
-                                    gz.fill(0.0);
-                                }
-                                let g_row = &gz[(iy % 2) * row..][..row];
-                                let (yr, dr) =
-                                    (&image[iy * row..][..row], &mut dyb[iy * row..][..row]);
-                                nb.input_grad(dr, g_row, yr, &sums, n, &gamma);
-                            }
+                        .zip(yd.par_chunks(image_len))
+                        .for_each(|(dyb, image)| {
+                            nb.input_grad_in_place(dyb, image, &sums, n, &gamma)
                         });
-                    let (db, dg) = sums.split_at(c);
-                    Ok((db.to_vec(), dg.to_vec()))
+                    Ok((dy, sums))
                 })
             })
         })?;
+        let (dy, sums) = dy;
+        let (db, dg) = (sums[..c].to_vec(), sums[c..].to_vec());
         let dev = y.device();
         Ok((
             Some(Tensor::from_vec(dy, y.shape(), dev)?),

@@ -70,6 +70,18 @@ impl NormBackward<'_> {
     ) {
         input_grad_rows(self.mean, self.inv_std, dy, g, y, sums, n, gamma);
     }
+
+    /// [`Self::input_grad`] with `g` read from `dy` and overwritten.
+    pub fn input_grad_in_place(
+        &self,
+        dy: &mut [f32],
+        y: &[f32],
+        sums: &[f32],
+        n: f32,
+        gamma: &[f32],
+    ) {
+        input_grad_in_place_rows(self.mean, self.inv_std, dy, y, sums, n, gamma);
+    }
 }
 
 // The two passes over every activation of batch norm's backward: compiled for AVX2 where the
@@ -97,6 +109,32 @@ avx2_dispatch!(fn input_grad_rows => input_grad_body(
     mean: &[f32], inv_std: &[f32], dy: &mut [f32], g: &[f32], y: &[f32], sums: &[f32], n: f32,
     gamma: &[f32]
 ));
+
+avx2_dispatch!(fn input_grad_in_place_rows => input_grad_in_place_body(
+    mean: &[f32], inv_std: &[f32], dy: &mut [f32], y: &[f32], sums: &[f32], n: f32, gamma: &[f32]
+));
+
+#[inline(always)]
+fn input_grad_in_place_body(
+    mean: &[f32],
+    inv_std: &[f32],
+    dy: &mut [f32],
+    y: &[f32],
+    sums: &[f32],
+    n: f32,
+    gamma: &[f32],
+) {
+    let c = mean.len();
+    let (db, dg) = sums.split_at(c);
+    let (db, dg, gamma) = (&db[..c], &dg[..c], &gamma[..c]);
+    for (dr, yr) in dy.chunks_exact_mut(c).zip(y.chunks_exact(c)) {
+        let yr = &yr[..c];
+        for j in 0..c {
+            let yhat = (yr[j] - mean[j]) * inv_std[j];
+            dr[j] = gamma[j] * inv_std[j] / n * (n * dr[j] - db[j] - yhat * dg[j]);
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
