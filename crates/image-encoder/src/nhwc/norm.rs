@@ -125,14 +125,8 @@ fn input_grad_in_place_body(
     gamma: &[f32],
 ) {
     let c = mean.len();
-    let (db, dg) = sums.split_at(c);
-    let (db, dg, gamma) = (&db[..c], &dg[..c], &gamma[..c]);
     for (dr, yr) in dy.chunks_exact_mut(c).zip(y.chunks_exact(c)) {
-        let yr = &yr[..c];
-        for j in 0..c {
-            let yhat = (yr[j] - mean[j]) * inv_std[j];
-            dr[j] = gamma[j] * inv_std[j] / n * (n * dr[j] - db[j] - yhat * dg[j]);
-        }
+        input_grad_row(mean, inv_std, (dr, None), yr, sums, n, gamma);
     }
 }
 
@@ -149,17 +143,37 @@ fn input_grad_body(
     gamma: &[f32],
 ) {
     let c = mean.len();
-    let (db, dg) = sums.split_at(c);
-    let (db, dg, gamma) = (&db[..c], &dg[..c], &gamma[..c]);
     let rows = dy
         .chunks_exact_mut(c)
         .zip(g.chunks_exact(c).zip(y.chunks_exact(c)));
     for (dr, (gr, yr)) in rows {
-        let (gr, yr) = (&gr[..c], &yr[..c]);
-        for j in 0..c {
-            let yhat = (yr[j] - mean[j]) * inv_std[j];
-            dr[j] = gamma[j] * inv_std[j] / n * (n * gr[j] - db[j] - yhat * dg[j]);
-        }
+        input_grad_row(mean, inv_std, (dr, Some(gr)), yr, sums, n, gamma);
+    }
+}
+
+/// One row of `dy = γ·inv_std/N · (N·g − Σg − ŷ·Σg·ŷ)`, with `g` from its own row or, if none,
+/// read from `dy`'s row before it is overwritten.
+#[inline(always)]
+fn input_grad_row(
+    mean: &[f32],
+    inv_std: &[f32],
+    (dr, g): (&mut [f32], Option<&[f32]>),
+    yr: &[f32],
+    sums: &[f32],
+    n: f32,
+    gamma: &[f32],
+) {
+    let c = mean.len();
+    let (db, dg) = sums.split_at(c);
+    let (dr, yr, db, dg, gamma) = (&mut dr[..c], &yr[..c], &db[..c], &dg[..c], &gamma[..c]);
+    let g = g.map(|g| &g[..c]);
+    for j in 0..c {
+        let gj = match g {
+            Some(g) => g[j],
+            None => dr[j],
+        };
+        let yhat = (yr[j] - mean[j]) * inv_std[j];
+        dr[j] = gamma[j] * inv_std[j] / n * (n * gj - db[j] - yhat * dg[j]);
     }
 }
 
