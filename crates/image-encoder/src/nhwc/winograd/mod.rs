@@ -11,6 +11,7 @@
 //! (part of one image, or a group of small images) at a time, so the transformed tiles stay in
 //! cache and are never a tensor; the transforms themselves are in `tiles`.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -74,22 +75,22 @@ impl CustomOp3 for Winograd {
             let imgs = dst.len() / (pixels * m);
             let xs = &x[gi * images * pixels * c..][..imgs * pixels * c];
             let total = imgs * tiles.count();
-            let mut v = vec![0f32; XI * plane(block, c)];
-            let mut mb = vec![0f32; XI * plane(block, m)];
-            for first in (0..total).step_by(block) {
-                let nb = block.min(total - first);
-                let (v, mb) = (&mut v[..XI * plane(nb, c)], &mut mb[..XI * plane(nb, m)]);
-                transform_input(&tiles, xs, c, first, nb, &zero, v);
-                for xi in 0..XI {
-                    let (lhs, rhs) = (
-                        view(&v[xi * plane(nb, c)..], c, 1),
-                        view(&u[xi * c * m..], m, 1),
-                    );
-                    let dst = &mut mb[xi * plane(nb, m)..][..nb * m];
-                    matmul_with(Parallelism::None, (nb, m, c), dst, m, false, lhs, rhs);
+            with_scratch(XI * plane(block, c), XI * plane(block, m), |v, mb| {
+                for first in (0..total).step_by(block) {
+                    let nb = block.min(total - first);
+                    let (v, mb) = (&mut v[..XI * plane(nb, c)], &mut mb[..XI * plane(nb, m)]);
+                    transform_input(&tiles, xs, c, first, nb, &zero, v);
+                    for xi in 0..XI {
+                        let (lhs, rhs) = (
+                            view(&v[xi * plane(nb, c)..], c, 1),
+                            view(&u[xi * c * m..], m, 1),
+                        );
+                        let dst = &mut mb[xi * plane(nb, m)..][..nb * m];
+                        matmul_with(Parallelism::None, (nb, m, c), dst, m, false, lhs, rhs);
+                    }
+                    transform_output(&tiles, mb, m, first, nb, dst);
                 }
-                transform_output(&tiles, mb, m, first, nb, dst);
-            }
+            });
             bias_act(dst, bias, act);
         };
         // SAFETY: `fill` writes every element of its chunk (whole images).
@@ -177,8 +178,36 @@ fn grad_group(
 ) {
     let m = u.len() / (XI * c);
     let (zero_c, zero_m) = (vec![0f32; c], vec![0f32; m]);
-    let mut v = vec![0f32; XI * plane(block, c)];
-    let mut gh = vec![0f32; XI * plane(block, m)];
+    with_scratch(XI * plane(block, c), XI * plane(block, m), |v, gh| {
+        grad_blocks(
+            tiles,
+            (total, block, c),
+            xs,
+            g,
+            u,
+            acc,
+            dx,
+            (v, gh),
+            (&zero_c, &zero_m),
+        )
+    });
+}
+
+/// [`grad_group`]'s blocks of tiles, with the transform buffers `v` and `gh` (any contents: every
+/// element read is written first) and zero rows for the tiles past the image's edge.
+#[allow(clippy::too_many_arguments)]
+fn grad_blocks(
+    tiles: &Tiles,
+    (total, block, c): (usize, usize, usize),
+    xs: &[f32],
+    g: &[f32],
+    u: &[f32],
+    acc: &mut [f32],
+    dx: &mut [f32],
+    (v, gh): (&mut [f32], &mut [f32]),
+    (zero_c, zero_m): (&[f32], &[f32]),
+) {
+    let m = u.len() / (XI * c);
     let (du, db) = acc.split_at_mut(XI * c * m);
     for row in g.chunks_exact(m) {
         db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
@@ -186,8 +215,8 @@ fn grad_group(
     for first in (0..total).step_by(block) {
         let nb = block.min(total - first);
         let (v, gh) = (&mut v[..XI * plane(nb, c)], &mut gh[..XI * plane(nb, m)]);
-        transform_input(tiles, xs, c, first, nb, &zero_c, v);
-        transform_grad(tiles, g, m, first, nb, &zero_m, gh);
+        transform_input(tiles, xs, c, first, nb, zero_c, v);
+        transform_grad(tiles, g, m, first, nb, zero_m, gh);
         for xi in 0..XI {
             let vx = &v[xi * plane(nb, c)..][..nb * c];
             let gx = &gh[xi * plane(nb, m)..][..nb * m];
@@ -208,6 +237,31 @@ fn grad_group(
         }
         scatter_patches(tiles, v, c, first, nb, dx);
     }
+}
+
+thread_local! {
+    /// Each thread's two transform buffers, kept across blocks, groups and calls: allocated per
+    /// group of images, their zeroing was ~6 % of the small CNN's training step.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
+}
+
+/// Runs `f` on this thread's scratch buffers cut to `a` and `b` floats. Their contents are
+/// whatever an earlier call left: `f` must write every element it reads.
+fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (x, y) = &mut *bufs;
+            for (buf, len) in [(&mut *x, a), (&mut *y, b)] {
+                if buf.len() < len {
+                    // NaN under test: an element read before it is written shows in the results.
+                    buf.resize(len, if cfg!(test) { f32::NAN } else { 0.0 });
+                }
+            }
+            f(&mut x[..a], &mut y[..b])
+        }
+        // Only if `f` ever ran a nested parallel job that landed on this thread.
+        Err(_) => f(&mut vec![0f32; a], &mut vec![0f32; b]),
+    })
 }
 
 /// `act(conv3x3(x, w) + b)` with stride 1 and zero padding 1 by Winograd's F(2×2, 3×3): the
