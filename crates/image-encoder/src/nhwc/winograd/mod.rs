@@ -121,7 +121,9 @@ impl CustomOp3 for Winograd {
                         let xs = &xd[first * pixels * c..][..imgs * pixels * c];
                         let g = &gd[first * pixels * m..][..imgs * pixels * m];
                         let shape = (imgs * tiles.count(), block, c);
-                        grad_group(&tiles, shape, xs, g, &u, acc, dxg);
+                        with_scratch(XI * plane(block, c), XI * plane(block, m), |v, gh| {
+                            grad_group(&tiles, shape, xs, g, &u, acc, dxg, (v, gh))
+                        });
                     };
                     // One partial sum per group, added in group order: the same bits on every
                     // run, however the threads split the work.
@@ -166,7 +168,9 @@ impl CustomOp3 for Winograd {
 
 /// One group of images' share of the gradients: `dU` (16 × C × M) and `db` (M) added into `acc`,
 /// and the input gradient into `dx` (empty when not wanted). `shape` is the group's tiles, the
-/// tiles per block and the input channels; `u` is the transformed filters.
+/// tiles per block and the input channels; `u` is the transformed filters; `v` and `gh` are the
+/// transform buffers for a block (any contents: every element read is written first).
+#[allow(clippy::too_many_arguments)]
 fn grad_group(
     tiles: &Tiles,
     (total, block, c): (usize, usize, usize),
@@ -175,39 +179,10 @@ fn grad_group(
     u: &[f32],
     acc: &mut [f32],
     dx: &mut [f32],
-) {
-    let m = u.len() / (XI * c);
-    let (zero_c, zero_m) = (vec![0f32; c], vec![0f32; m]);
-    with_scratch(XI * plane(block, c), XI * plane(block, m), |v, gh| {
-        grad_blocks(
-            tiles,
-            (total, block, c),
-            xs,
-            g,
-            u,
-            acc,
-            dx,
-            (v, gh),
-            (&zero_c, &zero_m),
-        )
-    });
-}
-
-/// [`grad_group`]'s blocks of tiles, with the transform buffers `v` and `gh` (any contents: every
-/// element read is written first) and zero rows for the tiles past the image's edge.
-#[allow(clippy::too_many_arguments)]
-fn grad_blocks(
-    tiles: &Tiles,
-    (total, block, c): (usize, usize, usize),
-    xs: &[f32],
-    g: &[f32],
-    u: &[f32],
-    acc: &mut [f32],
-    dx: &mut [f32],
     (v, gh): (&mut [f32], &mut [f32]),
-    (zero_c, zero_m): (&[f32], &[f32]),
 ) {
     let m = u.len() / (XI * c);
+    let (zero_c, zero_m) = (&vec![0f32; c][..], &vec![0f32; m][..]);
     let (du, db) = acc.split_at_mut(XI * c * m);
     for row in g.chunks_exact(m) {
         db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
