@@ -367,7 +367,9 @@ impl Seq2Seq {
         let (x, attention) = self.readout_attending(b, reg > 0.0, terms.sampling, ctx)?;
         let (weight, bias) = self.decoder.output_projection();
         let smoothing = terms.label_smoothing;
-        let mut l = projection_cross_entropy(&x, weight, bias, &b.tgt_out, &b.tgt_mask, smoothing)?;
+        let train = ctx.is_train();
+        let (targets, mask) = (&b.tgt_out, &b.tgt_mask);
+        let mut l = projection_cross_entropy(&x, weight, bias, targets, mask, smoothing, train)?;
         if let Some((alphas, mem_mask)) = attention {
             let tgt_mask = b.tgt_mask.reshape(b.tgt_in.dims2()?)?;
             let p = doubly_stochastic_penalty(&alphas, &tgt_mask, mem_mask.as_ref())?;
