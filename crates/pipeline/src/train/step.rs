@@ -51,13 +51,15 @@ pub(crate) fn step(
         let l = model.loss(bt, terms, &mut Ctx::train(seed.wrapping_add(j as u64)))?;
         forward += t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let grads = l.loss.backward()?;
-        // The forward graph (every activation of the batch) goes before the next batch runs.
         let TokenLoss {
+            loss,
             nll_sum: n,
             tokens: k,
-            ..
         } = l;
+        // The backward pass consumes the forward graph, freeing each activation once the last
+        // node that reads it has run: the step's peak memory is not every activation plus every
+        // gradient at once.
+        let grads = loss.backward_releasing()?;
         (nll_sum, tokens) = (nll_sum + n, tokens + k);
         sum = Some(match sum {
             None if bts.len() == 1 => grads,
@@ -132,7 +134,10 @@ fn weighted_sum(
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Device;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use candle_core::{Device, Tensor};
     use seq2seq_data::{Batch, Example};
     use seq2seq_nn::SeededVarMap;
 
@@ -339,5 +344,107 @@ mod tests {
         });
         assert_eq!(run(sampling, 3), run(None, 3));
         assert_ne!(run(sampling, 4), run(None, 4));
+    }
+
+    /// What a [`Probe`] saw at its backward pass: whether the other op's flag was up.
+    type Seen = Arc<Mutex<Option<bool>>>;
+
+    /// An identity op that flags its own drop (`dropped`) or, at its backward pass, records
+    /// whether another op's flag was already up (`watch`).
+    struct Probe {
+        dropped: Option<Arc<AtomicBool>>,
+        watch: Option<(Arc<AtomicBool>, Seen)>,
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            if let Some(d) = &self.dropped {
+                d.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl candle_core::CustomOp1 for Probe {
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s: &candle_core::CpuStorage,
+            l: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            use candle_core::backend::BackendStorage;
+            Ok((s.try_clone(l)?, l.shape().clone()))
+        }
+
+        fn bwd(&self, _: &Tensor, _: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+            if let Some((flag, seen)) = &self.watch {
+                *seen.lock().unwrap() = Some(flag.load(Ordering::SeqCst));
+            }
+            Ok(Some(g.clone()))
+        }
+    }
+
+    /// The step's backward pass (candle's, patched in `crates/vendor`) drops each node once it
+    /// has run: by the time the gradient reaches an op, the op that read its output is gone.
+    /// `backward`, with the graph still held by its root, keeps every node to the end.
+    #[test]
+    fn the_releasing_backward_pass_frees_the_graph_as_it_goes() {
+        for releasing in [false, true] {
+            let x = candle_core::Var::new(&[1f32, -2., 3.], &Device::Cpu).unwrap();
+            let (later_dropped, seen) = (Arc::new(AtomicBool::new(false)), Arc::default());
+            let first = Probe {
+                dropped: None,
+                watch: Some((later_dropped.clone(), Arc::clone(&seen))),
+            };
+            let later = Probe {
+                dropped: Some(later_dropped),
+                watch: None,
+            };
+            let a = x.as_tensor().apply_op1(first).unwrap();
+            let loss = a
+                .sqr()
+                .unwrap()
+                .apply_op1(later)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            drop(a);
+            let g = match releasing {
+                true => loss.backward_releasing().unwrap(),
+                false => loss.backward().unwrap(),
+            };
+            assert_eq!(*seen.lock().unwrap(), Some(releasing));
+            let dx = g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(dx, [2., -4., 6.]);
+        }
+    }
+
+    /// On a model's loss, the releasing pass's gradients are `backward`'s, bit for bit.
+    #[test]
+    fn the_releasing_backward_pass_keeps_the_gradients() {
+        let examples = examples();
+        let all: Vec<usize> = (0..24).collect();
+        let b = BatchTensors::new(&Batch::new(&examples, &all, 0, 2, 3), &Device::Cpu).unwrap();
+        let (m, opt) = model(&tiny());
+        let loss = || {
+            m.loss(&b, LossTerms::default(), &mut Ctx::train(7))
+                .unwrap()
+                .loss
+        };
+        let (kept, released) = (
+            loss().backward().unwrap(),
+            loss().backward_releasing().unwrap(),
+        );
+        for v in opt.vars() {
+            let [k, r] = [&kept, &released].map(|g| {
+                let t = g
+                    .get(v.as_tensor())
+                    .expect("a gradient for every parameter");
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            });
+            assert_eq!(k, r);
+        }
     }
 }

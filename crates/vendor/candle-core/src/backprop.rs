@@ -166,7 +166,29 @@ impl Tensor {
         let sorted_nodes = self.sorted_nodes();
         let mut grads = GradStore::new();
         grads.insert(self, self.ones_like()?.contiguous()?);
-        for node in sorted_nodes.iter() {
+        backward_nodes(sorted_nodes, grads)
+    }
+
+    /// [`Tensor::backward`] on a graph it consumes (patched in, not in candle 0.11.1): each node
+    /// is released as soon as its gradient has been passed on to its arguments, so a tensor
+    /// nothing else holds is freed during the pass, once the last node reading it has run, as
+    /// PyTorch frees the tensors a graph saved. The gradients are the same as `backward`'s.
+    pub fn backward_releasing(self) -> Result<GradStore> {
+        let sorted_nodes: Vec<Tensor> = self.sorted_nodes().into_iter().cloned().collect();
+        let mut grads = GradStore::new();
+        grads.insert(&self, self.ones_like()?.contiguous()?);
+        drop(self);
+        backward_nodes(sorted_nodes, grads)
+    }
+}
+
+/// The backward pass over `sorted_nodes` (borrowed, or owned and dropped one by one).
+fn backward_nodes<T: std::borrow::Borrow<Tensor>>(
+    sorted_nodes: Vec<T>,
+    mut grads: GradStore,
+) -> Result<GradStore> {
+        for node in sorted_nodes {
+            let node: &Tensor = node.borrow();
             if node.is_variable() {
                 continue;
             }
@@ -527,7 +549,7 @@ impl Tensor {
                         *sum_grad = sum_grad.add(&(&grad * abs_grad)?)?
                     }
                     Op::Unary(arg, UnaryOp::Exp) => {
-                        grads.accumulate(arg, &(&grad * *node)?)?
+                        grads.accumulate(arg, &(&grad * node)?)?
                     }
                     Op::Unary(arg, UnaryOp::Neg) => {
                         let sum_grad = grads.or_insert(arg)?;
@@ -609,7 +631,7 @@ impl Tensor {
                         let sum_grad = grads.or_insert(arg)?;
                         // d/dx silu = sigmoid(x) * (1 + x * (1 - sigmoid(x))) = sigmoid(x) * (1 - node) + node
                         let sigmoid_arg = (arg.neg()?.exp()? + 1.)?.recip()?;
-                        let silu_grad = &sigmoid_arg * (1. - *node) + *node;
+                        let silu_grad = &sigmoid_arg * (1. - node) + node;
                         *sum_grad = sum_grad.add(&(&grad * silu_grad)?)?
                     }
                     Op::Elu(arg, alpha) => {
@@ -619,7 +641,7 @@ impl Tensor {
                         let positive_mask = arg.gt(&zeros)?.to_dtype(arg.dtype())?;
                         let negative_mask = arg.le(&zeros)?.to_dtype(arg.dtype())?;
                         // node == alpha * (e^x - 1) for x <= 0, reuse it
-                        let negative_exp_mask = (negative_mask * (*node + *alpha))?;
+                        let negative_exp_mask = (negative_mask * (node + *alpha))?;
                         let combined_mask = (positive_mask + negative_exp_mask)?;
                         *sum_grad = sum_grad.add(&(grad * combined_mask)?)?
                     }
@@ -683,7 +705,6 @@ impl Tensor {
             }
         }
         Ok(grads)
-    }
 }
 
 /// A store for gradients, associating a tensor id to the corresponding gradient tensor, used for back propagation.
