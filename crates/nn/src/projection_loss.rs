@@ -267,6 +267,7 @@ impl CustomOp3 for ProjectionLoss {
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
+
 /// The loss of a batch from the output layer's input: `x` `(N, D)`, the output layer's `weight`
 /// `(V, D)` and `bias` `(V)` (none: zero), `targets` `(N)`, `mask` `(N)` (1 = real token).
 /// Equal to projecting and calling [`masked_cross_entropy`], which is what runs off the CPU.
