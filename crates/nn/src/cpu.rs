@@ -31,6 +31,26 @@ pub struct View<'a> {
     pub cs: usize,
 }
 
+impl<'a> View<'a> {
+    /// A row-major `(rows, cols)` matrix as it is.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// A row-major `(rows, cols)` matrix `W` as its transpose `Wᵀ` `(cols, rows)`.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+}
+
 /// `dst (m, n) = [dst +] lhs (m, k) × rhs (k, n)`; `dst` is row-major with row stride `dst_rs`.
 pub fn matmul(
     dims: (usize, usize, usize),

@@ -85,18 +85,9 @@ struct Inputs<'a> {
 /// `logits (r, V) = x (r, D) wᵀ + b` into `logits`.
 fn project_into(x: &[f32], inp: &Inputs, r: usize, logits: &mut [f32]) {
     let (d, v) = (inp.d, inp.v);
-    let xv = View {
-        data: x,
-        rs: d,
-        cs: 1,
-    };
     // wᵀ as a (D, V) view of the (V, D) matrix.
-    let wt = View {
-        data: inp.w,
-        rs: 1,
-        cs: d,
-    };
-    matmul((r, v, d), logits, v, false, xv, wt);
+    let wt = View::transposed(inp.w, d);
+    matmul((r, v, d), logits, v, false, View::rows(x, d), wt);
     logits.par_chunks_mut(v).for_each(|row| {
         for (l, bias) in row.iter_mut().zip(inp.b) {
             *l += bias;
@@ -156,29 +147,11 @@ impl ProjectionLoss {
 /// and `∂b` (blocks in row order, so the sums do not depend on the thread count).
 fn accumulate_grads(g: &mut Grads, dl: &[f32], x: &[f32], inp: &Inputs, r0: usize, r: usize) {
     let (d, v) = (inp.d, inp.v);
-    let dlv = View {
-        data: dl,
-        rs: v,
-        cs: 1,
-    };
-    let wv = View {
-        data: inp.w,
-        rs: d,
-        cs: 1,
-    };
+    let (dlv, wv) = (View::rows(dl, v), View::rows(inp.w, d));
     matmul((r, d, v), &mut g.dx[r0 * d..], d, false, dlv, wv);
     // ∂logitsᵀ as a (V, r) view.
-    let dlt = View {
-        data: dl,
-        rs: 1,
-        cs: v,
-    };
-    let xv = View {
-        data: x,
-        rs: d,
-        cs: 1,
-    };
-    matmul((v, d, r), &mut g.dw, d, r0 > 0, dlt, xv);
+    let dlt = View::transposed(dl, v);
+    matmul((v, d, r), &mut g.dw, d, r0 > 0, dlt, View::rows(x, d));
     // ∂b: column sums, columns split across threads.
     let chunk = v.div_ceil(rayon::current_num_threads().max(1)).max(1);
     g.db.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {

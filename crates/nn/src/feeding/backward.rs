@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{plain, transposed, Dims, Weights};
+use super::{Dims, Weights};
 use crate::attend::{attend_row_bwd, Score};
 use crate::cpu::{matmul, View};
 use crate::gates::cell_row_bwd;
@@ -109,7 +109,7 @@ pub(super) fn step_bwd(
         rs: aq,
         cs: 1,
     };
-    matmul((b, c, hs), &mut dctx, c, true, dpre, plain(w.wcc, c));
+    matmul((b, c, hs), &mut dctx, c, true, dpre, View::rows(w.wcc, c));
     let mut dq = vec![0f32; b * a];
     dq.par_chunks_mut(a)
         .zip(gr.dmk.par_chunks_mut(sw))
@@ -154,8 +154,8 @@ pub(super) fn step_bwd(
         &mut dht,
         hs,
         true,
-        plain(dqc, aq),
-        plain(w.wqc, hs),
+        View::rows(dqc, aq),
+        View::rows(w.wqc, hs),
     );
     // The cell, row by row; then the recurrent and fed inputs' parts of the carried gradients.
     let gsl = ti * b * g..(ti + 1) * b * g;
@@ -191,16 +191,16 @@ pub(super) fn step_bwd(
         &mut dh_prev,
         hs,
         true,
-        plain(dgh, g),
-        plain(w.whh, hs),
+        View::rows(dgh, g),
+        View::rows(w.whh, hs),
     );
     matmul(
         (b, hs, g),
         &mut gr.da,
         hs,
         false,
-        plain(dgi, g),
-        plain(w.wia, hs),
+        View::rows(dgi, g),
+        View::rows(w.wia, hs),
     );
     gr.dh = dh_prev;
     gr.dc = dc_prev;
@@ -230,26 +230,33 @@ pub(super) fn weight_grads(
         dwhh,
         hs,
         false,
-        transposed(&gr.dgh, g),
-        plain(&prev.h, hs),
+        View::transposed(&gr.dgh, g),
+        View::rows(&prev.h, hs),
     );
     matmul(
         (g, hs, rows),
         dwia,
         hs,
         false,
-        transposed(&gr.dgi, g),
-        plain(&prev.a, hs),
+        View::transposed(&gr.dgi, g),
+        View::rows(&prev.a, hs),
     );
-    let ht = plain(res, d.wd);
-    matmul((aq, hs, rows), dwqc, hs, false, transposed(&gr.dqc, aq), ht);
-    let ctx = plain(&res[d.kh..], d.wd);
+    let ht = View::rows(res, d.wd);
+    matmul(
+        (aq, hs, rows),
+        dwqc,
+        hs,
+        false,
+        View::transposed(&gr.dqc, aq),
+        ht,
+    );
+    let ctx = View::rows(&res[d.kh..], d.wd);
     matmul(
         (hs, c, rows),
         dwcc,
         c,
         false,
-        transposed(&gr.dqc[och..], aq),
+        View::transposed(&gr.dqc[och..], aq),
         ctx,
     );
     for r in 0..rows {

@@ -154,15 +154,6 @@ impl Dims {
     }
 }
 
-/// `W` `(rows, cols)` row-major as the right operand `Wᵀ` of a matmul.
-fn transposed(w: &[f32], cols: usize) -> View<'_> {
-    View {
-        data: w,
-        rs: 1,
-        cs: cols,
-    }
-}
-
 /// The forward pass's per-step weights transposed once per call, `Wᵀ` row-major, so that the
 /// per-step products `x Wᵀ` take [`matmul`]'s fast path for few rows.
 struct StepWeights {
@@ -180,15 +171,6 @@ impl StepWeights {
             wqc: transpose(w.wqc, d.aq, d.hs),
             wcc: transpose(w.wcc, d.hs, d.mem.c),
         }
-    }
-}
-
-/// `W` `(rows, cols)` row-major as the right operand of a matmul.
-fn plain(w: &[f32], cols: usize) -> View<'_> {
-    View {
-        data: w,
-        rs: cols,
-        cs: 1,
     }
 }
 
@@ -256,8 +238,8 @@ impl CustomOp3 for FeedingRecurrence {
                 };
                 (at(0), at(d.o_att))
             };
-            matmul((b, g, hs), &mut gh, g, false, hp, plain(&wt.whh, g));
-            matmul((b, g, hs), &mut ga, g, false, ap, plain(&wt.wia, g));
+            matmul((b, g, hs), &mut gh, g, false, hp, View::rows(&wt.whh, g));
+            matmul((b, g, hs), &mut ga, g, false, ap, View::rows(&wt.wia, g));
             let (ghr, gar) = (&gh, &ga);
             cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
                 let o = (ti * b + bi) * g;
@@ -280,14 +262,14 @@ impl CustomOp3 for FeedingRecurrence {
                 );
             });
             // [q | W_ch h] = h_t [W_q; W_ch]ᵀ, then attention with q.
-            let ht = plain(cur, wd);
+            let ht = View::rows(cur, wd);
             matmul(
                 (b, d.aq, hs),
                 &mut qc,
                 d.aq,
                 false,
                 ht,
-                plain(&wt.wqc, d.aq),
+                View::rows(&wt.wqc, d.aq),
             );
             let qcr = &qc;
             cur.par_chunks_mut(wd).enumerate().for_each(|(bi, row)| {
@@ -308,14 +290,14 @@ impl CustomOp3 for FeedingRecurrence {
                     *o = x + y;
                 }
             }
-            let ctx = plain(&cur[d.kh..], wd);
+            let ctx = View::rows(&cur[d.kh..], wd);
             matmul(
                 (b, hs, d.mem.c),
                 &mut pre,
                 hs,
                 true,
                 ctx,
-                plain(&wt.wcc, hs),
+                View::rows(&wt.wcc, hs),
             );
             for (row, p) in cur.chunks_mut(wd).zip(pre.chunks(hs)) {
                 for (o, x) in row[d.o_att..].iter_mut().zip(p) {
