@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Embedding, Init, Linear, Module, VarBuilder};
-use seq2seq_nn::attentive::{attentive_sequence, attentive_supported};
+use seq2seq_nn::attentive::{attentive_readout, attentive_supported};
 use seq2seq_nn::feeding::{feeding_sequence, feeding_supported, AttentionalLayer};
 use seq2seq_nn::project::project_transposed;
 use seq2seq_nn::{
@@ -646,8 +646,7 @@ impl Decoder {
         if !self.bahdanau || self.cfg.num_layers != 1 || !attentive_supported(cell, a, e) {
             return Ok(None);
         }
-        let (h, context, last) = attentive_sequence(cell, a, e, k, &state.layers[0])?;
-        let out = Tensor::cat(&[&h, &context, e], D::Minus1)?;
+        let (out, last) = attentive_readout(cell, a, e, k, &state.layers[0])?;
         let last = DecoderState {
             layers: vec![last],
             prev_att: None,

@@ -28,6 +28,7 @@ pub mod rnn;
 pub mod siphash;
 #[cfg(test)]
 mod twin;
+pub mod unpack;
 
 pub use attention::{attention, Attention, AttentionKeys, AttentionKind};
 pub use attention_reg::doubly_stochastic_penalty;

@@ -42,6 +42,7 @@ use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, Vi
 use crate::fastmath::tanh;
 use crate::gates::cell_row;
 use crate::rnn::Cell;
+use crate::unpack::batch_major;
 use backward::{previous_states, step_bwd, weight_grads, Grads};
 
 #[derive(Clone, Copy, Debug)]
@@ -449,7 +450,7 @@ pub fn feeding_sequence(
             _ => None,
         },
     };
-    let att = res.narrow(2, o_att, hs)?.transpose(0, 1)?;
+    let att = batch_major(&res, &[(o_att, hs)], None)?;
     Ok((att, last))
 }
 
