@@ -4,6 +4,8 @@ use candle_core::{Result, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::dropout::{apply_mask, draw_mask};
+
 /// Carries the train/eval switch and a seeded random generator through a forward pass.
 ///
 /// candle's CPU RNG cannot be seeded, so dropout masks are drawn here instead: a training run
@@ -69,17 +71,8 @@ impl Ctx {
         }
         let scale = 1.0 / (1.0 - p);
         let n: usize = mask_dims.iter().product();
-        let mask: Vec<f32> = (0..n)
-            .map(|_| {
-                if self.rng.random::<f32>() < p {
-                    0.0
-                } else {
-                    scale
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, mask_dims, x.device())?.to_dtype(x.dtype())?;
-        x.broadcast_mul(&mask)
+        let mask = draw_mask(&mut self.rng, n, p, scale);
+        apply_mask(x, mask, mask_dims)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod attentive;
 pub mod cell;
 pub mod cpu;
 pub mod ctx;
+mod dropout;
 pub mod fastmath;
 pub mod feeding;
 pub mod fused;
