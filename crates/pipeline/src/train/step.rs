@@ -448,3 +448,35 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod reduce_tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// A bias broadcast over rows (and over two leading dimensions) gets, through candle's
+    /// patched sum over leading dimensions, the row-by-row sum of its gradient bit for bit.
+    #[test]
+    fn a_broadcast_bias_gradient_is_the_row_order_sum() {
+        let (n, d) = (37, 11);
+        let w = Tensor::randn(0f32, 1.0, (n, d), &Device::Cpu).unwrap();
+        let rows = w.to_vec2::<f32>().unwrap();
+        let mut want = vec![0f32; d];
+        for row in &rows {
+            for (s, x) in want.iter_mut().zip(row) {
+                *s += x;
+            }
+        }
+        let bias = Var::zeros(d, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::zeros((n, d), candle_core::DType::F32, &Device::Cpu).unwrap();
+        for shape in [vec![n, d], vec![1, n, d]] {
+            let y = x
+                .reshape(shape.clone())
+                .unwrap()
+                .broadcast_add(&bias)
+                .unwrap();
+            let loss = (y * w.reshape(shape).unwrap()).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap();
+            assert_eq!(g.get(&bias).unwrap().to_vec1::<f32>().unwrap(), want);
+        }
+    }
+}

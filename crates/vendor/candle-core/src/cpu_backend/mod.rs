@@ -344,6 +344,20 @@ impl ReduceSum<'_> {
                     }
                     return Ok(dst);
                 };
+                // seq2seq patch: reducing leading dimensions (a bias's gradient, summed over the
+                // rows it was broadcast to) adds whole rows into `dst`, in the order of the loop
+                // below, so the sums are the same bit for bit; the loop below pays a division
+                // per element.
+                let reduce_over_first_dims =
+                    self.reduce_dims.iter().enumerate().all(|(i, &v)| v == i);
+                if reduce_over_first_dims && !dst.is_empty() {
+                    for row in src.chunks_exact(dst.len()) {
+                        for (d, &s) in dst.iter_mut().zip(row) {
+                            *d += s;
+                        }
+                    }
+                    return Ok(dst);
+                }
                 for (unstr_index, &src) in src.iter().enumerate() {
                     let mut dst_index = unstr_index;
                     // Set the reduce_dims indexes to 0.
