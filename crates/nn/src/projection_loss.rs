@@ -49,8 +49,8 @@ struct Grads {
 impl Grads {
     fn zeros(n: usize, d: usize, v: usize) -> Self {
         Self {
-            dx: vec![0.0; n * d],
-            dw: vec![0.0; v * d],
+            dx: crate::cpu::zeros(n * d),
+            dw: crate::cpu::zeros(v * d),
             db: vec![0.0; v],
         }
     }
