@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use crate::attend::{attend_row, attend_row_bwd, pack_rows, MemoryRow, Score};
 use crate::attention::{Attention, AttentionKeys};
 use crate::cell::{CellKind, CellState};
-use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
+use crate::cpu::{cpu_slice, matmul, on_cpu_f32, transpose, with_data, View};
 use crate::gates::{cell_row, cell_row_bwd};
 use crate::rnn::Cell;
 use crate::unpack::batch_major;
@@ -145,7 +145,7 @@ impl CustomOp3 for AttentiveRecurrence {
         // [W_hh; W_q]ᵀ and W_icᵀ row-major: the per-step products take `matmul`'s fast path
         // for few rows.
         let (whq_t, wic_t) = (transpose(whq, gq, hs), transpose(wic, d.g, d.c));
-        let mut out = vec![0f32; t * b * wd];
+        let mut out = crate::cpu::zeros(t * b * wd);
         let mut ghq = vec![0f32; b * gq];
         let mut gc = vec![0f32; b * g];
         for ti in 0..t {
@@ -233,14 +233,16 @@ impl CustomOp3 for AttentiveRecurrence {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (t, b, g) = gx.dims3()?;
-        let w = to_vec(w)?;
-        let mk = to_vec(mk)?;
-        // The saved output and its gradient are read in place (each is T·B rows of the full
-        // width): copying them out cost two large allocations per training step.
+        // The inputs, the saved output and its gradient are read in place: copying them out cost
+        // large allocations and copies on the main thread every training step.
         let grad_res = grad_res.contiguous()?;
-        let (dgi, dw, dmk) = with_data(res, "res", |res| {
-            with_data(&grad_res, "grad", |gres| {
-                Ok(self.backward((t, b, g), &w, &mk, res, gres))
+        let (dgi, dw, dmk) = with_data(w, "w", |w| {
+            with_data(mk, "mk", |mk| {
+                with_data(res, "res", |res| {
+                    with_data(&grad_res, "grad", |gres| {
+                        Ok(self.backward((t, b, g), w, mk, res, gres))
+                    })
+                })
             })
         })?;
         let dev = gx.device();
@@ -267,7 +269,7 @@ impl AttentiveRecurrence {
         let (hs, wd, gq) = (d.hs, d.wd, d.g + d.a);
         let (whq, wic, _, v) = d.split_w(w);
         // The state before each step, (T, B, H) for h and c.
-        let mut h_prev = vec![0f32; t * b * hs];
+        let mut h_prev = crate::cpu::zeros(t * b * hs);
         let mut c_prev = vec![0f32; if d.lstm { t * b * hs } else { 0 }];
         for ti in 0..t {
             for bi in 0..b {
@@ -285,8 +287,8 @@ impl AttentiveRecurrence {
         }
         // Gradients of the gate pre-activations from the input side (that of gx) and of
         // [h W_hhᵀ + b_hh | q]: they differ in the GRU's n gate.
-        let mut dgi = vec![0f32; t * b * g];
-        let mut dghq = vec![0f32; t * b * gq];
+        let mut dgi = crate::cpu::zeros(t * b * g);
+        let mut dghq = crate::cpu::zeros(t * b * gq);
         let mut dmk = vec![0f32; b * d.sw];
         let mut dv_rows = vec![0f32; b * d.a];
         let mut dh = vec![0f32; b * hs];
@@ -381,7 +383,7 @@ impl AttentiveRecurrence {
         // Weight gradients over all steps at once: [dW_hh; dW_q] = Σ [dgh | dq]ᵀ h_prev,
         // dW_ic = Σ dgiᵀ ctx, db_hh = Σ dgh, dv from the rows.
         let rows = t * b;
-        let mut dw = vec![0f32; d.w_len()];
+        let mut dw = crate::cpu::zeros(d.w_len());
         {
             let (dwhq, rest) = dw.split_at_mut(gq * hs);
             let (dwic, rest) = rest.split_at_mut(g * d.c);

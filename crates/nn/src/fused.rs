@@ -25,7 +25,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use crate::cell::{CellKind, CellState};
-use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, View};
+use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
 use crate::gates::{gru_row, gru_row_bwd, lstm_row, lstm_row_bwd};
 
 /// The op: which recurrence, its hidden size and its direction.
@@ -111,7 +111,7 @@ impl CustomOp3 for FusedRecurrence {
             rs: gh,
             cs: 1,
         };
-        let mut out = vec![0f32; t * b * kw];
+        let mut out = crate::cpu::zeros(t * b * kw);
         let mut h = vec![0f32; b * hs];
         let mut c = vec![0f32; b * hs];
         for bi in 0..b {
@@ -162,17 +162,45 @@ impl CustomOp3 for FusedRecurrence {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (t, b, gh) = gi.dims3()?;
         let hs = self.hidden;
+        // The inputs, the saved output and its gradient are read in place, not copied out.
+        let grad_res = grad_res.contiguous()?;
+        let (dgi, dw, ds0) = with_data(w, "w", |w| {
+            with_data(s0m, "state", |s0m| {
+                with_data(res, "res", |res| {
+                    with_data(&grad_res, "grad", |gres| {
+                        Ok(self.backward((t, b, gh), w, s0m, res, gres))
+                    })
+                })
+            })
+        })?;
+        let dev = gi.device();
+        Ok((
+            Some(Tensor::from_vec(dgi, (t, b, gh), dev)?),
+            Some(Tensor::from_vec(dw, (gh, hs + 1), dev)?),
+            Some(Tensor::from_vec(ds0, s0m.dims(), dev)?),
+        ))
+    }
+}
+
+impl FusedRecurrence {
+    /// Back-propagation through time over the saved output `res` and its gradient `gres`: the
+    /// gradients of `gi`, `w` and the initial state, flat.
+    fn backward(
+        &self,
+        (t, b, gh): (usize, usize, usize),
+        w: &[f32],
+        s0m: &[f32],
+        res: &[f32],
+        gres: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let hs = self.hidden;
         let kw = self.k() * hs;
         let sw = self.states() * hs + t;
         let mask_col = self.states() * hs;
         let lstm = self.kind == CellKind::Lstm;
-        let w = to_vec(w)?;
-        let s0m = to_vec(s0m)?;
-        let res = to_vec(res)?;
-        let gres = to_vec(grad_res)?;
         // The state before processing time index ti, for every ti: the initial state for the
         // first processed step, else the carried state of the step processed just before.
-        let mut h_prev = vec![0f32; t * b * hs];
+        let mut h_prev = crate::cpu::zeros(t * b * hs);
         let mut c_prev = vec![0f32; if lstm { t * b * hs } else { 0 }];
         for s in 0..t {
             let ti = self.time(s, t);
@@ -192,16 +220,16 @@ impl CustomOp3 for FusedRecurrence {
         }
         // W_hh as a (G·H, H) view of [W_hh | b_hh].
         let w_v = View {
-            data: &w,
+            data: w,
             rs: hs + 1,
             cs: 1,
         };
-        let mut dgi = vec![0f32; t * b * gh];
+        let mut dgi = crate::cpu::zeros(t * b * gh);
         // The gradient reaching the recurrent product; it differs from dgi in the GRU's n gate.
         let mut dgh = if lstm {
             Vec::new()
         } else {
-            vec![0f32; t * b * gh]
+            crate::cpu::zeros(t * b * gh)
         };
         let mut dh = vec![0f32; b * hs];
         let mut dc = vec![0f32; b * hs];
@@ -286,12 +314,7 @@ impl CustomOp3 for FusedRecurrence {
                 ds0[bi * sw + hs..bi * sw + 2 * hs].copy_from_slice(&dc[bi * hs..(bi + 1) * hs]);
             }
         }
-        let dev = gi.device();
-        Ok((
-            Some(Tensor::from_vec(dgi, (t, b, gh), dev)?),
-            Some(Tensor::from_vec(dw, (gh, hs + 1), dev)?),
-            Some(Tensor::from_vec(ds0, (b, sw), dev)?),
-        ))
+        (dgi, dw, ds0)
     }
 }
 

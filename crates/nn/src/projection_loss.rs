@@ -101,7 +101,7 @@ impl ProjectionLoss {
     fn blocks(&self, inp: &Inputs, out: &mut [f32], mut grads: Option<(&[f32], &mut Grads)>) {
         let (n, d, v) = (inp.n, inp.d, inp.v);
         let rows = self.block_rows.min(n).max(1);
-        let mut buf = vec![0f32; rows * v];
+        let mut buf = crate::cpu::zeros(rows * v);
         for r0 in (0..n).step_by(rows) {
             let r = rows.min(n - r0);
             let logits = &mut buf[..r * v];
