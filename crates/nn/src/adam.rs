@@ -178,6 +178,10 @@ pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
                     }
                     acc.iter().sum::<f64>() + tail
                 })
+                // Collected, then added in chunk order: the same bits however rayon splits the
+                // work (a parallel sum is not), so a resumed run clips as the straight one did.
+                .collect::<Vec<f64>>()
+                .iter()
                 .sum())
         });
     }

@@ -195,8 +195,7 @@ impl CustomOp3 for Conv {
             with_data(w, "w", |wd| {
                 with_data(&gy, "grad", |gd| {
                     // Each image's share of dW (k²·C × M) and, after it, of db (M).
-                    let image = |bi: usize, dxb: &mut [f32]| {
-                        let mut dw = vec![0f32; kk * m + m];
+                    let image = |bi: usize, dxb: &mut [f32], dw: &mut [f32]| {
                         let mut cols = vec![0f32; BLOCK * kk];
                         for first in (0..pixels).step_by(BLOCK) {
                             let rows = BLOCK.min(pixels - first);
@@ -205,15 +204,7 @@ impl CustomOp3 for Conv {
                             gather(&g, &xd[bi * image_len..][..image_len], first, cols);
                             // dW += patchesᵀ · g
                             let (lhs, rhs) = (view(cols, 1, kk), view(gb, m, 1));
-                            matmul_with(
-                                Parallelism::None,
-                                (kk, m, rows),
-                                &mut dw,
-                                m,
-                                true,
-                                lhs,
-                                rhs,
-                            );
+                            matmul_with(Parallelism::None, (kk, m, rows), dw, m, true, lhs, rhs);
                             let db = &mut dw[kk * m..];
                             for g in gb.chunks_exact(m) {
                                 db.iter_mut().zip(g).for_each(|(d, v)| *d += v);
@@ -233,20 +224,40 @@ impl CustomOp3 for Conv {
                                 scatter(&g, cols, first, dxb);
                             }
                         }
+                    };
+                    // One group of images per thread, each summed in image order, the groups' sums
+                    // added in group order: the same bits however rayon splits and steals the
+                    // work (a parallel `reduce` was not, and a resumed run drifted from the
+                    // straight one).
+                    let per = b
+                        .div_ceil(rayon::current_num_threads().clamp(1, b.max(1)))
+                        .max(1);
+                    let group = |gi: usize, dxg: &mut [f32]| {
+                        let mut dw = vec![0f32; kk * m + m];
+                        for bi in gi * per..((gi + 1) * per).min(b) {
+                            let dxb = match dxg.is_empty() {
+                                true => &mut [][..],
+                                false => &mut dxg[(bi - gi * per) * image_len..][..image_len],
+                            };
+                            image(bi, dxb, &mut dw);
+                        }
                         dw
                     };
-                    let zero = || vec![0f32; kk * m + m];
-                    Ok(if want_dx {
-                        dx.par_chunks_mut(image_len)
+                    let partial: Vec<Vec<f32>> = if want_dx {
+                        dx.par_chunks_mut(per * image_len)
                             .enumerate()
-                            .map(|(bi, dxb)| image(bi, dxb))
-                            .reduce(zero, add_into)
+                            .map(|(gi, dxg)| group(gi, dxg))
+                            .collect()
                     } else {
-                        (0..b)
+                        (0..b.div_ceil(per))
                             .into_par_iter()
-                            .map(|bi| image(bi, &mut []))
-                            .reduce(zero, add_into)
-                    })
+                            .map(|gi| group(gi, &mut []))
+                            .collect()
+                    };
+                    Ok(partial
+                        .into_iter()
+                        .reduce(add_into)
+                        .unwrap_or_else(|| vec![0f32; kk * m + m]))
                 })
             })
         })?;

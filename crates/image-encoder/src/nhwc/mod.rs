@@ -171,7 +171,8 @@ unsafe fn par_uninit(
 /// Rows per parallel chunk of the per-channel reductions.
 const CHUNK_ROWS: usize = 1024;
 
-/// Per-channel sums of `f(row)` over the rows of `y` `(n, c)`, chunks of rows in parallel.
+/// Per-channel sums of `f(row)` over the rows of `y` `(n, c)`, chunks of rows in parallel, the
+/// chunks' sums added in order (the same bits however rayon splits the work).
 pub(super) fn channel_sums(y: &[f32], c: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
     y.par_chunks(CHUNK_ROWS * c)
         .map(|chunk| {
@@ -181,7 +182,10 @@ pub(super) fn channel_sums(y: &[f32], c: usize, f: impl Fn(&[f32], &mut [f32]) +
             }
             acc
         })
-        .reduce(|| vec![0f32; c], add_into)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .reduce(add_into)
+        .unwrap_or_else(|| vec![0f32; c])
 }
 
 /// A row-major or transposed operand of [`seq2seq_nn::cpu::matmul_with`]: element `(i, j)` at

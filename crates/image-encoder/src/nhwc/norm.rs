@@ -247,7 +247,10 @@ impl CustomOp3 for BatchNormTrain {
                         nb.accumulate(&mut acc, gc, yc);
                         acc
                     })
-                    .reduce(|| vec![0f32; 2 * c], add_into);
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .reduce(add_into)
+                    .unwrap_or_else(|| vec![0f32; 2 * c]);
                 let chunks = gd
                     .par_chunks(CHUNK_ROWS * c)
                     .zip(yd.par_chunks(CHUNK_ROWS * c));
