@@ -43,6 +43,18 @@ pub(crate) fn step(
     seed: u64,
     skip: bool,
 ) -> Result<StepResult> {
+    rayon::join(|| step_here(model, opt, bts, t, lr, seed, skip), || ()).0
+}
+
+fn step_here(
+    model: &Seq2Seq,
+    opt: &mut Adam,
+    bts: &[BatchTensors],
+    t: &TrainConfig,
+    lr: f64,
+    seed: u64,
+    skip: bool,
+) -> Result<StepResult> {
     let (mut nll_sum, mut tokens, mut forward, mut backward) = (0.0, 0.0, 0.0, 0.0);
     let mut sum: Option<GradStore> = None;
     let terms = loss_terms(t, opt.step + 1);
