@@ -296,38 +296,42 @@ impl AttentiveRecurrence {
         let mut dh_next = vec![0f32; b * hs];
         let mut dc_next = vec![0f32; b * hs];
         let mut dctx = vec![0f32; b * d.c];
-        let mut dht = vec![0f32; hs];
-        let mut dct = vec![0f32; hs];
         for ti in (0..t).rev() {
-            for bi in 0..b {
-                let o = (ti * b + bi) * wd;
-                let row = &res[o..o + d.kh];
-                let pr = (ti * b + bi) * hs..(ti * b + bi + 1) * hs;
-                let hr = bi * hs..(bi + 1) * hs;
-                let gsl = (ti * b + bi) * g..(ti * b + bi + 1) * g;
-                let qsl = (ti * b + bi) * gq..(ti * b + bi) * gq + g;
-                for j in 0..hs {
-                    dht[j] = gres[o + j] + dh[bi * hs + j];
-                }
-                let cp: &[f32] = if d.lstm {
-                    for j in 0..hs {
-                        dct[j] = gres[o + hs + j] + dc[bi * hs + j];
-                    }
-                    &c_prev[pr.clone()]
-                } else {
-                    &[]
-                };
-                cell_row_bwd(
-                    d.lstm,
-                    hs,
-                    row,
-                    (&h_prev[pr], cp),
-                    (&dht, &dct),
-                    &mut dgi[gsl],
-                    &mut dghq[qsl],
-                    (&mut dh_next[hr.clone()], &mut dc_next[hr]),
+            // The rows of one step are independent: in parallel, each with its own dh, dc.
+            dgi[ti * b * g..(ti + 1) * b * g]
+                .par_chunks_mut(g)
+                .zip(dghq[ti * b * gq..(ti + 1) * b * gq].par_chunks_mut(gq))
+                .zip(dh_next.par_chunks_mut(hs).zip(dc_next.par_chunks_mut(hs)))
+                .enumerate()
+                .for_each_init(
+                    || (vec![0f32; hs], vec![0f32; hs]),
+                    |(dht, dct), (bi, ((dgi_r, dghq_r), (dhn, dcn)))| {
+                        let o = (ti * b + bi) * wd;
+                        let row = &res[o..o + d.kh];
+                        let pr = (ti * b + bi) * hs..(ti * b + bi + 1) * hs;
+                        for j in 0..hs {
+                            dht[j] = gres[o + j] + dh[bi * hs + j];
+                        }
+                        let cp: &[f32] = if d.lstm {
+                            for j in 0..hs {
+                                dct[j] = gres[o + hs + j] + dc[bi * hs + j];
+                            }
+                            &c_prev[pr.clone()]
+                        } else {
+                            &[]
+                        };
+                        cell_row_bwd(
+                            d.lstm,
+                            hs,
+                            row,
+                            (&h_prev[pr], cp),
+                            (dht, dct),
+                            dgi_r,
+                            &mut dghq_r[..g],
+                            (dhn, dcn),
+                        );
+                    },
                 );
-            }
             // dctx = (its gradient from downstream) + dgi W_ic
             for bi in 0..b {
                 let o = (ti * b + bi) * wd + d.kh;

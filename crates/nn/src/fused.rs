@@ -23,6 +23,7 @@
 //! against it, and the layer tests check both against PyTorch).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::cell::{CellKind, CellState};
 use crate::cpu::{cpu_slice, matmul, on_cpu_f32, to_vec, transpose, with_data, View};
@@ -133,21 +134,24 @@ impl CustomOp3 for FusedRecurrence {
             for (x, bv) in ghb.iter_mut().zip(bias.iter().cycle()) {
                 *x += bv;
             }
-            for bi in 0..b {
-                let m = s0m[bi * sw + mask_col + ti];
-                let gir = &gi[(ti * b + bi) * gh..(ti * b + bi + 1) * gh];
-                let ghr = &ghb[bi * gh..(bi + 1) * gh];
-                let o = (ti * b + bi) * kw;
-                let row = &mut out[o..o + kw];
-                let hr = bi * hs..(bi + 1) * hs;
-                if lstm {
-                    lstm_row(hs, gir, ghr, &h[hr.clone()], &c[hr.clone()], m, row);
-                    c[hr.clone()].copy_from_slice(&row[hs..2 * hs]);
-                } else {
-                    gru_row(hs, gir, ghr, &h[hr.clone()], m, row);
-                }
-                h[hr].copy_from_slice(&row[..hs]);
-            }
+            // The rows of one step are independent: in parallel.
+            let ghb = &ghb;
+            out[ti * b * kw..(ti + 1) * b * kw]
+                .par_chunks_mut(kw)
+                .zip(h.par_chunks_mut(hs).zip(c.par_chunks_mut(hs)))
+                .enumerate()
+                .for_each(|(bi, (row, (hrow, crow)))| {
+                    let m = s0m[bi * sw + mask_col + ti];
+                    let gir = &gi[(ti * b + bi) * gh..(ti * b + bi + 1) * gh];
+                    let ghr = &ghb[bi * gh..(bi + 1) * gh];
+                    if lstm {
+                        lstm_row(hs, gir, ghr, hrow, crow, m, row);
+                        crow.copy_from_slice(&row[hs..2 * hs]);
+                    } else {
+                        gru_row(hs, gir, ghr, hrow, m, row);
+                    }
+                    hrow.copy_from_slice(&row[..hs]);
+                });
         }
         Ok((CpuStorage::F32(out), Shape::from((t, b, kw))))
     }
@@ -235,46 +239,50 @@ impl FusedRecurrence {
         let mut dc = vec![0f32; b * hs];
         let mut dh_next = vec![0f32; b * hs];
         let mut dc_next = vec![0f32; b * hs];
-        let (mut dht, mut dct) = (vec![0f32; hs], vec![0f32; hs]);
         for s in (0..t).rev() {
             let ti = self.time(s, t);
-            for bi in 0..b {
-                let m = s0m[bi * sw + mask_col + ti];
+            // The rows of one step are independent: in parallel, each with its own dh, dc.
+            let rows = |bi: usize| {
                 let o = (ti * b + bi) * kw;
-                let row = &res[o..o + kw];
-                let hr = bi * hs..(bi + 1) * hs;
+                let m = s0m[bi * sw + mask_col + ti];
                 let pr = (ti * b + bi) * hs..(ti * b + bi + 1) * hs;
-                let gsl = (ti * b + bi) * gh..(ti * b + bi + 1) * gh;
-                for j in 0..hs {
-                    dht[j] = gres[o + j] + dh[bi * hs + j];
-                }
-                if lstm {
-                    for j in 0..hs {
-                        dct[j] = gres[o + hs + j] + dc[bi * hs + j];
-                    }
-                    lstm_row_bwd(
-                        hs,
-                        row,
-                        &c_prev[pr],
-                        m,
-                        &dht,
-                        &dct,
-                        &mut dgi[gsl],
-                        &mut dh_next[hr.clone()],
-                        &mut dc_next[hr],
+                (o, m, pr)
+            };
+            let step_rows = ti * b * gh..(ti + 1) * b * gh;
+            if lstm {
+                dgi[step_rows]
+                    .par_chunks_mut(gh)
+                    .zip(dh_next.par_chunks_mut(hs).zip(dc_next.par_chunks_mut(hs)))
+                    .enumerate()
+                    .for_each_init(
+                        || (vec![0f32; hs], vec![0f32; hs]),
+                        |(dht, dct), (bi, (dgi_r, (dhn, dcn)))| {
+                            let (o, m, pr) = rows(bi);
+                            for j in 0..hs {
+                                dht[j] = gres[o + j] + dh[bi * hs + j];
+                                dct[j] = gres[o + hs + j] + dc[bi * hs + j];
+                            }
+                            let row = &res[o..o + kw];
+                            lstm_row_bwd(hs, row, &c_prev[pr], m, dht, dct, dgi_r, dhn, dcn);
+                        },
                     );
-                } else {
-                    gru_row_bwd(
-                        hs,
-                        row,
-                        &h_prev[pr],
-                        m,
-                        &dht,
-                        &mut dgi[gsl.clone()],
-                        &mut dgh[gsl],
-                        &mut dh_next[hr],
+            } else {
+                dgi[step_rows.clone()]
+                    .par_chunks_mut(gh)
+                    .zip(dgh[step_rows].par_chunks_mut(gh))
+                    .zip(dh_next.par_chunks_mut(hs))
+                    .enumerate()
+                    .for_each_init(
+                        || vec![0f32; hs],
+                        |dht, (bi, ((dgi_r, dgh_r), dhn))| {
+                            let (o, m, pr) = rows(bi);
+                            for j in 0..hs {
+                                dht[j] = gres[o + j] + dh[bi * hs + j];
+                            }
+                            let row = &res[o..o + kw];
+                            gru_row_bwd(hs, row, &h_prev[pr], m, dht, dgi_r, dgh_r, dhn);
+                        },
                     );
-                }
             }
             // dh_prev += dgh_t W_hh
             let src = if lstm { &dgi } else { &dgh };
