@@ -43,9 +43,13 @@ pub(crate) fn step(
     seed: u64,
     skip: bool,
 ) -> Result<StepResult> {
+    // On one of rayon's workers, each parallel op of the step starts on this thread at once;
+    // from outside the pool every op was handed over, the workers woken, and this thread slept
+    // (docs/results.md, "The main thread's serial work taken off the step").
     rayon::join(|| step_here(model, opt, bts, t, lr, seed, skip), || ()).0
 }
 
+/// [`step`]'s body, on whichever thread calls it.
 fn step_here(
     model: &Seq2Seq,
     opt: &mut Adam,
