@@ -25,7 +25,7 @@ const CHUNK: usize = 1 << 14;
 pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f32, scale: f32) -> Vec<f32> {
     let start = rng.get_word_pos();
     let base = rng.clone();
-    let mut mask = vec![0f32; n];
+    let mut mask = crate::cpu::zeros(n);
     mask.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(j, chunk)| {
@@ -63,7 +63,7 @@ impl CustomOp1 for MaskMul {
                 self.repeat
             );
         }
-        let mut out = vec![0f32; x.len()];
+        let mut out = crate::cpu::zeros(x.len());
         let per_task = CHUNK.div_ceil(self.repeat) * self.repeat;
         out.par_chunks_mut(per_task)
             .zip(x.par_chunks(per_task))
