@@ -161,31 +161,31 @@ pub(super) fn step_bwd(
     let gsl = ti * b * g..(ti + 1) * b * g;
     let (dgi, dgh) = (&mut gr.dgi[gsl.clone()], &mut gr.dgh[gsl]);
     let (mut dh_prev, mut dc_prev) = (vec![0f32; b * hs], vec![0f32; b * hs]);
-    let mut dct = vec![0f32; hs];
-    for bi in 0..b {
-        let o = base + bi * wd;
-        let row = &res[o..o + d.kh];
-        let pr = (ti * b + bi) * hs..(ti * b + bi + 1) * hs;
-        let (hr, gs) = (bi * hs..(bi + 1) * hs, bi * g..(bi + 1) * g);
-        let cp: &[f32] = if d.lstm {
-            for j in 0..hs {
-                dct[j] = gres[o + hs + j] + gr.dc[bi * hs + j];
-            }
-            &prev.c[pr.clone()]
-        } else {
-            &[]
-        };
-        cell_row_bwd(
-            d.lstm,
-            hs,
-            row,
-            (&prev.h[pr], cp),
-            (&dht[hr.clone()], &dct),
-            &mut dgi[gs.clone()],
-            &mut dgh[gs],
-            (&mut dh_prev[hr.clone()], &mut dc_prev[hr]),
+    // The rows are independent: in parallel, each with its own scratch for dc.
+    let dc_next = &gr.dc;
+    dgi.par_chunks_mut(g)
+        .zip(dgh.par_chunks_mut(g))
+        .zip(dh_prev.par_chunks_mut(hs).zip(dc_prev.par_chunks_mut(hs)))
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; hs],
+            |dct, (bi, ((dgi_r, dgh_r), dprev))| {
+                let o = base + bi * wd;
+                let pr = (ti * b + bi) * hs..(ti * b + bi + 1) * hs;
+                let cp: &[f32] = if d.lstm {
+                    for j in 0..hs {
+                        dct[j] = gres[o + hs + j] + dc_next[bi * hs + j];
+                    }
+                    &prev.c[pr.clone()]
+                } else {
+                    &[]
+                };
+                let dh_in = &dht[bi * hs..(bi + 1) * hs];
+                let row = &res[o..o + d.kh];
+                let (prev_hc, din) = ((&prev.h[pr], cp), (dh_in, &dct[..]));
+                cell_row_bwd(d.lstm, hs, row, prev_hc, din, dgi_r, dgh_r, dprev);
+            },
         );
-    }
     matmul(
         (b, hs, g),
         &mut dh_prev,
