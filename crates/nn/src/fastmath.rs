@@ -76,12 +76,17 @@ pub fn exp(x: f32) -> f32 {
     y * pow2n
 }
 
-/// `Σ f(x)`, summed in eight lanes so that it vectorises (a plain float sum is one long
+/// Independent partial sums in the reductions below: one AVX-512 register, two AVX2 ones, four
+/// SSE2 ones. The lane count, not the CPU, fixes the order of the additions, so every vector
+/// width gives the same bits ([`crate::simd`]).
+pub const LANES: usize = 16;
+
+/// `Σ f(x)`, summed in [`LANES`] lanes so that it vectorises (a plain float sum is one long
 /// dependency chain: the compiler may not reorder it).
-#[inline]
+#[inline(always)]
 pub fn sum_by(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
@@ -91,18 +96,18 @@ pub fn sum_by(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `Σ x`, in eight lanes ([`sum_by`]).
-#[inline]
+/// `Σ x`, in [`LANES`] lanes ([`sum_by`]).
+#[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
     sum_by(x, |v| v)
 }
 
-/// The largest element (−∞ for an empty slice; NaNs are skipped, as by `f32::max`), in eight
-/// lanes.
-#[inline]
+/// The largest element (−∞ for an empty slice; NaNs are skipped, as by `f32::max`), in
+/// [`LANES`] lanes.
+#[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
     let tail = chunks
         .remainder()
         .iter()
@@ -116,14 +121,39 @@ pub fn max(x: &[f32]) -> f32 {
     acc.iter().copied().fold(tail, f32::max)
 }
 
+/// `Σ_j a_j b_j` over the shorter length, summed in [`LANES`] lanes so that it vectorises.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (xs, ys) in ac.zip(bc) {
+        for (s, (x, y)) in acc.iter_mut().zip(xs.iter().zip(ys)) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// `Σ_j v_j tanh(q_j + k_j)`, the additive attention energy of one (query, key) pair, summed in
-/// eight lanes so that it vectorises.
-#[inline]
+/// [`LANES`] lanes so that it vectorises.
+#[inline(always)]
 pub fn dot_tanh(q: &[f32], k: &[f32], v: &[f32]) -> f32 {
     let n = q.len().min(k.len()).min(v.len());
     let (q, k, v) = (&q[..n], &k[..n], &v[..n]);
-    let mut acc = [0f32; 8];
-    let (qc, kc, vc) = (q.chunks_exact(8), k.chunks_exact(8), v.chunks_exact(8));
+    let mut acc = [0f32; LANES];
+    let (qc, kc, vc) = (
+        q.chunks_exact(LANES),
+        k.chunks_exact(LANES),
+        v.chunks_exact(LANES),
+    );
     let tail: f32 = qc
         .remainder()
         .iter()
@@ -185,7 +215,7 @@ mod tests {
 
     #[test]
     fn lane_sum_and_max_see_every_element() {
-        for n in [0usize, 1, 7, 8, 9, 100] {
+        for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 33, 100] {
             let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32) - 5.0).collect();
             assert_eq!(sum(&x), x.iter().sum::<f32>(), "n = {n}");
             let want = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -195,6 +225,16 @@ mod tests {
                 y[n - 1] = 99.0;
                 assert_eq!(max(&y), 99.0, "n = {n}: the largest element last");
             }
+        }
+    }
+
+    #[test]
+    fn dot_sums_every_lane_and_the_tail() {
+        for n in [0, 3, 8, 13, 256] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n + 2).map(|i| (i as f32 * 0.11).cos()).collect();
+            let want: f32 = (0..n).map(|i| a[i] * b[i]).sum();
+            assert!((dot(&a, &b) - want).abs() < 1e-4, "n = {n}");
         }
     }
 
