@@ -3,7 +3,8 @@
 /// Training frees and reallocates the same large tensors every step; glibc's allocator returns
 /// them to the system and page-faults them back in. mimalloc, told to purge only memory unused
 /// for ten seconds (see `main`), keeps them from one step to the next (measurements:
-/// docs/results.md, "Allocator" and "The allocator's purge delay, again").
+/// docs/results.md, "Allocator" and "Page faults, SSE2 kernels and the per-step
+/// products").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
