@@ -229,8 +229,11 @@ pub(crate) fn host_targets(
 
 /// The batch loss from a fused op's `(N, 2)` rows `[smoothed loss, nll]` (both masked).
 pub(crate) fn token_loss(rows: &Tensor, tokens: f64) -> Result<TokenLoss> {
-    let nll_sum = rows.narrow(1, 1, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
-    let loss = (rows.narrow(1, 0, 1)?.sum_all()? / tokens.max(1.0))?;
+    // Column sums first: a column narrowed out of a tensor with no rows starts past the end of
+    // its (empty) storage, which candle's sum cannot read. The rows are added in the same order.
+    let sums = rows.sum(0)?;
+    let nll_sum = sums.narrow(0, 1, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
+    let loss = (sums.narrow(0, 0, 1)?.sum_all()? / tokens.max(1.0))?;
     Ok(TokenLoss {
         loss,
         nll_sum,
