@@ -25,17 +25,20 @@ const CHUNK: usize = 1 << 14;
 pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f32, scale: f32) -> Vec<f32> {
     let start = rng.get_word_pos();
     let base = rng.clone();
-    let mut mask = crate::cpu::zeros(n);
-    mask.par_chunks_mut(CHUNK)
+    let mut mask = Vec::with_capacity(n);
+    mask.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(j, chunk)| {
             let mut r = base.clone();
             // One 32-bit word per f32 draw (rand's `StandardUniform` for f32 reads `next_u32`).
             r.set_word_pos(start + (j * CHUNK) as u128);
             for m in chunk {
-                *m = if r.random::<f32>() < p { 0.0 } else { scale };
+                m.write(if r.random::<f32>() < p { 0.0 } else { scale });
             }
         });
+    // SAFETY: the chunks cover all n elements, and each element of a chunk was written.
+    unsafe { mask.set_len(n) };
     rng.set_word_pos(start + n as u128);
     mask
 }
@@ -63,17 +66,21 @@ impl CustomOp1 for MaskMul {
                 self.repeat
             );
         }
-        let mut out = crate::cpu::zeros(x.len());
+        let mut out = Vec::with_capacity(x.len());
         let per_task = CHUNK.div_ceil(self.repeat) * self.repeat;
-        out.par_chunks_mut(per_task)
+        out.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(per_task)
             .zip(x.par_chunks(per_task))
             .enumerate()
             .for_each(|(j, (o, x))| {
                 let m0 = j * per_task / self.repeat;
                 for (i, (o, x)) in o.iter_mut().zip(x).enumerate() {
-                    *o = x * self.mask[m0 + i / self.repeat];
+                    o.write(x * self.mask[m0 + i / self.repeat]);
                 }
             });
+        // SAFETY: the output chunks pair with x's chunks of the same lengths, and each element
+        // was written.
+        unsafe { out.set_len(x.len()) };
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
