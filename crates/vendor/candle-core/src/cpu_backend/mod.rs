@@ -1492,7 +1492,9 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // seq2seq patch: not zeroed. gemm writes every element (alpha = 0 with read_dst =
+        // false; an empty product, k = 0, is written as zeros) and only writes through `dst`.
+        let mut dst: Vec<T> = Vec::with_capacity(b * m * n);
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1516,13 +1518,13 @@ impl Map2 for MatMul {
         for step in 0..b {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
-            let dst_p = &mut dst[step * c_skip..];
+            let dst_p = &mut dst.spare_capacity_mut()[step * c_skip..];
             unsafe {
                 gemm(
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
+                    /* dst: *mut T = */ dst_p.as_mut_ptr().cast::<T>(),
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1541,6 +1543,9 @@ impl Map2 for MatMul {
                 )
             }
         }
+        // SAFETY: the b products wrote all b * m * n elements (the folded case writes its
+        // b * m rows in one product).
+        unsafe { dst.set_len(b * m * n) };
         Ok(dst)
     }
 
