@@ -101,6 +101,24 @@ pub fn matmul_uninit(
     matmul_into(par, dims, dst, dst_rs, false, lhs, rhs)
 }
 
+/// Appends `lhs × rhs`, `(m, n)` row-major, to `dst`, writing it straight into the spare
+/// capacity: no zero-fill of memory the product is about to overwrite.
+pub fn matmul_extend(dims: (usize, usize, usize), dst: &mut Vec<f32>, lhs: View, rhs: View) {
+    let (m, n, _) = dims;
+    let len = dst.len();
+    dst.reserve(m * n);
+    matmul_uninit(
+        parallelism(),
+        dims,
+        &mut dst.spare_capacity_mut()[..m * n],
+        n,
+        lhs,
+        rhs,
+    );
+    // SAFETY: matmul_uninit wrote all m × n elements right after the `len` initialised ones.
+    unsafe { dst.set_len(len + m * n) };
+}
+
 /// [`matmul_with`] on a destination that is read only when `accumulate` (and then must be
 /// initialised, as `matmul_with`'s is).
 fn matmul_into(
@@ -309,6 +327,22 @@ mod tests {
         }
         assert!(zeros(200_001).iter().all(|&x| x == 0.0));
         assert!(zeros(0).is_empty());
+    }
+
+    /// The product lands after what the vector held, and an empty product appends zeros.
+    #[test]
+    fn matmul_extend_appends_the_product() {
+        let (m, n, k) = (70, 33, 9);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 11) as f32 - 5.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.25).collect();
+        let (lhs, rhs) = (View::rows(&a, k), View::rows(&b, n));
+        let mut dst = vec![7.0, 8.0];
+        matmul_extend((m, n, k), &mut dst, lhs, rhs);
+        assert_eq!(dst[..2], [7.0, 8.0]);
+        assert_eq!(dst[2..], naive((m, n, k), lhs, rhs)[..]);
+        matmul_extend((2, 3, 0), &mut dst, lhs, rhs);
+        assert_eq!(dst.len(), 2 + m * n + 6);
+        assert!(dst[2 + m * n..].iter().all(|&x| x == 0.0));
     }
 
     #[test]

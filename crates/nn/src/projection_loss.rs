@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu::{cpu_slice, matmul, matmul_uninit, on_cpu_f32, parallelism, with_data, View};
+use crate::cpu::{cpu_slice, matmul, matmul_extend, on_cpu_f32, with_data, View};
 use crate::loss::{
     host_targets, masked_cross_entropy, probs_minus_q, row_loss_to_probs, token_loss, TokenLoss,
 };
@@ -101,10 +101,7 @@ fn project_into<'a>(x: &[f32], inp: &Inputs, r: usize, buf: &'a mut Vec<f32>) ->
     // wᵀ as a (D, V) view of the (V, D) matrix.
     let wt = View::transposed(inp.w, d);
     buf.clear();
-    let dst = &mut buf.spare_capacity_mut()[..r * v];
-    matmul_uninit(parallelism(), (r, v, d), dst, v, View::rows(x, d), wt);
-    // SAFETY: matmul_uninit wrote all r × v elements.
-    unsafe { buf.set_len(r * v) };
+    matmul_extend((r, v, d), buf, View::rows(x, d), wt);
     let logits = buf.as_mut_slice();
     logits.par_chunks_mut(v).for_each(|row| {
         for (l, bias) in row.iter_mut().zip(inp.b) {
@@ -169,30 +166,11 @@ impl ProjectionLoss {
 fn accumulate_grads(g: &mut Grads, dl: &[f32], x: &[f32], inp: &Inputs, r: usize) {
     let (d, v) = (inp.d, inp.v);
     let (dlv, wv) = (View::rows(dl, v), View::rows(inp.w, d));
-    let rows_before = g.dx.len();
-    matmul_uninit(
-        parallelism(),
-        (r, d, v),
-        &mut g.dx.spare_capacity_mut()[..r * d],
-        d,
-        dlv,
-        wv,
-    );
-    // SAFETY: matmul_uninit wrote the block's r × d elements right after the initialised ones.
-    unsafe { g.dx.set_len(rows_before + r * d) };
+    matmul_extend((r, d, v), &mut g.dx, dlv, wv);
     // ∂logitsᵀ as a (V, r) view.
     let (dlt, xv) = (View::transposed(dl, v), View::rows(x, d));
     if g.dw.is_empty() {
-        matmul_uninit(
-            parallelism(),
-            (v, d, r),
-            &mut g.dw.spare_capacity_mut()[..v * d],
-            d,
-            dlt,
-            xv,
-        );
-        // SAFETY: matmul_uninit wrote all v × d elements.
-        unsafe { g.dw.set_len(v * d) };
+        matmul_extend((v, d, r), &mut g.dw, dlt, xv);
     } else {
         matmul((v, d, r), &mut g.dw, d, true, dlt, xv);
     }
