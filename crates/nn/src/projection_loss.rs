@@ -94,8 +94,8 @@ struct Inputs<'a> {
     v: usize,
 }
 
-/// `logits (r, V) = x (r, D) wᵀ + b`, written over `buf`'s first `r × V` floats (the buffer is
-/// reused from block to block, and the product writes every element, so it is never zeroed).
+/// `logits (r, V) = x (r, D) wᵀ + b` in `buf`, which is reused from block to block and never
+/// zeroed (the product writes every element).
 fn project_into<'a>(x: &[f32], inp: &Inputs, r: usize, buf: &'a mut Vec<f32>) -> &'a mut [f32] {
     let (d, v) = (inp.d, inp.v);
     // wᵀ as a (D, V) view of the (V, D) matrix.
@@ -123,8 +123,8 @@ impl ProjectionLoss {
         let mut buf = Vec::with_capacity(rows * v);
         for r0 in (0..n).step_by(rows) {
             let r = rows.min(n - r0);
-            let logits = project_into(&inp.x[r0 * d..(r0 + r) * d], inp, r, &mut buf);
             let x = &inp.x[r0 * d..(r0 + r) * d];
+            let logits = project_into(x, inp, r, &mut buf);
             let scale = scale.map(|s| &s[r0..r0 + r]);
             out[r0 * 2..(r0 + r) * 2]
                 .par_chunks_mut(2)
