@@ -26,7 +26,7 @@ pub mod loss;
 pub mod project;
 pub mod projection_loss;
 pub mod rnn;
-mod simd;
+pub mod simd;
 pub mod siphash;
 #[cfg(test)]
 mod twin;

@@ -7,17 +7,18 @@
 //! any reordered sums ([`crate::fastmath::LANES`] lanes), so every tier computes the same
 //! bits: results do not depend on the CPU.
 
-/// Which vector extension the CPU runs, checked once.
+/// Which vector extension the CPU runs, checked once (the image encoder's kernels read it too).
 #[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tier {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
     Avx512,
     Avx2,
     Baseline,
 }
 
+/// The widest tier the CPU runs; `SEQ2SEQ_SIMD=baseline` forces [`Tier::Baseline`].
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn tier() -> Tier {
+pub fn tier() -> Tier {
     static TIER: std::sync::OnceLock<Tier> = std::sync::OnceLock::new();
     *TIER.get_or_init(|| {
         if std::env::var("SEQ2SEQ_SIMD").is_ok_and(|v| v == "baseline") {

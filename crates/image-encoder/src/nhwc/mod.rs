@@ -91,11 +91,12 @@ pub fn out_size(size: usize, k: usize, stride: usize) -> usize {
 }
 
 /// Whether the CPU runs AVX2: the kernels' inner loops are compiled for it as well as for
-/// baseline x86-64 (whose SSE2 has half the lanes) and pick one at run time.
+/// baseline x86-64 (whose SSE2 has half the lanes) and pick one at run time. The check is
+/// `nn::simd`'s, so `SEQ2SEQ_SIMD=baseline` switches these kernels off too.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
+    use seq2seq_nn::simd::{tier, Tier};
+    matches!(tier(), Tier::Avx512 | Tier::Avx2)
 }
 
 /// `$vis fn $name(args)` calling the `#[inline(always)]` function `$body(args)`, compiled twice
